@@ -3,4 +3,15 @@
 //! The module tree follows the data path: `subscriber` → `pipeline` → `sinks`, with `config`
 //! describing a pipeline and `sim` standing in for a Skydive analyzer.
 
+pub mod config;
 pub mod flow;
+pub mod metrics;
+pub mod pipeline;
+pub mod sinks;
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,391 @@
+//! Encoders: Go-compatible JSON, the secadvisor `{"data": [...]}` wrapper, and CSV.
+//!
+//! The JSON bytes match Go's `encoding/json` Encoder, which upstream consumers were written
+//! against: struct field order, HTML-safe escaping of `<`, `>`, `&`, U+2028 and U+2029, tab
+//! indentation when pretty, and a trailing newline.
+
+use std::io;
+
+use serde::Serialize;
+use serde_json::ser::Formatter;
+
+use super::record::{CsvRow, Record};
+use super::storeheader::StoreObject;
+use crate::config::{EncodeSection, EncodeType};
+
+/// Why an object could not be encoded.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// serde_json failed (a record type that can't be serialized).
+    #[error("json encoding failed: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The object's shape doesn't fit the encoder (checked at config load; kept as a guard).
+    #[error("{encoder} can't encode {what}")]
+    Unsupported {
+        /// Encoder name.
+        encoder: &'static str,
+        /// What it was given.
+        what: &'static str,
+    },
+    /// Records of different shapes in one CSV object.
+    #[error("csv needs records of one shape; got columns {first:?} and then {other:?}")]
+    MixedCsv {
+        /// First record's columns.
+        first: &'static [&'static str],
+        /// A later record's columns.
+        other: &'static [&'static str],
+    },
+}
+
+/// A configured encoder.
+#[derive(Debug, Clone)]
+pub enum Encoder {
+    /// Plain JSON of the object.
+    Json {
+        /// Tab-indented.
+        pretty: bool,
+    },
+    /// `{"data": [...]}`.
+    Secadvisor {
+        /// Tab-indented.
+        pretty: bool,
+    },
+    /// Header row plus one row per record.
+    Csv {
+        /// Field separator.
+        delimiter: char,
+    },
+}
+
+impl Encoder {
+    /// Builds the encoder from a validated config section.
+    pub fn from_config(section: &EncodeSection) -> Self {
+        let pretty = section.json.pretty;
+        match section.kind {
+            EncodeType::Json => Encoder::Json { pretty },
+            EncodeType::Secadvisor => Encoder::Secadvisor { pretty },
+            EncodeType::Csv => Encoder::Csv {
+                delimiter: section
+                    .csv
+                    .delimiter
+                    .as_deref()
+                    .and_then(|d| d.chars().next())
+                    .unwrap_or(','),
+            },
+        }
+    }
+
+    /// The object's Content-Type.
+    pub fn content_type(&self) -> &'static str {
+        match self {
+            Encoder::Json { .. } | Encoder::Secadvisor { .. } => "application/json",
+            Encoder::Csv { .. } => "text/csv",
+        }
+    }
+
+    /// Key suffix when the object is not compressed.
+    pub fn extension(&self) -> &'static str {
+        match self {
+            Encoder::Json { .. } | Encoder::Secadvisor { .. } => "json",
+            Encoder::Csv { .. } => "csv",
+        }
+    }
+
+    /// Encodes an object, appending to `out`.
+    pub fn encode(&self, object: &StoreObject<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        // The header arms become reachable once a store header other than the list exists.
+        #[allow(unreachable_patterns)]
+        match (self, object) {
+            (Encoder::Json { pretty }, object) => write_go_json(out, *pretty, object),
+            (Encoder::Secadvisor { pretty }, StoreObject::Records(records)) => {
+                #[derive(Serialize)]
+                struct Wrapper<'a> {
+                    data: &'a [Record],
+                }
+                write_go_json(out, *pretty, &Wrapper { data: records })
+            }
+            (Encoder::Csv { delimiter }, StoreObject::Records(records)) => {
+                write_csv(out, *delimiter, records)
+            }
+            (Encoder::Secadvisor { .. }, _) => Err(EncodeError::Unsupported {
+                encoder: "secadvisor",
+                what: "a store header",
+            }),
+            (Encoder::Csv { .. }, _) => Err(EncodeError::Unsupported {
+                encoder: "csv",
+                what: "a store header",
+            }),
+        }
+    }
+}
+
+/// Serializes like Go's `json.Encoder` (with `SetIndent("", "\t")` when pretty).
+pub fn write_go_json<T: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    pretty: bool,
+    value: &T,
+) -> Result<(), EncodeError> {
+    let mut ser = serde_json::Serializer::with_formatter(&mut *out, GoFormatter::new(pretty));
+    value.serialize(&mut ser)?;
+    out.push(b'\n');
+    Ok(())
+}
+
+/// A serde_json formatter reproducing Go's escaping and indentation.
+#[derive(Debug)]
+pub struct GoFormatter {
+    pretty: bool,
+    depth: usize,
+    has_value: bool,
+}
+
+impl GoFormatter {
+    /// Compact or tab-indented.
+    pub fn new(pretty: bool) -> Self {
+        GoFormatter {
+            pretty,
+            depth: 0,
+            has_value: false,
+        }
+    }
+
+    fn newline_indent<W: ?Sized + io::Write>(&self, w: &mut W) -> io::Result<()> {
+        w.write_all(b"\n")?;
+        for _ in 0..self.depth {
+            w.write_all(b"\t")?;
+        }
+        Ok(())
+    }
+}
+
+impl Formatter for GoFormatter {
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        let bytes = fragment.as_bytes();
+        let mut start = 0;
+        let mut i = 0;
+        while i < bytes.len() {
+            let (escape, width): (&[u8], usize) = match bytes[i] {
+                b'<' => (b"\\u003c", 1),
+                b'>' => (b"\\u003e", 1),
+                b'&' => (b"\\u0026", 1),
+                0xE2 if bytes.get(i + 1) == Some(&0x80) && bytes.get(i + 2) == Some(&0xA8) => {
+                    (b"\\u2028", 3)
+                }
+                0xE2 if bytes.get(i + 1) == Some(&0x80) && bytes.get(i + 2) == Some(&0xA9) => {
+                    (b"\\u2029", 3)
+                }
+                _ => {
+                    i += 1;
+                    continue;
+                }
+            };
+            w.write_all(&bytes[start..i])?;
+            w.write_all(escape)?;
+            i += width;
+            start = i;
+        }
+        w.write_all(&bytes[start..])
+    }
+
+    fn begin_array<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.depth += 1;
+        self.has_value = false;
+        w.write_all(b"[")
+    }
+
+    fn end_array<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.depth -= 1;
+        if self.pretty && self.has_value {
+            self.newline_indent(w)?;
+        }
+        w.write_all(b"]")
+    }
+
+    fn begin_array_value<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        if !first {
+            w.write_all(b",")?;
+        }
+        if self.pretty {
+            self.newline_indent(w)?;
+        }
+        Ok(())
+    }
+
+    fn end_array_value<W: ?Sized + io::Write>(&mut self, _w: &mut W) -> io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
+
+    fn begin_object<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.depth += 1;
+        self.has_value = false;
+        w.write_all(b"{")
+    }
+
+    fn end_object<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.depth -= 1;
+        if self.pretty && self.has_value {
+            self.newline_indent(w)?;
+        }
+        w.write_all(b"}")
+    }
+
+    fn begin_object_key<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        if !first {
+            w.write_all(b",")?;
+        }
+        if self.pretty {
+            self.newline_indent(w)?;
+        }
+        Ok(())
+    }
+
+    fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        w.write_all(if self.pretty { b": " } else { b":" })
+    }
+
+    fn end_object_value<W: ?Sized + io::Write>(&mut self, _w: &mut W) -> io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
+}
+
+fn write_csv(out: &mut Vec<u8>, delimiter: char, records: &[Record]) -> Result<(), EncodeError> {
+    let Some(first) = records.first() else {
+        return Ok(());
+    };
+    let header = first.csv_header();
+    write_csv_line(out, delimiter, header.iter().copied());
+    let mut row = CsvRow::default();
+    for record in records {
+        let columns = record.csv_header();
+        if !std::ptr::eq(columns, header) && columns != header {
+            return Err(EncodeError::MixedCsv {
+                first: header,
+                other: columns,
+            });
+        }
+        row.fields.clear();
+        record.csv_row(&mut row);
+        write_csv_line(out, delimiter, row.fields.iter().map(String::as_str));
+    }
+    Ok(())
+}
+
+/// One RFC 4180 line, quoting as Go's `encoding/csv` does.
+fn write_csv_line<'a>(out: &mut Vec<u8>, delimiter: char, fields: impl Iterator<Item = &'a str>) {
+    let mut sep = [0u8; 4];
+    let sep = delimiter.encode_utf8(&mut sep).as_bytes();
+    for (i, field) in fields.enumerate() {
+        if i > 0 {
+            out.extend_from_slice(sep);
+        }
+        if csv_needs_quotes(field, delimiter) {
+            out.push(b'"');
+            for part in field.split('"').enumerate() {
+                if part.0 > 0 {
+                    out.extend_from_slice(b"\"\"");
+                }
+                out.extend_from_slice(part.1.as_bytes());
+            }
+            out.push(b'"');
+        } else {
+            out.extend_from_slice(field.as_bytes());
+        }
+    }
+    out.push(b'\n');
+}
+
+fn csv_needs_quotes(field: &str, delimiter: char) -> bool {
+    if field.is_empty() {
+        return false;
+    }
+    field == r"\."
+        || field.contains(delimiter)
+        || field.contains(['"', '\r', '\n'])
+        || field.starts_with(char::is_whitespace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::Flow;
+
+    fn flow_record(json: &str) -> Record {
+        Record::Flow(Box::new(serde_json::from_str::<Flow>(json).unwrap()))
+    }
+
+    fn encode(encoder: Encoder, records: &[Record]) -> String {
+        let mut out = Vec::new();
+        encoder
+            .encode(&StoreObject::Records(records), &mut out)
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn go_escaping_of_html_and_line_separators() {
+        let r = flow_record(r#"{"UUID":"a<b>&c\u2028\u2029é\"","Start":0,"Last":0}"#);
+        assert_eq!(
+            encode(Encoder::Json { pretty: false }, &[r]),
+            "[{\"UUID\":\"a\\u003cb\\u003e\\u0026c\\u2028\\u2029é\\\"\",\"Start\":0,\"Last\":0,\"ParentUUID\":\"\",\"RawPacketsCaptured\":0}]\n"
+        );
+    }
+
+    #[test]
+    fn pretty_uses_tabs_and_empty_containers_stay_inline() {
+        let r = flow_record(r#"{"UUID":"u","Start":1,"Last":2,"FinishType":2}"#);
+        assert_eq!(
+            encode(Encoder::Json { pretty: true }, &[r]),
+            "[\n\t{\n\t\t\"UUID\": \"u\",\n\t\t\"Start\": 1,\n\t\t\"Last\": 2,\n\t\t\"ParentUUID\": \"\",\n\t\t\"RawPacketsCaptured\": 0,\n\t\t\"FinishType\": 2\n\t}\n]\n"
+        );
+        assert_eq!(
+            encode(Encoder::Secadvisor { pretty: true }, &[]),
+            "{\n\t\"data\": []\n}\n"
+        );
+        assert_eq!(
+            encode(Encoder::Secadvisor { pretty: false }, &[]),
+            "{\"data\":[]}\n"
+        );
+        assert_eq!(encode(Encoder::Json { pretty: false }, &[]), "[]\n");
+    }
+
+    #[test]
+    fn csv_has_a_header_and_rfc4180_quoting() {
+        let a = flow_record(
+            r#"{"UUID":"x,\"y\"","Start":1,"Last":2,"Network":{"Protocol":"IPV4","A":"10.0.0.1","B":"10.0.0.2","ID":0}}"#,
+        );
+        let b = flow_record(r#"{"UUID":" lead","Start":3,"Last":4}"#);
+        let text = encode(Encoder::Csv { delimiter: ',' }, &[a, b]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("UUID,LayersPath,Application,Link.Protocol,"));
+        assert!(
+            lines[1].starts_with("\"x,\"\"y\"\"\",,,,,,,IPV4,10.0.0.1,10.0.0.2,0,"),
+            "{}",
+            lines[1]
+        );
+        assert!(lines[2].starts_with("\" lead\","), "{}", lines[2]);
+        let columns = lines[0].split(',').count();
+        assert_eq!(lines[2].split(',').count(), columns);
+    }
+
+    #[test]
+    fn csv_with_space_delimiter_quotes_fields_with_spaces() {
+        let r = flow_record(r#"{"UUID":"a b","Start":1,"Last":2}"#);
+        let text = encode(Encoder::Csv { delimiter: ' ' }, &[r]);
+        assert!(text.lines().nth(1).unwrap().starts_with("\"a b\" "));
+    }
+}

@@ -1,0 +1,164 @@
+//! What a transform produces and the encoders write.
+
+use serde::{Serialize, Serializer};
+
+use crate::flow::Flow;
+
+/// One output record. Each transform has its own shape; encoders handle them all.
+#[derive(Debug, Clone)]
+pub enum Record {
+    /// The Skydive flow itself (transform `none`).
+    Flow(Box<Flow>),
+}
+
+impl Serialize for Record {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Record::Flow(f) => f.serialize(s),
+        }
+    }
+}
+
+/// Builds one CSV row: fields in the order of the record's header.
+#[derive(Debug, Default)]
+pub struct CsvRow {
+    /// The fields, unquoted.
+    pub fields: Vec<String>,
+}
+
+impl CsvRow {
+    /// Appends a field.
+    pub fn push(&mut self, value: impl ToString) {
+        self.fields.push(value.to_string());
+    }
+
+    /// Appends a field that is empty when zero.
+    fn push_nonzero(&mut self, value: i64) {
+        self.fields.push(if value == 0 {
+            String::new()
+        } else {
+            value.to_string()
+        });
+    }
+}
+
+const FLOW_CSV_HEADER: &[&str] = &[
+    "UUID",
+    "LayersPath",
+    "Application",
+    "Link.Protocol",
+    "Link.A",
+    "Link.B",
+    "Link.ID",
+    "Network.Protocol",
+    "Network.A",
+    "Network.B",
+    "Network.ID",
+    "Transport.Protocol",
+    "Transport.A",
+    "Transport.B",
+    "ICMP.Type",
+    "ICMP.Code",
+    "ICMP.ID",
+    "LastUpdateMetric.ABPackets",
+    "LastUpdateMetric.ABBytes",
+    "LastUpdateMetric.BAPackets",
+    "LastUpdateMetric.BABytes",
+    "LastUpdateMetric.Start",
+    "LastUpdateMetric.Last",
+    "LastUpdateMetric.RTT",
+    "Metric.ABPackets",
+    "Metric.ABBytes",
+    "Metric.BAPackets",
+    "Metric.BABytes",
+    "Metric.Start",
+    "Metric.Last",
+    "Metric.RTT",
+    "Start",
+    "Last",
+    "TrackingID",
+    "L3TrackingID",
+    "ParentUUID",
+    "NodeTID",
+    "CaptureID",
+    "RawPacketsCaptured",
+    "FinishType",
+];
+
+impl Record {
+    /// Column names of this record's CSV form, in field order.
+    pub fn csv_header(&self) -> &'static [&'static str] {
+        match self {
+            Record::Flow(_) => FLOW_CSV_HEADER,
+        }
+    }
+
+    /// This record's CSV fields, matching [`Record::csv_header`].
+    pub fn csv_row(&self, row: &mut CsvRow) {
+        match self {
+            Record::Flow(f) => flow_csv_row(f, row),
+        }
+    }
+}
+
+/// A flow flattened to columns; nested layers absent from the flow give empty fields.
+/// TCPMetric, IPMetric and the extra layers are left out of CSV (JSON carries them).
+fn flow_csv_row(f: &Flow, row: &mut CsvRow) {
+    row.push(&f.uuid);
+    row.push(&f.layers_path);
+    row.push(&f.application);
+    for layer in [&f.link, &f.network] {
+        match layer {
+            Some(l) => {
+                row.push(l.protocol);
+                row.push(&l.a);
+                row.push(&l.b);
+                row.push(l.id);
+            }
+            None => row.fields.extend(std::iter::repeat_n(String::new(), 4)),
+        }
+    }
+    match &f.transport {
+        Some(t) => {
+            row.push(t.protocol);
+            row.push(t.a);
+            row.push(t.b);
+        }
+        None => row.fields.extend(std::iter::repeat_n(String::new(), 3)),
+    }
+    match &f.icmp {
+        Some(i) => {
+            row.push(i.kind);
+            row.push_nonzero(i.code.into());
+            row.push_nonzero(i.id.into());
+        }
+        None => row.fields.extend(std::iter::repeat_n(String::new(), 3)),
+    }
+    for metric in [&f.last_update_metric, &f.metric] {
+        match metric {
+            Some(m) => {
+                for v in [
+                    m.ab_packets,
+                    m.ab_bytes,
+                    m.ba_packets,
+                    m.ba_bytes,
+                    m.start,
+                    m.last,
+                ] {
+                    row.push(v);
+                }
+                row.push_nonzero(m.rtt);
+            }
+            None => row.fields.extend(std::iter::repeat_n(String::new(), 7)),
+        }
+    }
+    row.push(f.start);
+    row.push(f.last);
+    row.push(&f.tracking_id);
+    row.push(&f.l3_tracking_id);
+    row.push(&f.parent_uuid);
+    row.push(&f.node_tid);
+    row.push(&f.capture_id);
+    row.push(f.raw_packets_captured);
+    row.push(f.finish_type.code());
+}
