@@ -342,7 +342,7 @@ pub struct IpMetric {
 }
 
 /// One Skydive flow as the analyzer streams it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Flow {
     /// Flow id, unique per capture point.

@@ -4,3 +4,4 @@
 //! describing a pipeline and `sim` standing in for a Skydive analyzer.
 
 pub mod flow;
+pub mod subscriber;
