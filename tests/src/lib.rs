@@ -1,1 +1,217 @@
+//! The end-to-end harness: real `sluice` processes (`sim`, `run`), their output folders, and an
+//! independent reading of what they wrote.
 
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// The `sluice` binary built by `cargo build`: `$SLUICE_BIN`, else next to the test executable.
+pub fn sluice_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("SLUICE_BIN") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/sluice
+    let bin = exe.parent().and_then(Path::parent).expect("target dir").join("sluice");
+    assert!(bin.exists(), "{} is missing: run `cargo build --bins` first (scripts/test does)", bin.display());
+    bin
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or fails after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return Ok(v);
+        }
+        if start.elapsed() > timeout {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A child process that is killed when dropped, with its stderr collected.
+pub struct Process {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Process {
+    fn spawn(mut cmd: Command) -> anyhow::Result<(Process, Option<std::process::ChildStdout>)> {
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?;
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().expect("piped stderr");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(&mut pipe);
+            let mut line = String::new();
+            while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                sink.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
+        let stdout = child.stdout.take();
+        Ok((Process { child, stderr }, stdout))
+    }
+
+    /// What the process wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Sends a signal (`TERM`, `KILL`, `INT`).
+    pub fn signal(&self, name: &str) -> anyhow::Result<()> {
+        let status = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status()?;
+        anyhow::ensure!(status.success(), "kill -{name} failed");
+        Ok(())
+    }
+
+    /// Waits for exit, at most `timeout`; returns whether it exited successfully.
+    pub fn wait(&mut self, timeout: Duration) -> anyhow::Result<bool> {
+        let status = wait_for("process exit", timeout, || self.child.try_wait().ok().flatten())?;
+        Ok(status.success())
+    }
+
+    /// The OS process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `sluice sim` as a process on a free loopback port.
+pub struct Sim {
+    /// The process.
+    pub process: Process,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Every flow record it wrote to a subscriber (NDJSON).
+    pub sent_log: PathBuf,
+}
+
+impl Sim {
+    /// Starts the simulator with extra arguments; `--listen` and `--sent-log` are set here.
+    pub fn start(dir: &Path, args: &[&str]) -> anyhow::Result<Sim> {
+        Self::start_on("127.0.0.1:0", dir, args)
+    }
+
+    /// The same on a given address (to restart an analyzer on the same port).
+    pub fn start_on(listen: &str, dir: &Path, args: &[&str]) -> anyhow::Result<Sim> {
+        let sent_log = dir.join(format!("sent-{}.ndjson", std::process::id() ^ rand_suffix()));
+        let mut cmd = Command::new(sluice_bin());
+        cmd.arg("sim").args(["--listen", listen]).arg("--sent-log").arg(&sent_log).args(args);
+        let (process, stdout) = Process::spawn(cmd)?;
+        let mut lines = BufReader::new(stdout.expect("piped stdout")).lines();
+        let addr = loop {
+            let Some(line) = lines.next() else {
+                bail!("sim exited before listening: {}", process.stderr());
+            };
+            if let Some(addr) = line?.strip_prefix("sluice sim listening on ") {
+                break addr.trim().parse()?;
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Sim { process, addr, sent_log })
+    }
+
+    /// The subscriber URL.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws/subscriber/flow", self.addr)
+    }
+
+    /// Flow records sent so far, as JSON values in order.
+    pub fn sent(&self) -> Vec<serde_json::Value> {
+        read_ndjson(&self.sent_log)
+    }
+}
+
+fn rand_suffix() -> u32 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos())
+}
+
+/// Reads an NDJSON file, ignoring a torn last line.
+pub fn read_ndjson(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// `sluice run <file>` as a process.
+pub fn start_run(config: &Path) -> anyhow::Result<Process> {
+    let mut cmd = Command::new(sluice_bin());
+    cmd.arg("run").arg(config).env("RUST_LOG", "info,sluice::pipeline=debug");
+    Ok(Process::spawn(cmd)?.0)
+}
+
+/// How many flows `sluice run` has logged as received (from its debug log).
+pub fn received_total(stderr: &str) -> u64 {
+    stderr
+        .lines()
+        .filter(|l| l.contains("message received"))
+        .filter_map(|l| l.split("received_total=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// One object written by the `file` writer.
+#[derive(Debug)]
+pub struct StoredObject {
+    /// The key (path below the bucket folder).
+    pub key: String,
+    /// The bucket folder name.
+    pub bucket: String,
+    /// The metadata file's content.
+    pub meta: serde_json::Value,
+    /// The content, decompressed when it is gzip.
+    pub content: Vec<u8>,
+}
+
+/// Every object below `root` (`<root>/<bucket>/<key>`), sorted by bucket and key.
+pub fn read_objects(root: &Path) -> anyhow::Result<Vec<StoredObject>> {
+    let mut out = Vec::new();
+    for bucket in std::fs::read_dir(root).with_context(|| format!("reading {}", root.display()))? {
+        let bucket = bucket?;
+        let mut stack = vec![bucket.path()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir)? {
+                let path = entry?.path();
+                let name = path.to_string_lossy().to_string();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if !name.ends_with(".meta.json") && !name.contains(".tmp-") {
+                    let meta: serde_json::Value =
+                        serde_json::from_slice(&std::fs::read(format!("{name}.meta.json"))?)?;
+                    let raw = std::fs::read(&path)?;
+                    let content = if meta["content_encoding"] == "gzip" {
+                        let mut v = Vec::new();
+                        flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut v)?;
+                        v
+                    } else {
+                        raw
+                    };
+                    let key = path.strip_prefix(bucket.path())?.to_string_lossy().to_string();
+                    out.push(StoredObject {
+                        key,
+                        bucket: bucket.file_name().to_string_lossy().to_string(),
+                        meta,
+                        content,
+                    });
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| (&a.bucket, &a.key).cmp(&(&b.bucket, &b.key)));
+    Ok(out)
+}

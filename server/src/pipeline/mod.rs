@@ -24,6 +24,7 @@ use crate::config::{AccountType, Cidr, ExporterConfig};
 use crate::flow::Flow;
 use crate::metrics::{DropReason, PipelineStats};
 use crate::sinks::Sink;
+use crate::subscriber::FlowBatch;
 use classify::{Classifier, Tag};
 use filter::Filter;
 use mangle::Mangler;
@@ -173,7 +174,7 @@ impl Pipeline {
     /// `input` closes) every message already accepted is processed and everything flushed.
     pub async fn run(
         mut self,
-        mut input: mpsc::Receiver<Vec<Flow>>,
+        mut input: mpsc::Receiver<FlowBatch>,
         shutdown: CancellationToken,
     ) -> Arc<PipelineStats> {
         loop {
@@ -183,7 +184,7 @@ impl Pipeline {
             };
             tokio::select! {
                 message = input.recv() => match message {
-                    Some(flows) => self.process(flows, crate::now_ms()).await,
+                    Some(batch) => self.process(batch.flows, crate::now_ms()).await,
                     None => break,
                 },
                 () = tokio::time::sleep(sleep) => self.tick(crate::now_ms()).await,
@@ -191,8 +192,8 @@ impl Pipeline {
             }
         }
         input.close();
-        while let Some(flows) = input.recv().await {
-            self.process(flows, crate::now_ms()).await;
+        while let Some(batch) = input.recv().await {
+            self.process(batch.flows, crate::now_ms()).await;
         }
         self.flush_all(crate::now_ms()).await;
         let left = self.pending();
