@@ -4,4 +4,5 @@
 //! describing a pipeline and `sim` standing in for a Skydive analyzer.
 
 pub mod flow;
+pub mod sim;
 pub mod subscriber;
