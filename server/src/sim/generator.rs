@@ -163,11 +163,14 @@ impl Generator {
         }
         self.active = kept;
 
-        // New flows, their first packets inside the window that ends now.
-        while self.active.len() < self.target {
+        // New flows replace those that went quiet, so about `target` flows see traffic. Their
+        // first packets fall inside the window that ends now.
+        let mut alive = self.active.iter().filter(|f| f.ends_at > now).count();
+        while alive < self.target {
             let start = self.rng.random_range(window_floor..=now.max(window_floor));
             let f = self.new_flow(start, now);
             self.active.push(f);
+            alive += 1;
         }
 
         // Update tick: flows that saw packets since the previous tick.
