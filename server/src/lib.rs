@@ -1,12 +1,15 @@
 //! sluice: a multi-tenant network-flow export service for Skydive.
 //!
 //! The module tree follows the data path: `subscriber` → `pipeline` → `sinks`, with `config`
-//! describing a pipeline and `sim` standing in for a Skydive analyzer.
+//! describing a pipeline, `run` wiring one pipeline for `sluice run`, and `sim` standing in for
+//! a Skydive analyzer.
 
 pub mod config;
 pub mod flow;
 pub mod metrics;
 pub mod pipeline;
+pub mod run;
+pub mod sim;
 pub mod sinks;
 pub mod subscriber;
 
@@ -16,4 +19,3 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
-pub mod run;
