@@ -490,3 +490,28 @@ async fn the_simulator_is_strict_about_the_handshake() {
     assert_eq!((status, body.as_str()), (200, "null\n"));
     sim.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_immediate_close_is_reported_as_rejected_headers() {
+    // A bare WebSocket server that closes right after the 101, as Skydive does on bad headers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            if let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await {
+                let _ = ws.close(None).await;
+            }
+        }
+    });
+    let sub = Sub::start(settings(format!("ws://{addr}/ws/subscriber/flow"), "x"));
+    wait_until("the rejection", || {
+        sub.stats
+            .last_error()
+            .is_some_and(|e| e.contains("rejected client headers"))
+    })
+    .await;
+    assert_eq!(sub.stat(|s| &s.flows), 0);
+    sub.stop().await;
+    server.abort();
+}
