@@ -158,7 +158,13 @@ fn sent_log(path: &Path) -> Vec<String> {
 }
 
 /// One HTTP/1.1 request; returns the status and the body.
-async fn http(addr: SocketAddr, method: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n{headers}\r\n{body}",
@@ -180,13 +186,24 @@ async fn auth_right_credentials_deliver_every_sent_flow_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("sent.ndjson");
     let log_arg = log.to_str().unwrap();
-    let sim = Sim::start_fast(&["--auth", "admin:secret", "--total", "40", "--sent-log", log_arg]).await;
+    let sim = Sim::start_fast(&[
+        "--auth",
+        "admin:secret",
+        "--total",
+        "40",
+        "--sent-log",
+        log_arg,
+    ])
+    .await;
     let mut s = settings(sim.url(), "right");
     s.username = "admin".into();
     s.password = "secret".into();
     let sub = Sub::start(s);
     wait_until("40 flows", || sub.count() >= 40).await;
-    wait_until("the sent log to hold 40 records", || sent_log(&log).len() == 40).await;
+    wait_until("the sent log to hold 40 records", || {
+        sent_log(&log).len() == 40
+    })
+    .await;
     assert_eq!(sub.json(), sent_log(&log));
     assert_eq!(sub.stat(|s| &s.malformed_flows), 0);
     assert_eq!(sub.stat(|s| &s.connects), 1);
@@ -227,12 +244,23 @@ async fn capture_namespace_gets_only_its_capture() {
     let mut s = settings(sim.url(), "only-b");
     s.capture_id = "cap-b".into();
     let only_b = Sub::start(s);
-    wait_until("flows on both", || all.count() >= 40 && only_b.count() >= 10).await;
+    wait_until("flows on both", || {
+        all.count() >= 40 && only_b.count() >= 10
+    })
+    .await;
     let captures = |sub: &Sub| -> std::collections::BTreeSet<String> {
-        sub.flows.lock().unwrap().iter().map(|f| f.capture_id.clone()).collect()
+        sub.flows
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|f| f.capture_id.clone())
+            .collect()
     };
     assert_eq!(captures(&only_b), ["cap-b".to_owned()].into());
-    assert_eq!(captures(&all), ["cap-a".to_owned(), "cap-b".to_owned()].into());
+    assert_eq!(
+        captures(&all),
+        ["cap-a".to_owned(), "cap-b".to_owned()].into()
+    );
     all.stop().await;
     only_b.stop().await;
     sim.stop().await;
@@ -242,7 +270,10 @@ async fn capture_namespace_gets_only_its_capture() {
 async fn same_host_id_is_a_409_while_the_first_is_live() {
     let sim = Sim::start_fast(&[]).await;
     let first = Sub::start(settings(sim.url(), "dup"));
-    wait_until("the first subscriber", || first.stats.connected.load(Ordering::Relaxed)).await;
+    wait_until("the first subscriber", || {
+        first.stats.connected.load(Ordering::Relaxed)
+    })
+    .await;
     let second = Sub::start(settings(sim.url(), "dup"));
     wait_until("a 409", || {
         second
@@ -272,7 +303,18 @@ async fn analyzer_restart_on_the_same_port_loses_nothing_sent_after() {
 
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("sent.ndjson");
-    let extra = [FAST, &["--seed", "2", "--total", "30", "--sent-log", log.to_str().unwrap()]].concat();
+    let extra = [
+        FAST,
+        &[
+            "--seed",
+            "2",
+            "--total",
+            "30",
+            "--sent-log",
+            log.to_str().unwrap(),
+        ],
+    ]
+    .concat();
     let sim = Sim::start_on(addr, &extra).await;
     wait_until("the sent log", || sent_log(&log).len() == 30).await;
     let sent = sent_log(&log);
@@ -304,14 +346,23 @@ async fn a_malformed_flow_is_dropped_alone_and_a_bad_frame_is_counted() {
         sub.count() >= 4 && sub.stat(|s| &s.malformed_flows) >= 1
     })
     .await;
-    let uuids: Vec<String> = sub.flows.lock().unwrap().iter().map(|f| f.uuid.clone()).collect();
+    let uuids: Vec<String> = sub
+        .flows
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|f| f.uuid.clone())
+        .collect();
     assert_eq!(uuids, ["g1", "g2", "g3", "g4"]);
     assert_eq!(sub.stat(|s| &s.malformed_flows), 1);
     assert_eq!(sub.stat(|s| &s.malformed_messages), 0);
 
     let (status, _) = http(sim.addr, "POST", "/sim/frame", "", "this is not json").await;
     assert_eq!(status, 204);
-    wait_until("a malformed message", || sub.stat(|s| &s.malformed_messages) == 1).await;
+    wait_until("a malformed message", || {
+        sub.stat(|s| &s.malformed_messages) == 1
+    })
+    .await;
     assert_eq!(sub.stat(|s| &s.connects), 1, "the connection survives");
     assert_eq!(sub.stat(|s| &s.malformed_flows), 1);
     sub.stop().await;
@@ -327,7 +378,9 @@ async fn pongs_keep_the_connection_past_the_pong_timeout() {
 
     // A client that never reads never answers: the simulator must drop it.
     let mut request = sim.url().into_client_request().unwrap();
-    request.headers_mut().insert("X-Client-Type", "mute".parse().unwrap());
+    request
+        .headers_mut()
+        .insert("X-Client-Type", "mute".parse().unwrap());
     let (mut mute, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     let addr = sim.addr;
     let subscribers = move || async move {
@@ -335,16 +388,25 @@ async fn pongs_keep_the_connection_past_the_pong_timeout() {
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         v["subscribers"].as_u64().unwrap()
     };
-    for (want, what) in [(2, "the mute client to attach"), (1, "the mute client to be dropped")] {
+    for (want, what) in [
+        (2, "the mute client to attach"),
+        (1, "the mute client to be dropped"),
+    ] {
         let deadline = tokio::time::Instant::now() + WAIT;
         while subscribers().await != want {
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
     // By now the subscriber has lived through at least one full read deadline (1 s).
     let ended = loop {
-        match tokio::time::timeout(WAIT, mute.next()).await.expect("the mute socket ends") {
+        match tokio::time::timeout(WAIT, mute.next())
+            .await
+            .expect("the mute socket ends")
+        {
             Some(Ok(_)) => continue,
             other => break other,
         }
@@ -395,7 +457,9 @@ async fn the_simulator_is_strict_about_the_handshake() {
 
     // With X-Client-Type: a Ping right away.
     let mut request = sim.url().into_client_request().unwrap();
-    request.headers_mut().insert("X-Client-Type", "test".parse().unwrap());
+    request
+        .headers_mut()
+        .insert("X-Client-Type", "test".parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     match tokio::time::timeout(WAIT, ws.next()).await.unwrap() {
         Some(Ok(Message::Ping(payload))) => assert!(payload.is_empty()),
@@ -403,12 +467,51 @@ async fn the_simulator_is_strict_about_the_handshake() {
     }
 
     // Gremlin: 204 on an empty query, 400 on a parse error, trailing newline on 200.
-    let (status, _) = http(sim.addr, "POST", "/api/topology", "", r#"{"GremlinQuery":""}"#).await;
+    let (status, _) = http(
+        sim.addr,
+        "POST",
+        "/api/topology",
+        "",
+        r#"{"GremlinQuery":""}"#,
+    )
+    .await;
     assert_eq!(status, 204);
-    let (status, _) = http(sim.addr, "POST", "/api/topology", "", r#"{"GremlinQuery":"G.V("}"#).await;
+    let (status, _) = http(
+        sim.addr,
+        "POST",
+        "/api/topology",
+        "",
+        r#"{"GremlinQuery":"G.V("}"#,
+    )
+    .await;
     assert_eq!(status, 400);
     let q = r#"{"GremlinQuery":"G.V().Has('TID','x').Values('Host')"}"#;
     let (status, body) = http(sim.addr, "POST", "/api/topology", "", q).await;
     assert_eq!((status, body.as_str()), (200, "null\n"));
     sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_immediate_close_is_reported_as_rejected_headers() {
+    // A bare WebSocket server that closes right after the 101, as Skydive does on bad headers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            if let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await {
+                let _ = ws.close(None).await;
+            }
+        }
+    });
+    let sub = Sub::start(settings(format!("ws://{addr}/ws/subscriber/flow"), "x"));
+    wait_until("the rejection", || {
+        sub.stats
+            .last_error()
+            .is_some_and(|e| e.contains("rejected client headers"))
+    })
+    .await;
+    assert_eq!(sub.stat(|s| &s.flows), 0);
+    sub.stop().await;
+    server.abort();
 }

@@ -176,7 +176,8 @@ impl Generator {
         // Update tick: flows that saw packets since the previous tick.
         for i in 0..self.active.len() {
             let first = !self.active[i].sent;
-            let busy = first || (self.active[i].ends_at > window_floor && self.rng.random_bool(0.7));
+            let busy =
+                first || (self.active[i].ends_at > window_floor && self.rng.random_bool(0.7));
             if busy {
                 if !first {
                     self.add_packets(i, window_floor, now);
@@ -343,9 +344,13 @@ impl Generator {
 
         let l3_key = {
             let (x, y) = ordered(&network.a, &network.b);
-            let (p, q) = transport
-                .as_ref()
-                .map_or((0, 0), |t| if network.a <= network.b { (t.a, t.b) } else { (t.b, t.a) });
+            let (p, q) = transport.as_ref().map_or((0, 0), |t| {
+                if network.a <= network.b {
+                    (t.a, t.b)
+                } else {
+                    (t.b, t.a)
+                }
+            });
             format!("{x}|{y}|{layers_path}|{p}|{q}")
         };
         let l2_key = {
@@ -433,7 +438,12 @@ fn addresses(rng: &mut StdRng, v6: bool, dns: bool) -> (String, String) {
     let a = pick(rng, if a_private { private } else { public });
     let mut b = pick(rng, if b_private { private } else { public });
     if dns && !b_private {
-        b = if v6 { "2001:4860:4860::8888" } else { "8.8.8.8" }.to_owned();
+        b = if v6 {
+            "2001:4860:4860::8888"
+        } else {
+            "8.8.8.8"
+        }
+        .to_owned();
     }
     if a == b {
         b = pick(rng, public);
@@ -458,7 +468,22 @@ pub fn uuid_like<R: Rng + ?Sized>(rng: &mut R) -> String {
     b[8] = (b[8] & 0x3f) | 0x80;
     format!(
         "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
-        b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]
+        b[0],
+        b[1],
+        b[2],
+        b[3],
+        b[4],
+        b[5],
+        b[6],
+        b[7],
+        b[8],
+        b[9],
+        b[10],
+        b[11],
+        b[12],
+        b[13],
+        b[14],
+        b[15]
     )
 }
 
@@ -525,7 +550,11 @@ mod tests {
             match f.finish_type {
                 FinishType::Timeout if f.application == "DNS" => {
                     dns_timeouts += 1;
-                    assert_eq!(w, seen[f.uuid.as_str()].last_update_metric.unwrap(), "stale window");
+                    assert_eq!(
+                        w,
+                        seen[f.uuid.as_str()].last_update_metric.unwrap(),
+                        "stale window"
+                    );
                 }
                 FinishType::Timeout => {
                     ended += 1;
@@ -534,7 +563,10 @@ mod tests {
                 }
                 FinishType::TcpRst => {
                     rst += 1;
-                    assert!(!seen.contains_key(f.uuid.as_str()), "RST on first appearance");
+                    assert!(
+                        !seen.contains_key(f.uuid.as_str()),
+                        "RST on first appearance"
+                    );
                 }
                 _ => {}
             }

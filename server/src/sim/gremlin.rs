@@ -144,7 +144,10 @@ impl<'a> Parser<'a> {
 
     fn skip_ws(&mut self) {
         while self.text[self.pos..].starts_with(char::is_whitespace) {
-            self.pos += self.text[self.pos..].chars().next().map_or(1, char::len_utf8);
+            self.pos += self.text[self.pos..]
+                .chars()
+                .next()
+                .map_or(1, char::len_utf8);
         }
     }
 
@@ -667,8 +670,12 @@ mod tests {
                 assert_eq!(ids(&got), ids(want), "{}: {text}", case["name"]);
                 // Paths stay nested: the same array depth as the mock.
                 assert_eq!(
-                    got.as_array().and_then(|a| a.first()).is_some_and(Value::is_array),
-                    want.as_array().and_then(|a| a.first()).is_some_and(Value::is_array),
+                    got.as_array()
+                        .and_then(|a| a.first())
+                        .is_some_and(Value::is_array),
+                    want.as_array()
+                        .and_then(|a| a.first())
+                        .is_some_and(Value::is_array),
                     "{text}"
                 );
                 checked += 1;
@@ -681,7 +688,8 @@ mod tests {
         let nodes = read("skydive/rest-topology-response-nodes.json");
         let mut node = nodes[0].clone();
         node["Metadata"]["RoutingTables"] = json!([{"Src": "10.0.0.12"}, {"Src": null}]);
-        let host = json!({"ID": "h", "Metadata": {"Type": "host", "Name": "node-1"}, "Host": "node-1"});
+        let host =
+            json!({"ID": "h", "Metadata": {"Type": "host", "Name": "node-1"}, "Host": "node-1"});
         let edge = json!({"ID": "e", "Metadata": {}, "Parent": "h", "Child": node["ID"].clone()});
         Graph::new(vec![node, host], vec![edge]).unwrap()
     }
@@ -699,22 +707,40 @@ mod tests {
         let got = query(&graph, request["GremlinQuery"].as_str().unwrap()).unwrap();
         assert_eq!(got, read("skydive/rest-topology-response-values.json"));
 
-        let none = query(&graph, "G.V().Has('RoutingTables.Src', '1.2.3.4').Values('Host')");
+        let none = query(
+            &graph,
+            "G.V().Has('RoutingTables.Src', '1.2.3.4').Values('Host')",
+        );
         assert_eq!(none.unwrap(), Value::Null);
         assert_eq!(
             query(&graph, "G.V().Has(\"IPV4\", Regex('192\\.168\\..*'))").unwrap()[0]["ID"],
             want[0]["ID"]
         );
         assert_eq!(
-            query(&graph, "G.V().Has('RoutingTables.Src','10.0.0.12').In().Has('Type','host').Values('Name')")
-                .unwrap(),
+            query(
+                &graph,
+                "G.V().Has('RoutingTables.Src','10.0.0.12').In().Has('Type','host').Values('Name')"
+            )
+            .unwrap(),
             json!(["node-1"])
         );
         assert_eq!(query(&graph, "G.V().Count()").unwrap(), json!(2));
-        assert_eq!(query(&graph, "G.V().Has('MTU', Gt(1000)).Count()").unwrap(), json!(1));
+        assert_eq!(
+            query(&graph, "G.V().Has('MTU', Gt(1000)).Count()").unwrap(),
+            json!(1)
+        );
         assert_eq!(query(&graph, "G.E().Count()").unwrap(), json!(1));
-        assert_eq!(query(&graph, "G.V('h').Out().Values('Name')").unwrap(), json!(["eth0"]));
-        assert_eq!(query(&graph, "G").unwrap()[0]["Nodes"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            query(&graph, "G.V('h').Out().Values('Name')").unwrap(),
+            json!(["eth0"])
+        );
+        assert_eq!(
+            query(&graph, "G").unwrap()[0]["Nodes"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
     }
 
     #[test]

@@ -249,9 +249,7 @@ pub struct BoundSim {
 impl BoundSim {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or(self.state.args.listen)
+        self.listener.local_addr().unwrap_or(self.state.args.listen)
     }
 
     /// Serves until `shutdown` is cancelled.
@@ -287,24 +285,25 @@ impl BoundSim {
 /// Opens the listener and loads the replay and topology files.
 pub async fn bind(args: SimArgs) -> anyhow::Result<BoundSim> {
     args.validate()?;
-    let records = match &args.replay {
-        Some(path) => {
-            let text = tokio::fs::read_to_string(path)
-                .await
-                .with_context(|| format!("cannot read replay file {}", path.display()))?;
-            let mut records = Vec::new();
-            for (n, line) in text.lines().enumerate() {
-                if line.trim().is_empty() {
-                    continue;
+    let records =
+        match &args.replay {
+            Some(path) => {
+                let text = tokio::fs::read_to_string(path)
+                    .await
+                    .with_context(|| format!("cannot read replay file {}", path.display()))?;
+                let mut records = Vec::new();
+                for (n, line) in text.lines().enumerate() {
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    records.push(Record::from_line(line).with_context(|| {
+                        format!("{}:{}: not a JSON value", path.display(), n + 1)
+                    })?);
                 }
-                records.push(Record::from_line(line).with_context(|| {
-                    format!("{}:{}: not a JSON value", path.display(), n + 1)
-                })?);
+                Some(records)
             }
-            Some(records)
-        }
-        None => None,
-    };
+            None => None,
+        };
     let graph = match &args.topology {
         Some(path) => {
             let text = tokio::fs::read_to_string(path)
@@ -391,7 +390,9 @@ async fn topology(State(sim): State<Arc<SimState>>, headers: HeaderMap, body: By
     }
     let query: Query = match serde_json::from_slice(&body) {
         Ok(query) => query,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("bad request body: {e}")).into_response(),
+        Err(e) => {
+            return (StatusCode::BAD_REQUEST, format!("bad request body: {e}")).into_response();
+        }
     };
     if query.gremlin_query.trim().is_empty() {
         return StatusCode::NO_CONTENT.into_response();

@@ -46,7 +46,7 @@ pub(crate) fn decode(text: &str, accepted: &[String]) -> Decoded {
             };
         }
     };
-    if !accepted.iter().any(|ns| *ns == envelope.namespace) {
+    if !accepted.contains(&envelope.namespace) {
         return Decoded::Foreign {
             namespace: envelope.namespace,
         };
