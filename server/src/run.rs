@@ -19,13 +19,23 @@ const CHANNEL_MESSAGES: usize = 64;
 
 /// Reads and validates a pipeline file; errors name the file, key path and line.
 pub fn load(path: &Path) -> anyhow::Result<ExporterConfig> {
-    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     if meta.len() > MAX_CONFIG_BYTES as u64 {
-        bail!("{}: {} bytes, more than the {MAX_CONFIG_BYTES} accepted", path.display(), meta.len());
+        bail!(
+            "{}: {} bytes, more than the {MAX_CONFIG_BYTES} accepted",
+            path.display(),
+            meta.len()
+        );
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     ExporterConfig::load(&text).map_err(|errors| {
-        let lines: Vec<String> = errors.0.iter().map(|e| format!("{}: {e}", path.display())).collect();
+        let lines: Vec<String> = errors
+            .0
+            .iter()
+            .map(|e| format!("{}: {e}", path.display()))
+            .collect();
         anyhow::anyhow!("{}", lines.join("\n"))
     })
 }
@@ -35,7 +45,9 @@ pub fn check(path: &Path) -> anyhow::Result<String> {
     let config = load(path)?;
     let mut text = format!("# {}: valid\n", path.display());
     if let Err(e) = Pipeline::build(&config, None, Arc::default()) {
-        text.push_str(&format!("# note: {e}; `sluice run` will refuse this file until it is\n"));
+        text.push_str(&format!(
+            "# note: {e}; `sluice run` will refuse this file until it is\n"
+        ));
     }
     text.push_str(&serde_yaml::to_string(&config.redacted())?);
     Ok(text)
@@ -77,13 +89,23 @@ pub async fn run(path: &Path, shutdown: CancellationToken) -> anyhow::Result<Run
     tracing::info!(file = %path.display(), url = %settings.url, namespace = %settings.namespace(), "pipeline starting");
     let (tx, rx) = mpsc::channel(CHANNEL_MESSAGES);
     let sub_stats = Arc::new(SubscriberStats::default());
-    let subscriber = tokio::spawn(subscriber::run(settings, tx, sub_stats.clone(), shutdown.clone()));
+    let subscriber = tokio::spawn(subscriber::run(
+        settings,
+        tx,
+        sub_stats.clone(),
+        shutdown.clone(),
+    ));
     // The pipeline stops when the subscriber's sender is dropped: it then drains what was
     // already accepted and flushes every pending buffer.
     let pipeline = tokio::spawn(pipeline.run(rx, CancellationToken::new()));
     subscriber.await.context("subscriber task failed")?;
     let stats = pipeline.await.context("pipeline task failed")?;
-    let malformed = sub_stats.malformed_flows.load(std::sync::atomic::Ordering::Relaxed);
+    let malformed = sub_stats
+        .malformed_flows
+        .load(std::sync::atomic::Ordering::Relaxed);
     stats.count_drop(crate::metrics::DropReason::Malformed, malformed);
-    Ok(RunSummary { pipeline: stats.snapshot(), malformed_flows: malformed })
+    Ok(RunSummary {
+        pipeline: stats.snapshot(),
+        malformed_flows: malformed,
+    })
 }

@@ -17,13 +17,25 @@ pub fn sluice_bin() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> → target/<profile>/sluice
-    let bin = exe.parent().and_then(Path::parent).expect("target dir").join("sluice");
-    assert!(bin.exists(), "{} is missing: run `cargo build --bins` first (scripts/test does)", bin.display());
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("sluice");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --bins` first (scripts/test does)",
+        bin.display()
+    );
     bin
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, or fails after `timeout`.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> anyhow::Result<T> {
     let start = Instant::now();
     loop {
         if let Some(v) = check() {
@@ -44,7 +56,9 @@ pub struct Process {
 
 impl Process {
     fn spawn(mut cmd: Command) -> anyhow::Result<(Process, Option<std::process::ChildStdout>)> {
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?;
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut pipe = child.stderr.take().expect("piped stderr");
@@ -68,14 +82,19 @@ impl Process {
 
     /// Sends a signal (`TERM`, `KILL`, `INT`).
     pub fn signal(&self, name: &str) -> anyhow::Result<()> {
-        let status = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status()?;
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()?;
         anyhow::ensure!(status.success(), "kill -{name} failed");
         Ok(())
     }
 
     /// Waits for exit, at most `timeout`; returns whether it exited successfully.
     pub fn wait(&mut self, timeout: Duration) -> anyhow::Result<bool> {
-        let status = wait_for("process exit", timeout, || self.child.try_wait().ok().flatten())?;
+        let status = wait_for("process exit", timeout, || {
+            self.child.try_wait().ok().flatten()
+        })?;
         Ok(status.success())
     }
 
@@ -110,9 +129,16 @@ impl Sim {
 
     /// The same on a given address (to restart an analyzer on the same port).
     pub fn start_on(listen: &str, dir: &Path, args: &[&str]) -> anyhow::Result<Sim> {
-        let sent_log = dir.join(format!("sent-{}.ndjson", std::process::id() ^ rand_suffix()));
+        let sent_log = dir.join(format!(
+            "sent-{}.ndjson",
+            std::process::id() ^ rand_suffix()
+        ));
         let mut cmd = Command::new(sluice_bin());
-        cmd.arg("sim").args(["--listen", listen]).arg("--sent-log").arg(&sent_log).args(args);
+        cmd.arg("sim")
+            .args(["--listen", listen])
+            .arg("--sent-log")
+            .arg(&sent_log)
+            .args(args);
         let (process, stdout) = Process::spawn(cmd)?;
         let mut lines = BufReader::new(stdout.expect("piped stdout")).lines();
         let addr = loop {
@@ -124,7 +150,11 @@ impl Sim {
             }
         };
         std::thread::spawn(move || for _ in lines {});
-        Ok(Sim { process, addr, sent_log })
+        Ok(Sim {
+            process,
+            addr,
+            sent_log,
+        })
     }
 
     /// The subscriber URL.
@@ -139,19 +169,25 @@ impl Sim {
 }
 
 fn rand_suffix() -> u32 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
 }
 
 /// Reads an NDJSON file, ignoring a torn last line.
 pub fn read_ndjson(path: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 /// `sluice run <file>` as a process.
 pub fn start_run(config: &Path) -> anyhow::Result<Process> {
     let mut cmd = Command::new(sluice_bin());
-    cmd.arg("run").arg(config).env("RUST_LOG", "info,sluice::pipeline=debug");
+    cmd.arg("run")
+        .arg(config)
+        .env("RUST_LOG", "info,sluice::pipeline=debug");
     Ok(Process::spawn(cmd)?.0)
 }
 
@@ -160,7 +196,14 @@ pub fn received_total(stderr: &str) -> u64 {
     stderr
         .lines()
         .filter(|l| l.contains("message received"))
-        .filter_map(|l| l.split("received_total=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .filter_map(|l| {
+            l.split("received_total=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
         .max()
         .unwrap_or(0)
 }
@@ -201,7 +244,10 @@ pub fn read_objects(root: &Path) -> anyhow::Result<Vec<StoredObject>> {
                     } else {
                         raw
                     };
-                    let key = path.strip_prefix(bucket.path())?.to_string_lossy().to_string();
+                    let key = path
+                        .strip_prefix(bucket.path())?
+                        .to_string_lossy()
+                        .to_string();
                     out.push(StoredObject {
                         key,
                         bucket: bucket.file_name().to_string_lossy().to_string(),

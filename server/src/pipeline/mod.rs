@@ -118,9 +118,9 @@ impl Pipeline {
     /// Runs one message of flows through every stage.
     pub async fn process(&mut self, flows: Vec<Flow>, now_ms: i64) {
         let stats = &self.output.stats;
-        stats
-            .flows_received
-            .fetch_add(flows.len() as u64, Ordering::Relaxed);
+        let received = flows.len() as u64;
+        let total = stats.flows_received.fetch_add(received, Ordering::Relaxed) + received;
+        tracing::debug!(flows = received, received_total = total, "message received");
         // Tags in order of first appearance, so output order is deterministic.
         let mut groups: Vec<(Tag, Vec<Flow>)> = Vec::new();
         let mut filtered = 0;
