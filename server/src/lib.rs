@@ -8,6 +8,7 @@ pub mod flow;
 pub mod metrics;
 pub mod pipeline;
 pub mod sinks;
+pub mod topology;
 
 /// Wall-clock milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
