@@ -72,6 +72,10 @@ impl Pipeline {
         stats: Arc<PipelineStats>,
     ) -> Result<Self, BuildError> {
         let p = &config.pipeline;
+        // Config errors first (as upstream's order: mangle, transform, classify), so a bad
+        // `extend` template is reported before any wait for the analyzer.
+        let mangler = Mangler::from_config(&p.mangle)?;
+        let transformer = Transformer::from_config(config)?;
         let mut masks: Vec<Cidr> = p
             .classify
             .cluster_net_masks
@@ -119,8 +123,8 @@ impl Pipeline {
         Ok(Pipeline {
             classifier: Classifier::new(masks),
             filter: Filter::new(&p.filter.excluded_tags),
-            transformer: Transformer::from_config(config)?,
-            mangler: Mangler::from_config(&p.mangle)?,
+            transformer,
+            mangler,
             store: Store::from_config(&p.store, crate::now_ms()),
             output,
         })
