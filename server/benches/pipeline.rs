@@ -89,7 +89,12 @@ fn pipeline_run(
     rt: &tokio::runtime::Runtime,
 ) -> usize {
     let sink = MemorySink::default();
-    let mut p = Pipeline::build(config, Some(Sink::Memory(sink.clone())), Default::default())
+    let mut p = rt
+        .block_on(Pipeline::build(
+            config,
+            Some(Sink::Memory(sink.clone())),
+            Default::default(),
+        ))
         .expect("pipeline");
     let mut flows = 0;
     rt.block_on(async {

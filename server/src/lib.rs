@@ -12,6 +12,7 @@ pub mod run;
 pub mod sim;
 pub mod sinks;
 pub mod subscriber;
+pub mod topology;
 
 /// Wall-clock milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {

@@ -1,5 +1,7 @@
 //! Classify: tag each flow internal / ingress / egress / other by its addresses.
 
+pub mod autodiscovery;
+
 use std::net::IpAddr;
 
 use crate::config::Cidr;

@@ -1,7 +1,10 @@
 //! Mangle: post-process one tag's batch of records.
 
+pub mod logstatus;
+
 use super::record::Record;
 use crate::config::{MangleSection, MangleType};
+use logstatus::LogStatus;
 
 /// Why a mangler could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +19,8 @@ pub enum MangleBuildError {
 pub enum Mangler {
     /// Records pass unchanged.
     None,
+    /// OK / NODATA / SKIPDATA log status records.
+    Logstatus(Box<LogStatus>),
 }
 
 impl Mangler {
@@ -23,14 +28,16 @@ impl Mangler {
     pub fn from_config(section: &MangleSection) -> Result<Self, MangleBuildError> {
         match section.kind {
             MangleType::None => Ok(Mangler::None),
+            MangleType::Logstatus => Ok(Mangler::Logstatus(Box::default())),
             other => Err(MangleBuildError::Unavailable(other.as_str())),
         }
     }
 
     /// Called once per tag per message; `now_ms` is the wall clock.
-    pub fn mangle(&mut self, _tag: &str, records: Vec<Record>, _now_ms: i64) -> Vec<Record> {
+    pub fn mangle(&mut self, tag: &str, records: Vec<Record>, now_ms: i64) -> Vec<Record> {
         match self {
             Mangler::None => records,
+            Mangler::Logstatus(m) => m.mangle(tag, records, now_ms),
         }
     }
 }

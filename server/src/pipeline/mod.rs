@@ -12,6 +12,7 @@ pub mod record;
 pub mod store;
 pub mod storeheader;
 pub mod transform;
+pub mod ttl_cache;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -20,7 +21,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{AccountType, Cidr, ExporterConfig};
+use crate::config::{AccountType, Cidr, ClassifyType, ExporterConfig};
 use crate::flow::Flow;
 use crate::metrics::{DropReason, PipelineStats};
 use crate::sinks::Sink;
@@ -45,6 +46,9 @@ pub enum BuildError {
     /// Write stage.
     #[error(transparent)]
     Sink(#[from] crate::sinks::SinkError),
+    /// The analyzer client of `subnet_autodiscovery`.
+    #[error(transparent)]
+    Topology(#[from] crate::topology::TopologyError),
 }
 
 /// A built pipeline. It is driven by one task: [`Pipeline::run`].
@@ -60,18 +64,35 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Builds every stage from a validated config; `sink` overrides the configured writer.
-    pub fn build(
+    ///
+    /// With `subnet_autodiscovery` this queries the analyzer for the Kubernetes nodes, retrying
+    /// for at most [`classify::autodiscovery::DISCOVERY_BUDGET`].
+    pub async fn build(
         config: &ExporterConfig,
         sink: Option<Sink>,
         stats: Arc<PipelineStats>,
     ) -> Result<Self, BuildError> {
         let p = &config.pipeline;
-        let masks: Vec<Cidr> = p
+        // Config errors first (as upstream's order: mangle, transform, classify), so a bad
+        // `extend` template is reported before any wait for the analyzer.
+        let mangler = Mangler::from_config(&p.mangle)?;
+        let transformer = Transformer::from_config(config)?;
+        let mut masks: Vec<Cidr> = p
             .classify
             .cluster_net_masks
             .iter()
             .filter_map(|m| Cidr::parse(m).ok())
             .collect();
+        if p.classify.kind == ClassifyType::SubnetAutodiscovery {
+            let client = crate::topology::TopologyClient::from_config(config)?;
+            masks.extend(
+                classify::autodiscovery::discover_node_masks(
+                    &client,
+                    classify::autodiscovery::DISCOVERY_BUDGET,
+                )
+                .await,
+            );
+        }
         let sink = match sink {
             Some(sink) => sink,
             None => Sink::from_config(&p.write)?,
@@ -103,8 +124,8 @@ impl Pipeline {
         Ok(Pipeline {
             classifier: Classifier::new(masks),
             filter: Filter::new(&p.filter.excluded_tags),
-            transformer: Transformer::from_config(&p.transform)?,
-            mangler: Mangler::from_config(&p.mangle)?,
+            transformer,
+            mangler,
             store: Store::from_config(&p.store, crate::now_ms()),
             output,
         })

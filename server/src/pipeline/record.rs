@@ -3,18 +3,22 @@
 use serde::{Serialize, Serializer};
 
 use crate::flow::Flow;
+pub use crate::pipeline::transform::secadvisor::record::SecAdvisorRecord;
 
 /// One output record. Each transform has its own shape; encoders handle them all.
 #[derive(Debug, Clone)]
 pub enum Record {
     /// The Skydive flow itself (transform `none`).
     Flow(Box<Flow>),
+    /// An IBM Security Advisor record (transform `secadvisor`).
+    SecAdvisor(Box<SecAdvisorRecord>),
 }
 
 impl Serialize for Record {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
             Record::Flow(f) => f.serialize(s),
+            Record::SecAdvisor(r) => r.serialize(s),
         }
     }
 }
@@ -90,6 +94,7 @@ impl Record {
     pub fn csv_header(&self) -> &'static [&'static str] {
         match self {
             Record::Flow(_) => FLOW_CSV_HEADER,
+            Record::SecAdvisor(_) => crate::pipeline::transform::secadvisor::record::CSV_HEADER,
         }
     }
 
@@ -97,6 +102,7 @@ impl Record {
     pub fn csv_row(&self, row: &mut CsvRow) {
         match self {
             Record::Flow(f) => flow_csv_row(f, row),
+            Record::SecAdvisor(r) => r.csv_row(row),
         }
     }
 }

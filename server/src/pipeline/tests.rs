@@ -299,6 +299,7 @@ async fn pipeline_classifies_filters_and_groups_by_tag() {
         Some(Sink::Memory(sink.clone())),
         Default::default(),
     )
+    .await
     .unwrap();
     p.process(
         vec![
@@ -344,6 +345,7 @@ async fn run_flushes_pending_records_when_shut_down() {
         Some(Sink::Memory(sink.clone())),
         Default::default(),
     )
+    .await
     .unwrap();
     let (tx, rx) = mpsc::channel(4);
     let shutdown = CancellationToken::new();

@@ -1,8 +1,11 @@
 //! Transform: turn a Skydive flow into an output record, or drop it.
 
+pub mod secadvisor;
+
 use super::record::Record;
-use crate::config::{TransformSection, TransformType};
+use crate::config::{ExporterConfig, TransformType};
 use crate::flow::Flow;
+use secadvisor::SecAdvisor;
 
 /// Why a transform could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -10,6 +13,9 @@ pub enum TransformBuildError {
     /// The type is valid but this build doesn't provide it yet.
     #[error("transform type {0} is not available yet")]
     Unavailable(&'static str),
+    /// The secadvisor transform's topology client or `extend` entries.
+    #[error(transparent)]
+    Secadvisor(#[from] secadvisor::SecAdvisorBuildError),
 }
 
 /// A configured transform.
@@ -17,13 +23,19 @@ pub enum TransformBuildError {
 pub enum Transformer {
     /// The flow itself.
     None,
+    /// IBM Security Advisor records.
+    Secadvisor(Box<SecAdvisor>),
 }
 
 impl Transformer {
-    /// Builds from a validated config section.
-    pub fn from_config(section: &TransformSection) -> Result<Self, TransformBuildError> {
-        match section.kind {
+    /// Builds from a validated config: the whole file, since secadvisor also needs the
+    /// analyzer's address, credentials and TLS settings.
+    pub fn from_config(config: &ExporterConfig) -> Result<Self, TransformBuildError> {
+        match config.pipeline.transform.kind {
             TransformType::None => Ok(Transformer::None),
+            TransformType::Secadvisor => Ok(Transformer::Secadvisor(Box::new(
+                SecAdvisor::from_config(config)?,
+            ))),
             other => Err(TransformBuildError::Unavailable(other.as_str())),
         }
     }
@@ -32,6 +44,10 @@ impl Transformer {
     pub async fn transform(&mut self, flow: Flow) -> Option<Record> {
         match self {
             Transformer::None => Some(Record::Flow(Box::new(flow))),
+            Transformer::Secadvisor(t) => t
+                .transform(flow, crate::now_ms())
+                .await
+                .map(|r| Record::SecAdvisor(Box::new(r))),
         }
     }
 }

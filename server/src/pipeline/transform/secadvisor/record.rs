@@ -1,0 +1,382 @@
+//! The Security Advisor record (flow-exporter spec §6.2): its JSON form, its CSV form, and
+//! the Go field paths its `extend` templates read.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::flow::FlowMetric;
+use crate::pipeline::record::CsvRow;
+
+/// The record format version written in every record.
+pub const VERSION: &str = "1.1.0";
+
+/// What a peer address was recognised as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerType {
+    /// A Kubernetes pod.
+    #[serde(rename = "pod")]
+    Pod,
+    /// A Docker or runc container not associated with a pod.
+    #[serde(rename = "container")]
+    Container,
+    /// A host (VM).
+    #[serde(rename = "host")]
+    Host,
+}
+
+impl PeerType {
+    /// The name written in `Context.*.Type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerType::Pod => "pod",
+            PeerType::Container => "container",
+            PeerType::Host => "host",
+        }
+    }
+}
+
+impl fmt::Display for PeerType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+fn is_empty(s: &str) -> bool {
+    s.is_empty()
+}
+
+/// Who a peer is: `{Type, Name, Set}`, empty members omitted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerContext {
+    /// pod, container or host.
+    #[serde(rename = "Type")]
+    pub kind: PeerType,
+    /// e.g. `namespace/pod-name`, a container name, or a host name.
+    #[serde(rename = "Name", default, skip_serializing_if = "is_empty")]
+    pub name: String,
+    /// The owner, e.g. `ReplicaSet:namespace/replicaset-name`.
+    #[serde(rename = "Set", default, skip_serializing_if = "is_empty")]
+    pub set: String,
+}
+
+/// The contexts of the two peers; at least one is present.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerContexts {
+    /// Network.A's context.
+    #[serde(rename = "A", default, skip_serializing_if = "Option::is_none")]
+    pub a: Option<PeerContext>,
+    /// Network.B's context.
+    #[serde(rename = "B", default, skip_serializing_if = "Option::is_none")]
+    pub b: Option<PeerContext>,
+}
+
+/// The `Network` or `Transport` layer: protocol name, both ends as strings, legacy names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecAdvisorLayer {
+    /// e.g. `IPV4`, `TCP`.
+    #[serde(rename = "Protocol", default, skip_serializing_if = "is_empty")]
+    pub protocol: String,
+    /// Address or port (decimal) of A.
+    #[serde(rename = "A", default, skip_serializing_if = "is_empty")]
+    pub a: String,
+    /// Address or port (decimal) of B.
+    #[serde(rename = "B", default, skip_serializing_if = "is_empty")]
+    pub b: String,
+    /// Legacy pod name of A (`0_0_<clean name>_0`), Network only.
+    #[serde(rename = "A_Name", default, skip_serializing_if = "is_empty")]
+    pub a_name: String,
+    /// Legacy pod name of B, Network only.
+    #[serde(rename = "B_Name", default, skip_serializing_if = "is_empty")]
+    pub b_name: String,
+}
+
+/// One Security Advisor record, serialised in upstream's key order with its omissions.
+///
+/// `LinkID` and `L3TrackingID` are internal (used by the logstatus mangler): never written,
+/// but read when decoding so test vectors and guests can carry them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SecAdvisorRecord {
+    /// Flow UUID.
+    #[serde(rename = "UUID", default, skip_serializing_if = "is_empty")]
+    pub uuid: String,
+    /// The flow's Link.ID (0 without a link layer); internal.
+    #[serde(rename = "LinkID", default, skip_serializing)]
+    pub link_id: i64,
+    /// The flow's L3TrackingID; internal.
+    #[serde(rename = "L3TrackingID", default, skip_serializing)]
+    pub l3_tracking_id: String,
+    /// e.g. `Ethernet/IPv4/TCP`.
+    #[serde(rename = "LayersPath", default, skip_serializing_if = "is_empty")]
+    pub layers_path: String,
+    /// [`VERSION`] for records made by the transform.
+    #[serde(rename = "Version", default, skip_serializing_if = "is_empty")]
+    pub version: String,
+    /// STARTED, UPDATED or ENDED.
+    #[serde(rename = "Status", default, skip_serializing_if = "is_empty")]
+    pub status: String,
+    /// SYN_FIN, SYN_RST, Timeout, or empty.
+    #[serde(rename = "FinishType", default, skip_serializing_if = "is_empty")]
+    pub finish_type: String,
+    /// Addresses, with legacy pod names.
+    #[serde(rename = "Network", default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<SecAdvisorLayer>,
+    /// Ports as decimal strings.
+    #[serde(rename = "Transport", default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<SecAdvisorLayer>,
+    /// Who the peers are.
+    #[serde(rename = "Context", default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<PeerContexts>,
+    /// Counters of the last update window.
+    #[serde(
+        rename = "LastUpdateMetric",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub last_update_metric: Option<FlowMetric>,
+    /// Cumulative counters.
+    #[serde(rename = "Metric", default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<FlowMetric>,
+    /// First packet, ms; always written.
+    #[serde(rename = "Start", default)]
+    pub start: i64,
+    /// Last packet, ms; always written.
+    #[serde(rename = "Last", default)]
+    pub last: i64,
+    /// Times this flow was seen before; always written.
+    #[serde(rename = "UpdateCount", default)]
+    pub update_count: i64,
+    /// Topology type of the capturing node.
+    #[serde(rename = "NodeType", default, skip_serializing_if = "is_empty")]
+    pub node_type: String,
+    /// OK, NODATA or SKIPDATA (logstatus mangler).
+    #[serde(rename = "LogStatus", default, skip_serializing_if = "is_empty")]
+    pub log_status: String,
+    /// `extend` results, keys sorted.
+    #[serde(rename = "Extend", default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extend: BTreeMap<String, String>,
+}
+
+/// Replaces every character outside `[A-Za-z0-9.-]` with `-` (legacy peer names).
+pub fn clean_legacy_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// `0_0_<clean name>_0` for a pod with a name, else empty.
+pub fn legacy_name(context: Option<&PeerContext>) -> String {
+    match context {
+        Some(c) if c.kind == PeerType::Pod && !c.name.is_empty() => {
+            format!("0_0_{}_0", clean_legacy_name(&c.name))
+        }
+        _ => String::new(),
+    }
+}
+
+/// What Go's text/template prints for a map key that is absent.
+pub const NO_VALUE: &str = "<no value>";
+
+impl SecAdvisorRecord {
+    /// The value at a Go field path (`["Network", "A"]` for `{{.Network.A}}`), as a template
+    /// prints it. `None` where Go's template execution fails: a nil pointer on the way, an
+    /// unknown field, or a path ending on a struct (which would print Go's `%v` form).
+    pub fn field(&self, path: &[String]) -> Option<Cow<'_, str>> {
+        let keys: Vec<&str> = path.iter().map(String::as_str).collect();
+        let s = |v: &str| Some(Cow::Owned(v.to_string()));
+        let n = |v: i64| Some(Cow::Owned(v.to_string()));
+        match keys.as_slice() {
+            ["UUID"] => Some(Cow::Borrowed(&self.uuid)),
+            ["LinkID"] => n(self.link_id),
+            ["L3TrackingID"] => Some(Cow::Borrowed(&self.l3_tracking_id)),
+            ["LayersPath"] => Some(Cow::Borrowed(&self.layers_path)),
+            ["Version"] => Some(Cow::Borrowed(&self.version)),
+            ["Status"] => Some(Cow::Borrowed(&self.status)),
+            ["FinishType"] => Some(Cow::Borrowed(&self.finish_type)),
+            ["Start"] => n(self.start),
+            ["Last"] => n(self.last),
+            ["UpdateCount"] => n(self.update_count),
+            ["NodeType"] => Some(Cow::Borrowed(&self.node_type)),
+            ["LogStatus"] => Some(Cow::Borrowed(&self.log_status)),
+            [layer @ ("Network" | "Transport"), field] => {
+                let l = if *layer == "Network" {
+                    self.network.as_ref()?
+                } else {
+                    self.transport.as_ref()?
+                };
+                match *field {
+                    "Protocol" => Some(Cow::Borrowed(&l.protocol)),
+                    "A" => Some(Cow::Borrowed(&l.a)),
+                    "B" => Some(Cow::Borrowed(&l.b)),
+                    "AName" => Some(Cow::Borrowed(&l.a_name)),
+                    "BName" => Some(Cow::Borrowed(&l.b_name)),
+                    _ => None,
+                }
+            }
+            ["Context", peer @ ("A" | "B"), field] => {
+                let contexts = self.context.as_ref()?;
+                let c = if *peer == "A" {
+                    contexts.a.as_ref()?
+                } else {
+                    contexts.b.as_ref()?
+                };
+                match *field {
+                    "Type" => s(c.kind.as_str()),
+                    "Name" => Some(Cow::Borrowed(&c.name)),
+                    "Set" => Some(Cow::Borrowed(&c.set)),
+                    _ => None,
+                }
+            }
+            [metric @ ("Metric" | "LastUpdateMetric"), field] => {
+                let m = if *metric == "Metric" {
+                    self.metric.as_ref()?
+                } else {
+                    self.last_update_metric.as_ref()?
+                };
+                match *field {
+                    "ABPackets" => n(m.ab_packets),
+                    "ABBytes" => n(m.ab_bytes),
+                    "BAPackets" => n(m.ba_packets),
+                    "BABytes" => n(m.ba_bytes),
+                    "Start" => n(m.start),
+                    "Last" => n(m.last),
+                    "RTT" => n(m.rtt),
+                    _ => None,
+                }
+            }
+            ["Extend", key] => Some(
+                self.extend
+                    .get(*key)
+                    .map_or(Cow::Borrowed(NO_VALUE), |v| Cow::Borrowed(v)),
+            ),
+            _ => None,
+        }
+    }
+
+    /// This record's CSV fields, matching [`CSV_HEADER`].
+    pub fn csv_row(&self, row: &mut CsvRow) {
+        row.push(&self.uuid);
+        row.push(&self.layers_path);
+        row.push(&self.version);
+        row.push(&self.status);
+        row.push(&self.finish_type);
+        match &self.network {
+            Some(l) => {
+                for v in [&l.protocol, &l.a, &l.b, &l.a_name, &l.b_name] {
+                    row.push(v);
+                }
+            }
+            None => empty(row, 5),
+        }
+        match &self.transport {
+            Some(l) => {
+                for v in [&l.protocol, &l.a, &l.b] {
+                    row.push(v);
+                }
+            }
+            None => empty(row, 3),
+        }
+        let contexts = self.context.as_ref();
+        for peer in [
+            contexts.and_then(|c| c.a.as_ref()),
+            contexts.and_then(|c| c.b.as_ref()),
+        ] {
+            match peer {
+                Some(c) => {
+                    row.push(c.kind);
+                    row.push(&c.name);
+                    row.push(&c.set);
+                }
+                None => empty(row, 3),
+            }
+        }
+        for metric in [&self.last_update_metric, &self.metric] {
+            match metric {
+                Some(m) => {
+                    for v in [
+                        m.ab_packets,
+                        m.ab_bytes,
+                        m.ba_packets,
+                        m.ba_bytes,
+                        m.start,
+                        m.last,
+                    ] {
+                        row.push(v);
+                    }
+                    row.push(if m.rtt == 0 {
+                        String::new()
+                    } else {
+                        m.rtt.to_string()
+                    });
+                }
+                None => empty(row, 7),
+            }
+        }
+        row.push(self.start);
+        row.push(self.last);
+        row.push(self.update_count);
+        row.push(&self.node_type);
+        row.push(&self.log_status);
+        row.push(if self.extend.is_empty() {
+            String::new()
+        } else {
+            serde_json::to_string(&self.extend).unwrap_or_default()
+        });
+    }
+}
+
+fn empty(row: &mut CsvRow, n: usize) {
+    row.fields.extend(std::iter::repeat_n(String::new(), n));
+}
+
+/// CSV columns of a Security Advisor record: nested fields flattened with dotted names; absent
+/// layers give empty fields; `Extend` is one column holding its JSON object.
+pub const CSV_HEADER: &[&str] = &[
+    "UUID",
+    "LayersPath",
+    "Version",
+    "Status",
+    "FinishType",
+    "Network.Protocol",
+    "Network.A",
+    "Network.B",
+    "Network.A_Name",
+    "Network.B_Name",
+    "Transport.Protocol",
+    "Transport.A",
+    "Transport.B",
+    "Context.A.Type",
+    "Context.A.Name",
+    "Context.A.Set",
+    "Context.B.Type",
+    "Context.B.Name",
+    "Context.B.Set",
+    "LastUpdateMetric.ABPackets",
+    "LastUpdateMetric.ABBytes",
+    "LastUpdateMetric.BAPackets",
+    "LastUpdateMetric.BABytes",
+    "LastUpdateMetric.Start",
+    "LastUpdateMetric.Last",
+    "LastUpdateMetric.RTT",
+    "Metric.ABPackets",
+    "Metric.ABBytes",
+    "Metric.BAPackets",
+    "Metric.BABytes",
+    "Metric.Start",
+    "Metric.Last",
+    "Metric.RTT",
+    "Start",
+    "Last",
+    "UpdateCount",
+    "NodeType",
+    "LogStatus",
+    "Extend",
+];
