@@ -102,7 +102,12 @@ impl Pipeline {
         Ok(Pipeline {
             classifier: Classifier::new(masks),
             filter: Filter::new(&p.filter.excluded_tags),
-            transformer: Transformer::from_config(&p.transform)?,
+            transformer: match p.transform.kind {
+                crate::config::TransformType::Vpclogs => {
+                    Transformer::VpcLogs(transform::vpclogs::VpcLogs::from_config(config))
+                }
+                _ => Transformer::from_config(&p.transform)?,
+            },
             mangler: Mangler::from_config(&p.mangle)?,
             store: Store::from_config(&p.store, crate::now_ms()),
             output,

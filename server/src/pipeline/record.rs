@@ -2,6 +2,8 @@
 
 use serde::{Serialize, Serializer};
 
+use super::transform::awsflowlogs::AwsFlowLog;
+use super::transform::vpclogs::VpcLog;
 use crate::flow::Flow;
 
 /// One output record. Each transform has its own shape; encoders handle them all.
@@ -9,12 +11,18 @@ use crate::flow::Flow;
 pub enum Record {
     /// The Skydive flow itself (transform `none`).
     Flow(Box<Flow>),
+    /// An AWS VPC Flow Logs record (transform `awsflowlogs`).
+    AwsFlowLog(Box<AwsFlowLog>),
+    /// An IBM VPC Flow Logs record (transform `vpclogs`).
+    VpcLog(Box<VpcLog>),
 }
 
 impl Serialize for Record {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
             Record::Flow(f) => f.serialize(s),
+            Record::AwsFlowLog(r) => r.serialize(s),
+            Record::VpcLog(r) => r.serialize(s),
         }
     }
 }
@@ -90,6 +98,8 @@ impl Record {
     pub fn csv_header(&self) -> &'static [&'static str] {
         match self {
             Record::Flow(_) => FLOW_CSV_HEADER,
+            Record::AwsFlowLog(r) => r.csv_header(),
+            Record::VpcLog(r) => r.csv_header(),
         }
     }
 
@@ -97,6 +107,8 @@ impl Record {
     pub fn csv_row(&self, row: &mut CsvRow) {
         match self {
             Record::Flow(f) => flow_csv_row(f, row),
+            Record::AwsFlowLog(r) => r.csv_row(row),
+            Record::VpcLog(r) => r.csv_row(row),
         }
     }
 }
