@@ -108,7 +108,12 @@ impl Pipeline {
                 }
                 _ => Transformer::from_config(&p.transform)?,
             },
-            mangler: Mangler::from_config(&p.mangle)?,
+            mangler: match p.mangle.kind {
+                crate::config::MangleType::Action => {
+                    Mangler::Action(mangle::action::ActionMangler::new(&p.action))
+                }
+                _ => Mangler::from_config(&p.mangle)?,
+            },
             store: Store::from_config(&p.store, crate::now_ms()),
             output,
         })

@@ -1,5 +1,7 @@
 //! Mangle: post-process one tag's batch of records.
 
+pub mod action;
+
 use super::record::Record;
 use crate::config::{MangleSection, MangleType};
 
@@ -16,6 +18,9 @@ pub enum MangleBuildError {
 pub enum Mangler {
     /// Records pass unchanged.
     None,
+    /// Accept/reject from two capture points (built with [`action::ActionMangler::new`] from
+    /// `pipeline.action`).
+    Action(action::ActionMangler),
 }
 
 impl Mangler {
@@ -28,9 +33,10 @@ impl Mangler {
     }
 
     /// Called once per tag per message; `now_ms` is the wall clock.
-    pub fn mangle(&mut self, _tag: &str, records: Vec<Record>, _now_ms: i64) -> Vec<Record> {
+    pub fn mangle(&mut self, _tag: &str, records: Vec<Record>, now_ms: i64) -> Vec<Record> {
         match self {
             Mangler::None => records,
+            Mangler::Action(m) => m.mangle(records, now_ms),
         }
     }
 }
