@@ -6,6 +6,7 @@ pub mod classify;
 pub mod compress;
 pub mod encode;
 pub mod filter;
+pub mod keyformat;
 pub mod mangle;
 pub mod output;
 pub mod record;
@@ -91,10 +92,7 @@ impl Pipeline {
             compressor,
             sink,
             bucket,
-            keys: KeyLayout {
-                prefix: p.store.buffered.filename_prefix.clone(),
-                extension,
-            },
+            keys: KeyLayout::from_config(config, extension),
             stats,
             account_file: (p.account.kind == AccountType::File)
                 .then(|| account::AccountFile::new(&p.account.file.filename)),
