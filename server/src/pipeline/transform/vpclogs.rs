@@ -550,7 +550,7 @@ pub(crate) mod tests {
     }
 
     /// A real HTTP analyzer on 127.0.0.1 answering `G.V().Has("TID", "<tid>")` from a table.
-    async fn fake_analyzer(table: Value) -> (String, Arc<AtomicUsize>) {
+    pub(crate) async fn fake_analyzer(table: Value) -> (String, Arc<AtomicUsize>) {
         let hits = Arc::new(AtomicUsize::new(0));
         let state = (table, hits.clone());
         async fn topology(
