@@ -93,8 +93,6 @@ impl Encoder {
 
     /// Encodes an object, appending to `out`.
     pub fn encode(&self, object: &StoreObject<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        // The header arms become reachable once a store header other than the list exists.
-        #[allow(unreachable_patterns)]
         match (self, object) {
             (Encoder::Json { pretty }, object) => write_go_json(out, *pretty, object),
             (Encoder::Secadvisor { pretty }, StoreObject::Records(records)) => {
