@@ -280,6 +280,13 @@ fn run(version: u8, seed: u64) {
             "{}: time outside the run",
             o.key
         );
+        // docs/awsflowlogs.md: the name's time is the object's start to the minute.
+        let first: i64 = o.meta["metadata"]["first-timestamp"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(minute, first - first.rem_euclid(60_000), "{}", o.key);
         // The reader works on the stored bytes: gunzip, then text.
         let raw = std::fs::read(out.join(&o.bucket).join(&o.key)).unwrap();
         let mut text = String::new();
