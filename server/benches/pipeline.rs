@@ -18,6 +18,7 @@
 
 use std::hint::black_box;
 use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use serde::Deserialize;
@@ -127,42 +128,72 @@ fn build(config: &ExporterConfig, rt: &tokio::runtime::Runtime) -> (Pipeline, Me
     (p, sink)
 }
 
-/// A new pipeline per round (its build included).
-fn cold_rate(messages: &[String], config: &ExporterConfig, rt: &tokio::runtime::Runtime) -> f64 {
-    best_rate(|| {
-        let (mut p, sink) = build(config, rt);
-        let (flows, written) = process_all(&mut p, &sink, messages, rt);
-        assert!(
-            written >= flows,
-            "every flow is written ({written} of {flows})"
-        );
-        flows
-    })
+/// A new pipeline per round (its build included). Returns (baseline, pipeline) flows/s and
+/// the analyzer queries per measured round.
+fn cold_rate(
+    messages: &[String],
+    config: &ExporterConfig,
+    rt: &tokio::runtime::Runtime,
+) -> (f64, f64, usize) {
+    paired_rates(
+        || baseline(messages),
+        || {
+            let (mut p, sink) = build(config, rt);
+            let (flows, written) = process_all(&mut p, &sink, messages, rt);
+            assert!(
+                written >= flows,
+                "every flow is written ({written} of {flows})"
+            );
+            flows
+        },
+    )
 }
 
 /// One pipeline, warmed by a first pass over the same messages.
-fn warm_rate(messages: &[String], config: &ExporterConfig, rt: &tokio::runtime::Runtime) -> f64 {
+fn warm_rate(
+    messages: &[String],
+    config: &ExporterConfig,
+    rt: &tokio::runtime::Runtime,
+) -> (f64, f64, usize) {
     let (mut p, sink) = build(config, rt);
     process_all(&mut p, &sink, messages, rt);
-    best_rate(|| {
-        let (flows, written) = process_all(&mut p, &sink, messages, rt);
-        assert!(
-            written >= flows,
-            "every flow is written ({written} of {flows})"
-        );
-        flows
-    })
+    paired_rates(
+        || baseline(messages),
+        || {
+            let (flows, written) = process_all(&mut p, &sink, messages, rt);
+            assert!(
+                written >= flows,
+                "every flow is written ({written} of {flows})"
+            );
+            flows
+        },
+    )
 }
 
-fn best_rate(mut f: impl FnMut() -> usize) -> f64 {
-    (0..ROUNDS)
-        .map(|_| {
-            let start = Instant::now();
-            let n = f();
-            n as f64 / start.elapsed().as_secs_f64()
-        })
-        .fold(0.0, f64::max)
+fn rate(f: &mut impl FnMut() -> usize) -> f64 {
+    let start = Instant::now();
+    let n = f();
+    n as f64 / start.elapsed().as_secs_f64()
 }
+
+/// Best of [`ROUNDS`] rounds of each, the baseline and the pipeline alternating, so a change
+/// in machine load during the run affects both sides of the ratio alike.
+fn paired_rates(
+    mut base: impl FnMut() -> usize,
+    mut pipeline: impl FnMut() -> usize,
+) -> (f64, f64, usize) {
+    let queries = QUERIES.load(Ordering::Relaxed);
+    let (mut best_base, mut best_pipeline) = (0.0_f64, 0.0_f64);
+    for _ in 0..ROUNDS {
+        best_base = best_base.max(rate(&mut base));
+        best_pipeline = best_pipeline.max(rate(&mut pipeline));
+    }
+    let queries = (QUERIES.load(Ordering::Relaxed) - queries) / ROUNDS;
+    (best_base, best_pipeline, queries)
+}
+
+/// Topology queries the analyzer answered.
+static QUERIES: AtomicUsize = AtomicUsize::new(0);
 
 /// An analyzer that answers every `/api/topology` query with no node, on its own thread.
 fn empty_analyzer() -> std::net::SocketAddr {
@@ -179,7 +210,10 @@ fn empty_analyzer() -> std::net::SocketAddr {
             tx.send(listener.local_addr().expect("addr")).expect("send");
             let app = axum::Router::new().route(
                 "/api/topology",
-                axum::routing::post(|| async { ([("content-type", "application/json")], "[]") }),
+                axum::routing::post(|| async {
+                    QUERIES.fetch_add(1, Ordering::Relaxed);
+                    ([("content-type", "application/json")], "[]")
+                }),
             );
             axum::serve(listener, app).await.expect("serve");
         });
@@ -218,21 +252,28 @@ fn main() {
         ),
     ];
     let total = MESSAGES * FLOWS_PER_MESSAGE;
-    println!("{total} flows in {MESSAGES} messages, best of {ROUNDS} rounds, one core");
-    let base = best_rate(|| baseline(&messages));
     println!(
-        "{:<34} {:>12.0} flows/s",
-        "baseline (parse+json+gzip)", base
+        "{total} flows in {MESSAGES} messages, best of {ROUNDS} rounds, one core; the baseline (parse+json+gzip) is measured in rounds alternating with each pipeline's"
     );
+    // `cargo bench -p sluice --bench pipeline -- secadvisor warm` runs only what matches every
+    // word given (a configuration name part, `cold` or `warm`).
+    let words: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     for (name, yaml) in configs {
         let config = ExporterConfig::load(&yaml).expect("bench config");
-        for (mode, rate) in [
-            ("cold", cold_rate(&messages, &config, &rt)),
-            ("warm", warm_rate(&messages, &config, &rt)),
-        ] {
+        for mode in ["cold", "warm"] {
+            let label = format!("{name} ({mode})");
+            if !words.iter().all(|w| label.contains(w.as_str())) {
+                continue;
+            }
+            let (base, rate, queries) = match mode {
+                "cold" => cold_rate(&messages, &config, &rt),
+                _ => warm_rate(&messages, &config, &rt),
+            };
             println!(
-                "{:<34} {rate:>12.0} flows/s   ratio {:.2}x of baseline (target >= 0.70)",
-                format!("{name} ({mode})"),
+                "{label:<28} {rate:>8.0} flows/s  baseline {base:>8.0} flows/s  ratio {:.2}x (target >= 0.70)  {queries} analyzer queries/round",
                 rate / base
             );
         }
