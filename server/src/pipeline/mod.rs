@@ -160,7 +160,7 @@ impl Pipeline {
             let total = flows.len();
             let mut records = Vec::with_capacity(total);
             for flow in flows {
-                if let Some(record) = self.transformer.transform(flow).await {
+                if let Some(record) = self.transformer.transform(flow, now_ms).await {
                     records.push(record);
                 }
             }

@@ -52,12 +52,12 @@ impl Transformer {
         }
     }
 
-    /// One flow in, at most one record out.
-    pub async fn transform(&mut self, flow: Flow) -> Option<Record> {
+    /// One flow in, at most one record out; `now_ms` is the clock of the message.
+    pub async fn transform(&mut self, flow: Flow, now_ms: i64) -> Option<Record> {
         match self {
             Transformer::None => Some(Record::Flow(Box::new(flow))),
             Transformer::Secadvisor(t) => t
-                .transform(flow, crate::now_ms())
+                .transform(flow, now_ms)
                 .await
                 .map(|r| Record::SecAdvisor(Box::new(r))),
             Transformer::AwsFlowLogs(t) => Some(Record::AwsFlowLog(Box::new(t.transform(&flow)))),
