@@ -9,6 +9,11 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sluice_tests::{Serve, Sim, read_objects, wait_for};
 
+/// (method, path, optional (content type, body)).
+type Route<'a> = (&'a str, String, Option<(&'a str, &'a [u8])>);
+/// (method, path, content type, body, expected status, expected error code).
+type BadCase<'a> = (&'a str, &'a str, &'a str, Vec<u8>, u16, &'a str);
+
 const WAIT: Duration = Duration::from_secs(90);
 const ADMIN: &str = "admin-secret-for-tests";
 
@@ -94,7 +99,7 @@ fn tenants_are_isolated_on_every_route() {
     // Every tenant route on the other tenant's pipeline: 404, as if it did not exist.
     let yaml = pipeline_yaml(&sim.ws_url(), "iso-x");
     let flows = json!([]).to_string();
-    let other: Vec<(&str, String, Option<(&str, &[u8])>)> = vec![
+    let other: Vec<Route> = vec![
         ("GET", format!("/v1/pipelines/{pb}"), None),
         (
             "PUT",
@@ -136,7 +141,7 @@ fn tenants_are_isolated_on_every_route() {
 
     // Admin routes: a tenant token gets 403; no token 401; a wrong token 401.
     let tenant_body = json!({"name": "gamma"}).to_string();
-    let admin_routes: Vec<(&str, String, Option<(&str, &[u8])>)> = vec![
+    let admin_routes: Vec<Route> = vec![
         (
             "POST",
             "/v1/tenants".into(),
@@ -581,7 +586,7 @@ fn malformed_bodies_get_clear_4xx_never_500() {
     let good = pipeline_yaml(url, "");
     let p = create(&serve, &a, &good);
 
-    let cases: Vec<(&str, &str, &str, Vec<u8>, u16, &str)> = vec![
+    let cases: Vec<BadCase> = vec![
         // (method, path, content type, body, status, code)
         ("POST", "/v1/pipelines", "application/yaml", b"pipeline: [\n".to_vec(), 400, "invalid_config"),
         ("POST", "/v1/pipelines", "application/json", b"{\"pipeline\": ".to_vec(), 400, "bad_json"),
@@ -682,4 +687,122 @@ fn write_server_config(dir: &Path) -> String {
     )
     .unwrap();
     path.display().to_string()
+}
+
+/// A pipeline that writes nothing until it is flushed (huge object and time limits).
+fn buffering_yaml(url: &str, host_id: &str, prefix: &str) -> String {
+    pipeline_yaml(url, host_id)
+        .replace(
+            "max_flows_per_object: 1000",
+            "max_flows_per_object: 1000000",
+        )
+        .replace("max_seconds_per_object: 1", "max_seconds_per_object: 3600")
+        .replace(
+            "max_flow_array_size: 100000",
+            "max_flow_array_size: 10000000",
+        )
+        .replace(
+            "filename_prefix: logs",
+            &format!("filename_prefix: {prefix}"),
+        )
+}
+
+fn records_in(serve: &Serve, pipeline: &str) -> usize {
+    objects(serve, pipeline)
+        .values()
+        .map(|c| serde_json::from_slice::<Vec<Value>>(c).unwrap().len())
+        .sum()
+}
+
+#[test]
+fn stop_replace_delete_and_shutdown_flush_what_is_buffered() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim(dir.path(), "100");
+    let mut serve = Serve::start(&dir.path().join("data"), ADMIN).unwrap();
+    let (_, a) = serve.tenant("alpha");
+    let url = sim.ws_url();
+    let stop = create(&serve, &a, &buffering_yaml(&url, "", "logs"));
+    let put = create(&serve, &a, &buffering_yaml(&url, "", "logs"));
+    let delete = create(&serve, &a, &buffering_yaml(&url, "", "logs"));
+    let term = create(&serve, &a, &buffering_yaml(&url, "", "logs"));
+    let status = |id: &str| {
+        serve
+            .request("GET", &format!("/v1/pipelines/{id}/status"), Some(&a), None)
+            .json()
+    };
+    for id in [&stop, &put, &delete, &term] {
+        wait_for("flows buffered", WAIT, || {
+            (status(id)["counters"]["received"].as_u64().unwrap() > 0).then_some(())
+        })
+        .unwrap();
+        assert!(objects(&serve, id).is_empty(), "nothing is due yet");
+    }
+
+    // Stop: everything received is written before the answer.
+    let r = serve.request(
+        "POST",
+        &format!("/v1/pipelines/{stop}/stop"),
+        Some(&a),
+        None,
+    );
+    assert_eq!(r.status, 200);
+    let s = r.json();
+    assert_eq!(s["state"], "stopped");
+    let c = &s["counters"];
+    let dropped: u64 = c["dropped"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert!(c["received"].as_u64().unwrap() > 0);
+    assert_eq!(
+        c["received"].as_u64().unwrap(),
+        c["records_written"].as_u64().unwrap() + dropped,
+        "{s}"
+    );
+    assert_eq!(
+        records_in(&serve, &stop) as u64,
+        c["records_written"].as_u64().unwrap()
+    );
+
+    // Replace: the old definition's buffer is flushed before the new one starts.
+    let r = serve.yaml(
+        "PUT",
+        &format!("/v1/pipelines/{put}"),
+        Some(&a),
+        &buffering_yaml(&url, "", "replaced"),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let flushed = objects(&serve, &put);
+    assert!(!flushed.is_empty());
+    assert!(
+        flushed.keys().all(|k| k.starts_with("bucket/logs/")),
+        "{flushed:?}"
+    );
+    assert_eq!(status(&put)["state"], "running");
+    let before = status(&put)["counters"]["received"].as_u64().unwrap();
+    wait_for("flows for the new definition", WAIT, || {
+        (status(&put)["counters"]["received"].as_u64().unwrap() > before).then_some(())
+    })
+    .unwrap();
+
+    // Delete: flushed, then gone.
+    let r = serve.request("DELETE", &format!("/v1/pipelines/{delete}"), Some(&a), None);
+    assert_eq!(r.status, 204);
+    assert!(records_in(&serve, &delete) > 0);
+
+    // SIGTERM: every running pipeline flushes before the process exits.
+    serve.process.signal("TERM").unwrap();
+    assert!(
+        serve.process.wait(Duration::from_secs(30)).unwrap(),
+        "{}",
+        serve.process.stderr()
+    );
+    assert!(records_in(&serve, &term) > 0);
+    assert!(
+        objects(&serve, &put)
+            .keys()
+            .any(|k| k.starts_with("bucket/replaced/"))
+    );
 }
