@@ -299,8 +299,8 @@ impl Supervisor {
             if let Err(e) = running.handle.await {
                 warn!(pipeline = %id, error = %e, "Pipeline task ended abnormally.");
             }
-            live.set(RunState::Stopped, None);
         }
+        live.set(RunState::Stopped, None);
         drop(task);
         self.save_account(id, &live).await;
     }
@@ -549,6 +549,46 @@ mod tests {
         assert_eq!(errors[0].path, "pipeline.write.file.dir");
         assert!(resolve_for_serve(&config("/srv/out"), Path::new("/d"), true).is_ok());
         assert!(resolve_for_serve(&config("a/../../x"), Path::new("/d"), true).is_err());
+    }
+
+    #[sqlx::test(migrator = "crate::store::MIGRATOR")]
+    async fn a_failing_pipeline_is_restarted_with_backoff_until_stopped(pool: sqlx::SqlitePool) {
+        let dir = tempfile::tempdir().unwrap();
+        let supervisor = Supervisor::new(
+            Store::from_pool(pool),
+            SupervisorSettings {
+                data_dir: dir.path().to_path_buf(),
+                allow_absolute_paths: false,
+            },
+        );
+        // A wasm transform whose module does not exist never builds.
+        let definition = "pipeline:\n  subscriber:\n    url: ws://127.0.0.1:9/ws/subscriber/flow\n  transform:\n    type: wasm\n    wasm:\n      module: missing\n  store:\n    buffered:\n      dirname: b\n      max_flows_per_object: 10\n      max_flow_array_size: 100\n  write:\n    type: file\n    file:\n      dir: out\n";
+        let row = PipelineRow {
+            id: "p1".into(),
+            tenant_id: "t1".into(),
+            definition: definition.into(),
+            desired_state: "running".into(),
+            created_at: 0,
+            updated_at: 0,
+        };
+        supervisor.add(&row).await;
+        let live = supervisor.live("p1").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while live.restarts.load(Ordering::Relaxed) < 2 {
+            assert!(Instant::now() < deadline, "no restarts: {:?}", live.state());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (state, error) = live.state();
+        assert!(
+            matches!(state, RunState::Failed | RunState::Starting),
+            "{state:?}"
+        );
+        assert!(error.unwrap().contains("cannot build the pipeline"));
+        supervisor.stop("p1").await;
+        assert_eq!(live.state().0, RunState::Stopped);
+        assert_eq!(supervisor.states()[0], ("stopped", 1));
+        supervisor.remove("p1").await;
+        assert!(supervisor.live("p1").is_none());
     }
 
     #[test]

@@ -58,6 +58,9 @@ pub enum ApiError {
     /// 500: the database failed.
     #[error("an internal database error occurred")]
     Store(#[from] StoreError),
+    /// 500: a bug (a handler panicked).
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl From<sqlx::Error> for ApiError {
@@ -95,7 +98,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -112,7 +115,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "body_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Timeout(_) => "timeout",
-            ApiError::Store(_) => "internal",
+            ApiError::Store(_) | ApiError::Internal(_) => "internal",
         }
     }
 }

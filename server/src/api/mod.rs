@@ -82,14 +82,11 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(app.limits.max_body_bytes))
-        .layer(middleware::from_fn_with_state(app.clone(), count_requests))
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("A request handler panicked.");
-            ApiError::Store(crate::store::StoreError::Db(sqlx::Error::Protocol(
-                "handler panicked".into(),
-            )))
-            .into_response()
+            ApiError::Internal("the request failed inside the server".into()).into_response()
         }))
+        .layer(middleware::from_fn_with_state(app.clone(), count_requests))
         .with_state(app)
 }
 
