@@ -281,10 +281,11 @@ impl Supervisor {
         };
         let cancel = CancellationToken::new();
         let span = tracing::info_span!("pipeline", id = %id, tenant = %live.tenant_id);
+        // Before the spawn: the task sets `running` as soon as it has built the stages.
+        live.set(RunState::Starting, None);
         let handle = tokio::spawn(
             supervise(id.to_string(), config, live.clone(), cancel.clone()).instrument(span),
         );
-        live.set(RunState::Starting, None);
         *task = Some(Running { cancel, handle });
     }
 

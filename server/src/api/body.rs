@@ -1,12 +1,12 @@
 //! Request bodies read by hand, so that every rejection (too large, wrong type, bad JSON) is an
 //! [`ApiError`] with a clear message, never axum's plain-text default.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
-
-use std::sync::Arc;
 
 use super::App;
 use super::error::ApiError;
