@@ -2,16 +2,21 @@
 //!
 //! The module tree follows the data path: `subscriber` → `pipeline` → `sinks`, with `config`
 //! describing a pipeline, `run` wiring one pipeline for `sluice run`, and `sim` standing in for
-//! a Skydive analyzer.
+//! a Skydive analyzer. `serve` is the multi-tenant service: `api` (REST) → `supervisor` (one
+//! task per pipeline) over `store` (SQLite via sqlx).
 
+pub mod api;
 pub mod config;
 pub mod flow;
 pub mod metrics;
 pub mod pipeline;
 pub mod run;
+pub mod serve;
 pub mod sim;
 pub mod sinks;
+pub mod store;
 pub mod subscriber;
+pub mod supervisor;
 pub mod topology;
 
 /// Wall-clock milliseconds since the Unix epoch.

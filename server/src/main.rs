@@ -27,6 +27,8 @@ enum Command {
         /// The pipeline file.
         file: PathBuf,
     },
+    /// The multi-tenant service: REST API, pipeline supervisor, SQLite in the data folder.
+    Serve(sluice::serve::ServeArgs),
     /// A Skydive analyzer simulator: flows over /ws/subscriber/flow, gremlin on /api/topology.
     Sim(Box<sluice::sim::SimArgs>),
 }
@@ -78,6 +80,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Serve(args) => sluice::serve::serve(args, stop_on_signal()).await,
         Command::Sim(args) => sluice::sim::serve(*args, stop_on_signal()).await,
     }
 }

@@ -61,6 +61,14 @@ pub mod names {
     pub const BYTES_WRITTEN: &str = "sluice_bytes_written_total";
     /// Failed object writes (each is retried).
     pub const WRITE_ERRORS: &str = "sluice_write_errors_total";
+    /// 1 while the pipeline's subscriber is connected to its analyzer.
+    pub const SUBSCRIBER_CONNECTED: &str = "sluice_subscriber_connected";
+    /// Times the supervisor restarted a failed pipeline.
+    pub const PIPELINE_RESTARTS: &str = "sluice_pipeline_restarts_total";
+    /// Pipelines of `sluice serve`, by `state`.
+    pub const PIPELINES: &str = "sluice_pipelines";
+    /// REST API requests answered, by `status`.
+    pub const API_REQUESTS: &str = "sluice_api_requests_total";
 }
 
 /// Counters of one pipeline: what the account stage reports.
@@ -132,4 +140,207 @@ pub struct StatsSnapshot {
     pub bytes_written: u64,
     /// Failed writes.
     pub write_errors: u64,
+}
+
+/// Every counter of one pipeline, drop reasons included even when zero (for metrics and the
+/// `status` route).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Flows received from the analyzer, malformed ones included.
+    pub received: u64,
+    /// Drops by reason, in [`DropReason::ALL`] order.
+    pub dropped: Vec<(&'static str, u64)>,
+    /// Records written.
+    pub records_written: u64,
+    /// Objects written.
+    pub objects_written: u64,
+    /// Bytes written.
+    pub bytes_written: u64,
+    /// Failed writes.
+    pub write_errors: u64,
+}
+
+impl Counters {
+    /// Reads a pipeline's counters; `malformed` are the flows its subscriber could not decode.
+    pub fn read(stats: &PipelineStats, malformed: u64) -> Self {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Counters {
+            received: get(&stats.flows_received) + malformed,
+            dropped: DropReason::ALL
+                .iter()
+                .map(|r| {
+                    let extra = if *r == DropReason::Malformed {
+                        malformed
+                    } else {
+                        0
+                    };
+                    (r.as_str(), stats.dropped(*r) + extra)
+                })
+                .collect(),
+            records_written: get(&stats.records_written),
+            objects_written: get(&stats.objects_written),
+            bytes_written: get(&stats.bytes_written),
+            write_errors: get(&stats.write_errors),
+        }
+    }
+}
+
+/// One pipeline's series for [`render_prometheus`].
+#[derive(Debug, Clone)]
+pub struct PipelineSeries {
+    /// `tenant` label.
+    pub tenant: String,
+    /// `pipeline` label.
+    pub pipeline: String,
+    /// Its counters.
+    pub counters: Counters,
+    /// Whether its subscriber is connected.
+    pub connected: bool,
+    /// Restarts after failures.
+    pub restarts: u64,
+}
+
+/// Renders the Prometheus text format (version 0.0.4): per pipeline counters, pipelines by
+/// state, and API requests by status.
+pub fn render_prometheus(
+    pipelines: &[PipelineSeries],
+    states: &[(&str, u64)],
+    api_requests: &[(u16, u64)],
+) -> String {
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, u64)>| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, value) in samples {
+            out.push_str(&format!("{name}{{{labels}}} {value}\n"));
+        }
+    };
+    let ids = |p: &PipelineSeries| {
+        format!(
+            "tenant=\"{}\",pipeline=\"{}\"",
+            escape_label(&p.tenant),
+            escape_label(&p.pipeline)
+        )
+    };
+    let per = |f: &dyn Fn(&PipelineSeries) -> u64| -> Vec<(String, u64)> {
+        pipelines.iter().map(|p| (ids(p), f(p))).collect()
+    };
+    family(
+        names::FLOWS_RECEIVED,
+        "counter",
+        "Flows received from the analyzer.",
+        per(&|p| p.counters.received),
+    );
+    let mut dropped = Vec::new();
+    for p in pipelines {
+        for (reason, n) in &p.counters.dropped {
+            dropped.push((format!("{},reason=\"{reason}\"", ids(p)), *n));
+        }
+    }
+    family(
+        names::DROPPED,
+        "counter",
+        "Flows or records dropped, by reason.",
+        dropped,
+    );
+    family(
+        names::RECORDS_WRITTEN,
+        "counter",
+        "Records written inside objects.",
+        per(&|p| p.counters.records_written),
+    );
+    family(
+        names::OBJECTS_WRITTEN,
+        "counter",
+        "Objects written.",
+        per(&|p| p.counters.objects_written),
+    );
+    family(
+        names::BYTES_WRITTEN,
+        "counter",
+        "Bytes written, after compression.",
+        per(&|p| p.counters.bytes_written),
+    );
+    family(
+        names::WRITE_ERRORS,
+        "counter",
+        "Failed object writes (each is retried).",
+        per(&|p| p.counters.write_errors),
+    );
+    family(
+        names::SUBSCRIBER_CONNECTED,
+        "gauge",
+        "1 while the pipeline is connected to its analyzer.",
+        per(&|p| u64::from(p.connected)),
+    );
+    family(
+        names::PIPELINE_RESTARTS,
+        "counter",
+        "Restarts of a failed pipeline by the supervisor.",
+        per(&|p| p.restarts),
+    );
+    family(
+        names::PIPELINES,
+        "gauge",
+        "Pipelines by state.",
+        states
+            .iter()
+            .map(|(s, n)| (format!("state=\"{}\"", escape_label(s)), *n))
+            .collect(),
+    );
+    family(
+        names::API_REQUESTS,
+        "counter",
+        "REST API requests answered, by HTTP status.",
+        api_requests
+            .iter()
+            .map(|(s, n)| (format!("status=\"{s}\""), *n))
+            .collect(),
+    );
+    out
+}
+
+/// Escapes a label value: backslash, double quote and line feed.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_groups_families_and_escapes_labels() {
+        let stats = PipelineStats::default();
+        stats.flows_received.fetch_add(5, Ordering::Relaxed);
+        stats.count_drop(DropReason::Filtered, 2);
+        let series = PipelineSeries {
+            tenant: "t\"1".into(),
+            pipeline: "p1".into(),
+            counters: Counters::read(&stats, 1),
+            connected: true,
+            restarts: 0,
+        };
+        let text = render_prometheus(&[series], &[("running", 1)], &[(200, 3)]);
+        assert!(
+            text.contains("sluice_flows_received_total{tenant=\"t\\\"1\",pipeline=\"p1\"} 6\n"),
+            "{text}"
+        );
+        assert!(text.contains("reason=\"filtered\"} 2\n"), "{text}");
+        assert!(text.contains("reason=\"malformed\"} 1\n"), "{text}");
+        assert!(
+            text.contains("sluice_pipelines{state=\"running\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sluice_api_requests_total{status=\"200\"} 3\n"),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("# TYPE sluice_dropped_total counter").count(),
+            1
+        );
+    }
 }

@@ -299,3 +299,216 @@ pub fn wall_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
+
+/// `sluice serve` as a process on a free loopback port, with a data folder and an admin token.
+pub struct Serve {
+    /// The process.
+    pub process: Process,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its data folder.
+    pub data_dir: PathBuf,
+    /// The admin token (`SLUICE_ADMIN_TOKEN`).
+    pub admin: String,
+}
+
+impl Serve {
+    /// Starts `sluice serve --listen <listen> --data-dir <data_dir>` with the admin token in
+    /// the environment and `extra` arguments, and waits for its `listening on` line.
+    pub fn start_on(
+        listen: &str,
+        data_dir: &Path,
+        admin: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Serve> {
+        let mut cmd = Command::new(sluice_bin());
+        cmd.arg("serve")
+            .args(["--listen", listen])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .env("SLUICE_ADMIN_TOKEN", admin)
+            .env(
+                "RUST_LOG",
+                std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            );
+        let (process, stdout) = Process::spawn(cmd)?;
+        let mut lines = BufReader::new(stdout.expect("piped stdout")).lines();
+        let addr = loop {
+            let Some(line) = lines.next() else {
+                bail!("serve exited before listening: {}", process.stderr());
+            };
+            if let Some(addr) = line?.strip_prefix("sluice serve listening on ") {
+                break addr.trim().parse()?;
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Serve {
+            process,
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            admin: admin.to_string(),
+        })
+    }
+
+    /// The same on a free port.
+    pub fn start(data_dir: &Path, admin: &str) -> anyhow::Result<Serve> {
+        Self::start_on("127.0.0.1:0", data_dir, admin, &[])
+    }
+
+    /// A request with an optional bearer token and body (`content_type`, bytes).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<(&str, &[u8])>,
+    ) -> Response {
+        http_request(self.addr, method, path, token, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e:#}\n{}", self.process.stderr()))
+    }
+
+    /// A JSON request.
+    pub fn json(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &serde_json::Value,
+    ) -> Response {
+        let text = body.to_string();
+        self.request(
+            method,
+            path,
+            token,
+            Some(("application/json", text.as_bytes())),
+        )
+    }
+
+    /// A YAML request.
+    pub fn yaml(&self, method: &str, path: &str, token: Option<&str>, yaml: &str) -> Response {
+        self.request(
+            method,
+            path,
+            token,
+            Some(("application/yaml", yaml.as_bytes())),
+        )
+    }
+
+    /// Creates a tenant as the admin; returns (id, token).
+    pub fn tenant(&self, name: &str) -> (String, String) {
+        let r = self.json(
+            "POST",
+            "/v1/tenants",
+            Some(&self.admin),
+            &serde_json::json!({ "name": name }),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        let v = r.json();
+        (
+            v["id"].as_str().unwrap().to_string(),
+            v["token"].as_str().unwrap().to_string(),
+        )
+    }
+}
+
+/// An HTTP response.
+#[derive(Debug)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON (panics if it isn't).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// A minimal HTTP/1.1 client (one request per connection), enough for tests.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<(&str, &[u8])>,
+) -> anyhow::Result<Response> {
+    use std::io::Write as _;
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(token) = token {
+        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    let bytes = match body {
+        Some((content_type, bytes)) => {
+            head.push_str(&format!(
+                "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
+                bytes.len()
+            ));
+            bytes
+        }
+        None => {
+            head.push_str("Content-Length: 0\r\n");
+            &[][..]
+        }
+    };
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    // The server may answer (413) and close before reading a huge body: ignore write errors.
+    let _ = stream.write_all(bytes);
+    let mut raw = Vec::new();
+    let mut reader = BufReader::new(stream);
+    let _ = reader.read_to_end(&mut raw);
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .with_context(|| format!("no HTTP head in {:?}", String::from_utf8_lossy(&raw)))?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut body = raw[split + 4..].to_vec();
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .context("no status")?
+        .parse()?;
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body)?;
+    }
+    Ok(Response { status, body })
+}
+
+fn dechunk(mut data: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .context("bad chunk")?;
+        let size = usize::from_str_radix(
+            String::from_utf8_lossy(&data[..line_end])
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim(),
+            16,
+        )?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}

@@ -1,0 +1,601 @@
+//! `/v1/pipelines`: a tenant's pipelines, from the upstream YAML format or the same tree as
+//! JSON; lifecycle, status and dry runs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::auth::new_id;
+use super::body::{QueryParams, RawBody, is_json, is_yaml, parse_json};
+use super::error::{ApiError, ErrorBody};
+use super::{App, Caller, rfc3339};
+use crate::config::{AccountType, ConfigError, ExporterConfig};
+use crate::flow::Flow;
+use crate::metrics::{Counters, PipelineStats};
+use crate::pipeline::Pipeline;
+use crate::sinks::{MemorySink, Sink};
+use crate::store::{
+    DesiredState, LeaseRequest, PipelineRow, PipelineWriteError, pipelines, tenants,
+};
+use crate::supervisor::{RunState, lease_key};
+
+/// How long a dry run may take (building may query the analyzer).
+const TEST_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// The pipeline routes.
+pub fn router() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::new()
+        .routes(routes!(create_pipeline, list_pipelines))
+        .routes(routes!(get_pipeline, replace_pipeline, delete_pipeline))
+        .routes(routes!(start_pipeline))
+        .routes(routes!(stop_pipeline))
+        .routes(routes!(pipeline_status))
+        .routes(routes!(test_pipeline))
+}
+
+/// Query of `POST /v1/pipelines`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct CreateQuery {
+    /// Owner, for the admin only (a tenant always creates its own).
+    pub tenant_id: Option<String>,
+    /// `running` (default) or `stopped`.
+    pub desired_state: Option<DesiredState>,
+}
+
+/// A pipeline.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PipelineView {
+    /// Pipeline id.
+    pub id: String,
+    /// Owner.
+    pub tenant_id: String,
+    /// What the owner asked for; survives restarts.
+    pub desired_state: DesiredState,
+    /// What it is doing now.
+    pub state: RunState,
+    /// `pipeline.subscriber.url`.
+    pub analyzer: String,
+    /// `host_id` (`""` when absent: the analyzer assigns one).
+    pub host_id: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+    /// The resolved definition as upstream YAML, secrets redacted (single-pipeline reads).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub definition: Option<String>,
+    /// The same as a JSON tree.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub config: Option<serde_json::Value>,
+}
+
+/// `GET /v1/pipelines`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PipelineList {
+    /// The caller's pipelines (every pipeline for the admin).
+    pub pipelines: Vec<PipelineView>,
+}
+
+/// Counters of a pipeline (cumulative across restarts).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CountersView {
+    /// Flows received from the analyzer (malformed included).
+    pub received: u64,
+    /// Drops by reason (`malformed`, `filtered`, `transform`, `overflow`, `encode`, `write`,
+    /// `shutdown`).
+    pub dropped: BTreeMap<String, u64>,
+    /// Records written.
+    pub records_written: u64,
+    /// Objects written.
+    pub objects_written: u64,
+    /// Bytes written (after compression).
+    pub bytes_written: u64,
+    /// Failed writes (each retried).
+    pub write_errors: u64,
+}
+
+impl From<Counters> for CountersView {
+    fn from(c: Counters) -> Self {
+        CountersView {
+            received: c.received,
+            dropped: c.dropped.iter().map(|(r, n)| (r.to_string(), *n)).collect(),
+            records_written: c.records_written,
+            objects_written: c.objects_written,
+            bytes_written: c.bytes_written,
+            write_errors: c.write_errors,
+        }
+    }
+}
+
+/// `GET /v1/pipelines/{id}/status`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PipelineStatus {
+    /// Pipeline id.
+    pub id: String,
+    /// What the owner asked for.
+    pub desired_state: DesiredState,
+    /// What it is doing now.
+    pub state: RunState,
+    /// Whether its subscriber is connected to the analyzer.
+    pub connected: bool,
+    /// Counters.
+    pub counters: CountersView,
+    /// Restarts after failures.
+    pub restarts: u64,
+    /// The last error (build, task or connection), if any.
+    pub last_error: Option<String>,
+}
+
+/// One object of a dry run.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TestObject {
+    /// Bucket.
+    pub bucket: String,
+    /// Key.
+    pub key: String,
+    /// Content-Type.
+    pub content_type: String,
+    /// Content-Encoding (`gzip`) if compressed.
+    pub content_encoding: Option<String>,
+    /// User metadata (`first-timestamp`, `last-timestamp`, `num-records`).
+    pub metadata: BTreeMap<String, String>,
+    /// Records inside.
+    pub records: usize,
+    /// The content as text, when it is uncompressed UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// The content in base64, otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_base64: Option<String>,
+}
+
+/// A flow of a dry run that did not decode.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MalformedFlow {
+    /// Index in the body's array.
+    pub index: usize,
+    /// Why.
+    pub message: String,
+}
+
+/// `POST /v1/pipelines/{id}/test`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TestResult {
+    /// The objects the pipeline would write.
+    pub objects: Vec<TestObject>,
+    /// Counters of the dry run.
+    pub counters: CountersView,
+    /// Flows that did not decode (dropped as `malformed`).
+    pub malformed: Vec<MalformedFlow>,
+}
+
+/// Reads a pipeline definition: YAML (`application/yaml`) as is, or JSON converted to the same
+/// YAML tree. Returns the config and the YAML text to store.
+fn parse_definition(body: &RawBody) -> Result<(ExporterConfig, String), ApiError> {
+    let media = body.media.as_deref().unwrap_or("");
+    let text = body.text()?;
+    if is_yaml(media) {
+        let config = ExporterConfig::load(text).map_err(|e| ApiError::InvalidConfig(e.0))?;
+        return Ok((config, text.to_string()));
+    }
+    if !is_json(media) {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "a pipeline is `Content-Type: application/yaml` (the upstream format) or `application/json` (the same tree), got {}",
+            if media.is_empty() {
+                "none".to_string()
+            } else {
+                format!("`{media}`")
+            }
+        )));
+    }
+    let tree: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| ApiError::bad_request("bad_json", format!("invalid JSON body: {e}")))?;
+    if !tree.is_object() {
+        return Err(ApiError::bad_request(
+            "bad_json",
+            "a pipeline is a JSON object (the upstream YAML tree)",
+        ));
+    }
+    let yaml = serde_yaml::to_string(&tree)
+        .map_err(|e| ApiError::bad_request("bad_json", format!("cannot convert: {e}")))?;
+    // Lines would point into the converted text, not the body: keep the key paths only.
+    let config = ExporterConfig::load(&yaml).map_err(|e| {
+        ApiError::InvalidConfig(
+            e.0.into_iter()
+                .map(|e| ConfigError { line: None, ..e })
+                .collect(),
+        )
+    })?;
+    Ok((config, yaml))
+}
+
+fn view(app: &App, row: &PipelineRow, detail: bool) -> PipelineView {
+    let config = ExporterConfig::load(&row.definition).ok();
+    let state = app
+        .supervisor
+        .live(&row.id)
+        .map_or(RunState::Stopped, |l| l.state().0);
+    let redacted = config.as_ref().map(ExporterConfig::redacted);
+    PipelineView {
+        id: row.id.clone(),
+        tenant_id: row.tenant_id.clone(),
+        desired_state: row.desired(),
+        state,
+        analyzer: config
+            .as_ref()
+            .map(|c| c.pipeline.subscriber.url.clone())
+            .unwrap_or_default(),
+        host_id: config
+            .as_ref()
+            .and_then(|c| c.host_id.clone())
+            .unwrap_or_default(),
+        created_at: rfc3339(row.created_at),
+        updated_at: rfc3339(row.updated_at),
+        definition: detail
+            .then(|| {
+                redacted
+                    .as_ref()
+                    .and_then(|c| serde_yaml::to_string(c).ok())
+            })
+            .flatten(),
+        config: detail
+            .then(|| redacted.as_ref().and_then(|c| serde_json::to_value(c).ok()))
+            .flatten(),
+    }
+}
+
+/// A pipeline the caller may see, or 404.
+async fn find(app: &App, caller: &Caller, id: &str) -> Result<PipelineRow, ApiError> {
+    pipelines::get(app.store.pool(), id, caller.scope())
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no pipeline `{id}`")))
+}
+
+fn write_error(e: PipelineWriteError, caller: &Caller, id: &str) -> ApiError {
+    match e {
+        PipelineWriteError::LimitReached { limit } => ApiError::PipelineLimit(limit),
+        PipelineWriteError::LeaseConflict(holder) => ApiError::Conflict {
+            code: "host_id_conflict",
+            message: match caller {
+                Caller::Admin => format!(
+                    "host_id `{}` on {} is leased by pipeline {} of tenant {} (node {})",
+                    holder.host_id,
+                    holder.analyzer,
+                    holder.pipeline_id,
+                    holder.tenant_id,
+                    holder.node
+                ),
+                Caller::Tenant(_) => format!(
+                    "host_id `{}` on {} is already leased by another pipeline: the analyzer accepts one subscriber per host_id",
+                    holder.host_id, holder.analyzer
+                ),
+            },
+        },
+        PipelineWriteError::NotFound => ApiError::NotFound(format!("no pipeline `{id}`")),
+        PipelineWriteError::Store(e) => ApiError::Store(e),
+    }
+}
+
+fn lease_request(app: &App, config: &ExporterConfig) -> Option<LeaseRequest> {
+    lease_key(config).map(|key| LeaseRequest {
+        key,
+        node: app.node.clone(),
+        expires_at: crate::now_ms() + (app.limits.lease_ttl_secs * 1000) as i64,
+    })
+}
+
+/// Creates a pipeline (and takes its host_id lease) and starts it unless `desired_state=stopped`.
+#[utoipa::path(post, path = "/v1/pipelines", tag = "pipelines", security(("bearer" = [])),
+    params(CreateQuery),
+    request_body(description = "The upstream exporter YAML, or the same tree as JSON",
+        content(("application/yaml"), ("application/json"))),
+    responses(
+        (status = 201, description = "Created", body = PipelineView),
+        (status = 400, description = "Every config error, with key path and line", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "Pipeline limit reached", body = ErrorBody),
+        (status = 409, description = "host_id leased by another pipeline", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+    ))]
+async fn create_pipeline(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    QueryParams(query): QueryParams<CreateQuery>,
+    body: RawBody,
+) -> Result<(StatusCode, Json<PipelineView>), ApiError> {
+    let tenant_id = match (&caller, query.tenant_id) {
+        (Caller::Tenant(own), None) => own.clone(),
+        (Caller::Tenant(own), Some(t)) if &t == own => t,
+        (Caller::Tenant(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "bad_query",
+                "`tenant_id` is for the admin only",
+            ));
+        }
+        (Caller::Admin, Some(t)) => {
+            if tenants::get(app.store.pool(), &t).await?.is_none() {
+                return Err(ApiError::NotFound(format!("no tenant `{t}`")));
+            }
+            t
+        }
+        (Caller::Admin, None) => {
+            return Err(ApiError::bad_request(
+                "bad_query",
+                "the admin creates a pipeline for a tenant: add `?tenant_id=<id>`",
+            ));
+        }
+    };
+    let (config, definition) = parse_definition(&body)?;
+    let id = new_id("pl_");
+    app.supervisor
+        .resolve(&id, &config)
+        .map_err(ApiError::InvalidConfig)?;
+    let now = crate::now_ms();
+    let row = PipelineRow {
+        id: id.clone(),
+        tenant_id,
+        definition,
+        desired_state: query
+            .desired_state
+            .unwrap_or(DesiredState::Running)
+            .as_str()
+            .to_string(),
+        created_at: now,
+        updated_at: now,
+    };
+    let lease = lease_request(&app, &config);
+    app.store
+        .create_pipeline(&row, lease.as_ref(), app.limits.pipelines_per_tenant)
+        .await
+        .map_err(|e| write_error(e, &caller, &id))?;
+    app.supervisor.add(&row).await;
+    tracing::info!(pipeline = %id, tenant = %row.tenant_id, "Pipeline created.");
+    Ok((StatusCode::CREATED, Json(view(&app, &row, false))))
+}
+
+/// Lists the caller's pipelines.
+#[utoipa::path(get, path = "/v1/pipelines", tag = "pipelines", security(("bearer" = [])),
+    responses((status = 200, body = PipelineList), (status = 401, body = ErrorBody)))]
+async fn list_pipelines(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+) -> Result<Json<PipelineList>, ApiError> {
+    let rows = pipelines::list(app.store.pool(), caller.scope()).await?;
+    Ok(Json(PipelineList {
+        pipelines: rows.iter().map(|r| view(&app, r, false)).collect(),
+    }))
+}
+
+/// Reads a pipeline, with its definition (secrets redacted).
+#[utoipa::path(get, path = "/v1/pipelines/{id}", tag = "pipelines", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Pipeline id")),
+    responses((status = 200, body = PipelineView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_pipeline(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<PipelineView>, ApiError> {
+    let row = find(&app, &caller, &id).await?;
+    Ok(Json(view(&app, &row, true)))
+}
+
+/// Replaces a pipeline's definition: the old one stops and flushes, the new one starts (if the
+/// desired state is `running`). The lease moves if the analyzer or host_id changed.
+#[utoipa::path(put, path = "/v1/pipelines/{id}", tag = "pipelines", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Pipeline id")),
+    request_body(description = "The upstream exporter YAML, or the same tree as JSON",
+        content(("application/yaml"), ("application/json"))),
+    responses((status = 200, body = PipelineView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
+async fn replace_pipeline(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: RawBody,
+) -> Result<Json<PipelineView>, ApiError> {
+    let mut row = find(&app, &caller, &id).await?;
+    let (config, definition) = parse_definition(&body)?;
+    app.supervisor
+        .resolve(&id, &config)
+        .map_err(ApiError::InvalidConfig)?;
+    row.definition = definition;
+    row.updated_at = crate::now_ms();
+    let lease = lease_request(&app, &config);
+    app.store
+        .replace_pipeline(&row, lease.as_ref())
+        .await
+        .map_err(|e| write_error(e, &caller, &id))?;
+    app.supervisor.replace(&row).await;
+    tracing::info!(pipeline = %id, "Pipeline replaced.");
+    Ok(Json(view(&app, &row, true)))
+}
+
+/// Deletes a pipeline: it stops and flushes, its lease is released.
+#[utoipa::path(delete, path = "/v1/pipelines/{id}", tag = "pipelines", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Pipeline id")),
+    responses((status = 204, description = "Deleted"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn delete_pipeline(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    find(&app, &caller, &id).await?;
+    app.supervisor.remove(&id).await;
+    app.store.delete_pipeline(&id).await?;
+    tracing::info!(pipeline = %id, "Pipeline deleted.");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn status_of(app: &App, row: &PipelineRow) -> PipelineStatus {
+    let live = app.supervisor.live(&row.id);
+    let (state, last_error) = live
+        .as_ref()
+        .map_or((RunState::Stopped, None), |l| l.state());
+    PipelineStatus {
+        id: row.id.clone(),
+        desired_state: row.desired(),
+        state,
+        connected: live.as_ref().is_some_and(|l| l.connected()),
+        counters: live
+            .as_ref()
+            .map(|l| l.counters())
+            .unwrap_or_else(|| Counters::read(&PipelineStats::default(), 0))
+            .into(),
+        restarts: live
+            .as_ref()
+            .map_or(0, |l| l.restarts.load(std::sync::atomic::Ordering::Relaxed)),
+        last_error,
+    }
+}
+
+/// Starts a pipeline; `running` is persisted as its desired state.
+#[utoipa::path(post, path = "/v1/pipelines/{id}/start", tag = "pipelines", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Pipeline id")),
+    responses((status = 200, body = PipelineStatus), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn start_pipeline(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<PipelineStatus>, ApiError> {
+    let mut row = find(&app, &caller, &id).await?;
+    let now = crate::now_ms();
+    pipelines::set_desired(app.store.pool(), &id, DesiredState::Running, now).await?;
+    row.desired_state = DesiredState::Running.as_str().into();
+    app.supervisor.start(&row).await;
+    Ok(Json(status_of(&app, &row).await))
+}
+
+/// Stops a pipeline (flushing everything pending); `stopped` is persisted as its desired state.
+/// Its lease is kept.
+#[utoipa::path(post, path = "/v1/pipelines/{id}/stop", tag = "pipelines", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Pipeline id")),
+    responses((status = 200, body = PipelineStatus), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn stop_pipeline(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<PipelineStatus>, ApiError> {
+    let mut row = find(&app, &caller, &id).await?;
+    pipelines::set_desired(
+        app.store.pool(),
+        &id,
+        DesiredState::Stopped,
+        crate::now_ms(),
+    )
+    .await?;
+    row.desired_state = DesiredState::Stopped.as_str().into();
+    app.supervisor.stop(&id).await;
+    Ok(Json(status_of(&app, &row).await))
+}
+
+/// State, connection and counters of a pipeline.
+#[utoipa::path(get, path = "/v1/pipelines/{id}/status", tag = "pipelines", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Pipeline id")),
+    responses((status = 200, body = PipelineStatus), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn pipeline_status(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<PipelineStatus>, ApiError> {
+    let row = find(&app, &caller, &id).await?;
+    Ok(Json(status_of(&app, &row).await))
+}
+
+/// Dry run: the flows of the body (a JSON array of Skydive flows) go through the pipeline's
+/// stages up to encode and compress; the objects come back instead of being written.
+#[utoipa::path(post, path = "/v1/pipelines/{id}/test", tag = "pipelines", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Pipeline id")),
+    request_body(description = "A JSON array of Skydive flows", content(("application/json"))),
+    responses((status = 200, body = TestResult), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 504, body = ErrorBody)))]
+async fn test_pipeline(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: RawBody,
+) -> Result<Json<TestResult>, ApiError> {
+    let row = find(&app, &caller, &id).await?;
+    body.require_json()?;
+    let items: Vec<Box<RawValue>> = parse_json(&body.bytes)?;
+    let mut flows = Vec::with_capacity(items.len());
+    let mut malformed = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        match serde_json::from_str::<Flow>(item.get()) {
+            Ok(flow) => flows.push(flow),
+            Err(e) => malformed.push(MalformedFlow {
+                index,
+                message: e.to_string(),
+            }),
+        }
+    }
+    let mut config =
+        ExporterConfig::load(&row.definition).map_err(|e| ApiError::InvalidConfig(e.0))?;
+    // A dry run writes nothing: no account file either.
+    config.pipeline.account.kind = AccountType::None;
+    let sink = MemorySink::default();
+    let stats = Arc::new(PipelineStats::default());
+    let built = tokio::time::timeout(
+        TEST_TIMEOUT,
+        Pipeline::build(&config, Some(Sink::Memory(sink.clone())), stats.clone()),
+    )
+    .await
+    .map_err(|_| {
+        ApiError::Timeout("building the pipeline took too long (analyzer queries)".into())
+    })?;
+    let mut pipeline = built.map_err(|e| ApiError::Conflict {
+        code: "build_failed",
+        message: format!("cannot build the pipeline: {e}"),
+    })?;
+    let now = crate::now_ms();
+    let run = async {
+        pipeline.process(flows, now).await;
+        pipeline.flush_all(now).await;
+    };
+    tokio::time::timeout(TEST_TIMEOUT, run)
+        .await
+        .map_err(|_| ApiError::Timeout("the dry run took too long (analyzer queries)".into()))?;
+    let objects = sink
+        .take()
+        .into_iter()
+        .map(|o| {
+            let text = (o.content_encoding.is_none())
+                .then(|| String::from_utf8(o.body.clone()).ok())
+                .flatten();
+            TestObject {
+                content_base64: text
+                    .is_none()
+                    .then(|| base64::engine::general_purpose::STANDARD.encode(&o.body)),
+                content: text,
+                bucket: o.bucket,
+                key: o.key,
+                content_type: o.content_type.to_string(),
+                content_encoding: o.content_encoding.map(str::to_string),
+                metadata: o
+                    .metadata
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+                records: o.records,
+            }
+        })
+        .collect();
+    Ok(Json(TestResult {
+        objects,
+        counters: Counters::read(&stats, malformed.len() as u64).into(),
+        malformed,
+    }))
+}

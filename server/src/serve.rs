@@ -1,0 +1,215 @@
+//! `sluice serve`: the multi-tenant service. Opens the database (migrating it), brings back
+//! every stored pipeline in its desired state, serves the REST API, renews this node's host_id
+//! leases and saves counters in the background, and on shutdown flushes every pipeline.
+
+pub mod config;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, App};
+use crate::store::{Store, leases, pipelines};
+use crate::supervisor::{Supervisor, SupervisorSettings};
+use config::{ADMIN_TOKEN_ENV, ServerConfig};
+
+/// The server config file read when `--config` is not given (if it exists).
+pub const DEFAULT_CONFIG: &str = "config/sluice.yml";
+
+/// Command-line overrides of `sluice serve`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// Server config file [default: config/sluice.yml when it exists, else built-in defaults].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Listen address (overrides `listen`), e.g. 127.0.0.1:0 for a free port.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Data folder (overrides `data_dir`).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    /// The effective server config: the file, then the flags.
+    pub fn resolve(&self) -> anyhow::Result<ServerConfig> {
+        let mut config = match &self.config {
+            Some(path) => ServerConfig::load(path)?,
+            None if Path::new(DEFAULT_CONFIG).exists() => {
+                ServerConfig::load(Path::new(DEFAULT_CONFIG))?
+            }
+            None => ServerConfig::default(),
+        };
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        Ok(config)
+    }
+}
+
+/// A server bound to its address, with its pipelines started.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    app: Arc<App>,
+    config: ServerConfig,
+}
+
+impl Server {
+    /// Opens the data folder and database, starts the stored pipelines, binds the listener.
+    pub async fn bind(config: ServerConfig) -> anyhow::Result<Server> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+        let admin_token = admin_token(&config)?;
+        let db = config.data_dir.join("sluice.db");
+        let store = Store::open(&db)
+            .await
+            .with_context(|| format!("cannot open the database {}", db.display()))?;
+        let node = config.node();
+        let supervisor = Supervisor::new(
+            store.clone(),
+            SupervisorSettings {
+                data_dir: config.data_dir.clone(),
+                allow_absolute_paths: config.allow_absolute_paths,
+            },
+        );
+        // This node runs every stored pipeline (one node per SQLite database): it becomes the
+        // holder of their leases, then brings each back in its desired state.
+        let rows = pipelines::list(store.pool(), None).await?;
+        let expires = crate::now_ms() + lease_ttl_ms(&config);
+        for row in &rows {
+            leases::adopt(store.pool(), &row.id, &node, expires).await?;
+            supervisor.add(row).await;
+        }
+        tracing::info!(pipelines = rows.len(), node = %node, data_dir = %config.data_dir.display(), "Pipelines restored.");
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let app = Arc::new(App {
+            store,
+            supervisor,
+            admin_hash: api::auth::admin_hash(&admin_token),
+            limits: config.limits.clone(),
+            node,
+            requests: Mutex::new(Default::default()),
+        });
+        Ok(Server {
+            listener,
+            app,
+            config,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown`, then stops every pipeline (each flushing) and saves counters.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Server {
+            listener,
+            app,
+            config,
+        } = self;
+        let background = CancellationToken::new();
+        let housekeeping = tokio::spawn(housekeeping(
+            app.clone(),
+            config.clone(),
+            background.clone(),
+        ));
+        let router = api::router(app.clone());
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        tracing::info!("Stopping every pipeline (flushing).");
+        app.supervisor.shutdown().await;
+        background.cancel();
+        let _ = housekeeping.await;
+        served.context("the HTTP server failed")
+    }
+}
+
+fn lease_ttl_ms(config: &ServerConfig) -> i64 {
+    (config.limits.lease_ttl_secs.max(1) * 1000) as i64
+}
+
+/// Renews this node's leases every third of their lifetime and saves counters periodically.
+async fn housekeeping(app: Arc<App>, config: ServerConfig, stop: CancellationToken) {
+    let ttl = lease_ttl_ms(&config);
+    let mut renew = tokio::time::interval(Duration::from_millis((ttl / 3).max(100) as u64));
+    let mut save =
+        tokio::time::interval(Duration::from_secs(config.limits.account_save_secs.max(1)));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = renew.tick() => {
+                let expires = crate::now_ms() + ttl;
+                if let Err(e) = leases::renew(app.store.pool(), &app.node, expires).await {
+                    tracing::warn!(error = %e, "Cannot renew the host_id leases.");
+                }
+            }
+            _ = save.tick() => app.supervisor.save_all_accounts().await,
+        }
+    }
+}
+
+/// The admin token: `SLUICE_ADMIN_TOKEN`, else the config's, else the one kept in
+/// `<data_dir>/admin-token` (generated on first start).
+fn admin_token(config: &ServerConfig) -> anyhow::Result<String> {
+    if let Ok(token) = std::env::var(ADMIN_TOKEN_ENV)
+        && !token.trim().is_empty()
+    {
+        return Ok(token.trim().to_string());
+    }
+    if let Some(token) = config.admin_token.as_deref()
+        && !token.trim().is_empty()
+    {
+        return Ok(token.trim().to_string());
+    }
+    let path = config.data_dir.join("admin-token");
+    if let Ok(token) = std::fs::read_to_string(&path)
+        && !token.trim().is_empty()
+    {
+        tracing::info!(file = %path.display(), "Admin token read from the data folder.");
+        return Ok(token.trim().to_string());
+    }
+    let token = api::auth::new_token();
+    write_private(&path, &token).with_context(|| format!("cannot write {}", path.display()))?;
+    tracing::warn!(file = %path.display(), "No admin token configured: generated one.");
+    Ok(token)
+}
+
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(content.as_bytes())?;
+    file.write_all(b"\n")
+}
+
+/// `sluice serve`: binds, prints `sluice serve listening on <addr>`, serves until `shutdown`.
+pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let config = args.resolve()?;
+    let server = Server::bind(config).await?;
+    let addr = server.local_addr()?;
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "sluice serve listening on {addr}")?;
+        out.flush()?;
+    }
+    server.run(shutdown).await
+}

@@ -1,0 +1,85 @@
+//! `account`: the account stage's counters per pipeline, saved so they survive restarts.
+
+use std::collections::BTreeMap;
+
+use sqlx::{Executor, Sqlite};
+
+/// Saved counters of one pipeline.
+#[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct AccountRow {
+    /// The pipeline.
+    pub pipeline_id: String,
+    /// Flows received.
+    pub flows_received: i64,
+    /// Records written.
+    pub records_written: i64,
+    /// Objects written.
+    pub objects_written: i64,
+    /// Bytes written.
+    pub bytes_written: i64,
+    /// Failed writes.
+    pub write_errors: i64,
+    /// JSON object `{reason: count}`.
+    pub dropped: String,
+    /// Epoch milliseconds.
+    pub updated_at: i64,
+}
+
+impl AccountRow {
+    /// The drop counts by reason.
+    pub fn dropped_map(&self) -> BTreeMap<String, u64> {
+        serde_json::from_str(&self.dropped).unwrap_or_default()
+    }
+}
+
+/// The saved counters of a pipeline.
+pub async fn load<'e>(
+    db: impl Executor<'e, Database = Sqlite>,
+    pipeline_id: &str,
+) -> sqlx::Result<Option<AccountRow>> {
+    sqlx::query_as(
+        "SELECT pipeline_id, flows_received, records_written, objects_written, bytes_written, \
+         write_errors, dropped, updated_at FROM account WHERE pipeline_id = ?",
+    )
+    .bind(pipeline_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Saves (inserts or overwrites) a pipeline's counters.
+pub async fn save<'e>(
+    db: impl Executor<'e, Database = Sqlite>,
+    a: &AccountRow,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO account (pipeline_id, flows_received, records_written, objects_written, \
+         bytes_written, write_errors, dropped, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (pipeline_id) DO UPDATE SET flows_received = excluded.flows_received, \
+         records_written = excluded.records_written, objects_written = excluded.objects_written, \
+         bytes_written = excluded.bytes_written, write_errors = excluded.write_errors, \
+         dropped = excluded.dropped, updated_at = excluded.updated_at",
+    )
+    .bind(&a.pipeline_id)
+    .bind(a.flows_received)
+    .bind(a.records_written)
+    .bind(a.objects_written)
+    .bind(a.bytes_written)
+    .bind(a.write_errors)
+    .bind(&a.dropped)
+    .bind(a.updated_at)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Forgets a pipeline's counters.
+pub async fn delete<'e>(
+    db: impl Executor<'e, Database = Sqlite>,
+    pipeline_id: &str,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query("DELETE FROM account WHERE pipeline_id = ?")
+        .bind(pipeline_id)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}

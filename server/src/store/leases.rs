@@ -1,0 +1,173 @@
+//! `leases`: who may subscribe to an analyzer with a given host_id (design §3).
+
+use sqlx::{Executor, Sqlite};
+
+/// What a lease is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseKey {
+    /// The analyzer: `pipeline.subscriber.url` as written.
+    pub analyzer: String,
+    /// The non-empty `host_id`.
+    pub host_id: String,
+}
+
+/// One lease.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Lease {
+    /// The analyzer URL.
+    pub analyzer: String,
+    /// The host id.
+    pub host_id: String,
+    /// Owner of the holder pipeline.
+    pub tenant_id: String,
+    /// The holder pipeline.
+    pub pipeline_id: String,
+    /// The server node that renews it.
+    pub node: String,
+    /// Epoch milliseconds.
+    pub acquired_at: i64,
+    /// Epoch milliseconds; another node may take it over after this.
+    pub expires_at: i64,
+}
+
+impl Lease {
+    /// What it is on.
+    pub fn key(&self) -> LeaseKey {
+        LeaseKey {
+            analyzer: self.analyzer.clone(),
+            host_id: self.host_id.clone(),
+        }
+    }
+}
+
+/// The columns, in `FromRow` order (a macro so that queries stay literal strings).
+macro_rules! lease_columns {
+    () => {
+        "analyzer, host_id, tenant_id, pipeline_id, node, acquired_at, expires_at"
+    };
+}
+
+/// Inserts a lease; a live lease on the same key makes this a unique violation.
+pub async fn insert<'e>(db: impl Executor<'e, Database = Sqlite>, l: &Lease) -> sqlx::Result<()> {
+    sqlx::query(concat!(
+        "INSERT INTO leases (",
+        lease_columns!(),
+        ") VALUES (?, ?, ?, ?, ?, ?, ?)"
+    ))
+    .bind(&l.analyzer)
+    .bind(&l.host_id)
+    .bind(&l.tenant_id)
+    .bind(&l.pipeline_id)
+    .bind(&l.node)
+    .bind(l.acquired_at)
+    .bind(l.expires_at)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Removes the lease on `key` if it expired before `now` and another node held it (that node
+/// stopped renewing: it is gone). Leases of this node are never reclaimed here: their
+/// pipelines still exist on this node.
+pub async fn reclaim_expired<'e>(
+    db: impl Executor<'e, Database = Sqlite>,
+    key: &LeaseKey,
+    node: &str,
+    now: i64,
+) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "DELETE FROM leases WHERE analyzer = ? AND host_id = ? AND expires_at < ? AND node <> ?",
+    )
+    .bind(&key.analyzer)
+    .bind(&key.host_id)
+    .bind(now)
+    .bind(node)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// The lease on `key`, if any.
+pub async fn holder<'e>(
+    db: impl Executor<'e, Database = Sqlite>,
+    key: &LeaseKey,
+) -> sqlx::Result<Option<Lease>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        lease_columns!(),
+        " FROM leases WHERE analyzer = ? AND host_id = ?"
+    ))
+    .bind(&key.analyzer)
+    .bind(&key.host_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// The lease held by a pipeline, if any.
+pub async fn for_pipeline<'e>(
+    db: impl Executor<'e, Database = Sqlite>,
+    pipeline_id: &str,
+) -> sqlx::Result<Option<Lease>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        lease_columns!(),
+        " FROM leases WHERE pipeline_id = ?"
+    ))
+    .bind(pipeline_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Releases a pipeline's lease.
+pub async fn release_pipeline<'e>(
+    db: impl Executor<'e, Database = Sqlite>,
+    pipeline_id: &str,
+) -> sqlx::Result<u64> {
+    let done = sqlx::query("DELETE FROM leases WHERE pipeline_id = ?")
+        .bind(pipeline_id)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+/// Every lease, by analyzer and host_id.
+pub async fn list<'e>(db: impl Executor<'e, Database = Sqlite>) -> sqlx::Result<Vec<Lease>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        lease_columns!(),
+        " FROM leases ORDER BY analyzer, host_id"
+    ))
+    .fetch_all(db)
+    .await
+}
+
+/// Pushes the expiry of every lease `node` holds to `expires_at` (the holder's heartbeat).
+pub async fn renew<'e>(
+    db: impl Executor<'e, Database = Sqlite>,
+    node: &str,
+    expires_at: i64,
+) -> sqlx::Result<u64> {
+    let done = sqlx::query("UPDATE leases SET expires_at = ? WHERE node = ?")
+        .bind(expires_at)
+        .bind(node)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+/// Makes `node` the holder of the leases of the given pipelines (at start: this node runs them
+/// now, whichever node id wrote them before).
+pub async fn adopt<'e>(
+    db: impl Executor<'e, Database = Sqlite>,
+    pipeline_id: &str,
+    node: &str,
+    expires_at: i64,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query("UPDATE leases SET node = ?, expires_at = ? WHERE pipeline_id = ?")
+        .bind(node)
+        .bind(expires_at)
+        .bind(pipeline_id)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}

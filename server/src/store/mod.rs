@@ -1,0 +1,235 @@
+//! Persistence for `sluice serve`: sqlx over SQLite (WAL) in `<data_dir>/sluice.db`, one file per
+//! table, migrations from `migrations/` run at start.
+//!
+//! Queries are plain SQL with `?` binds and no SQLite-only syntax (upserts use
+//! `ON CONFLICT ... DO UPDATE`, which PostgreSQL has too), so a PostgreSQL backend for several
+//! nodes needs only `$n` binds and another pool type. Each table's module holds free functions
+//! over any executor (a pool or a transaction); [`Store`] composes the ones that must be atomic.
+
+pub mod account;
+pub mod leases;
+pub mod pipelines;
+pub mod tenants;
+pub mod tokens;
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::SqlitePool;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+pub use leases::{Lease, LeaseKey};
+pub use pipelines::{DesiredState, PipelineRow};
+pub use tenants::Tenant;
+
+/// The migrations of `migrations/`, embedded at build time.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+
+/// Connections in the pool. SQLite has one writer at a time anyway; a few readers suffice.
+const MAX_CONNECTIONS: u32 = 4;
+
+/// A database failure (never the client's fault).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A query failed.
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    /// A migration failed at start.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Why a pipeline could not be created or replaced.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineWriteError {
+    /// The tenant already has `limit` pipelines.
+    #[error("the tenant already has {limit} pipelines, the most allowed")]
+    LimitReached {
+        /// The limit.
+        limit: u64,
+    },
+    /// Another pipeline holds the (analyzer, host_id) lease.
+    #[error("host_id `{}` on {} is leased by pipeline {}", .0.host_id, .0.analyzer, .0.pipeline_id)]
+    LeaseConflict(Box<Lease>),
+    /// No such pipeline (for this tenant).
+    #[error("no such pipeline")]
+    NotFound,
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for PipelineWriteError {
+    fn from(e: sqlx::Error) -> Self {
+        PipelineWriteError::Store(StoreError::Db(e))
+    }
+}
+
+/// A lease wanted by a pipeline being created or replaced.
+#[derive(Debug, Clone)]
+pub struct LeaseRequest {
+    /// What is leased.
+    pub key: LeaseKey,
+    /// The node that will renew it.
+    pub node: String,
+    /// Its first expiry (epoch ms).
+    pub expires_at: i64,
+}
+
+/// The database handle: a cheap clone around the pool.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database file in WAL mode and runs the migrations.
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// Wraps a pool whose migrations already ran (tests).
+    pub fn from_pool(pool: SqlitePool) -> Store {
+        Store { pool }
+    }
+
+    /// The pool, for single queries.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    /// Creates a tenant and its first token in one transaction.
+    pub async fn create_tenant(
+        &self,
+        tenant: &Tenant,
+        token_id: &str,
+        token_hash: &str,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        tenants::insert(&mut *tx, tenant).await?;
+        tokens::insert(
+            &mut *tx,
+            token_id,
+            &tenant.id,
+            token_hash,
+            tenant.created_at,
+        )
+        .await?;
+        tx.commit().await
+    }
+
+    /// Inserts a pipeline, enforcing the per-tenant limit and taking its host_id lease, all or
+    /// nothing. The first statement writes, so SQLite takes its write lock before any read and
+    /// two concurrent creates serialise instead of failing.
+    pub async fn create_pipeline(
+        &self,
+        row: &PipelineRow,
+        lease: Option<&LeaseRequest>,
+        max_per_tenant: u64,
+    ) -> Result<(), PipelineWriteError> {
+        let mut tx = self.pool.begin().await?;
+        pipelines::insert(&mut *tx, row).await?;
+        let count = pipelines::count_for_tenant(&mut *tx, &row.tenant_id).await?;
+        if count > max_per_tenant {
+            tx.rollback().await?;
+            return Err(PipelineWriteError::LimitReached {
+                limit: max_per_tenant,
+            });
+        }
+        if let Some(lease) = lease {
+            take_lease(&mut tx, row, lease).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Replaces a pipeline's definition, moving its lease if the analyzer or host_id changed.
+    pub async fn replace_pipeline(
+        &self,
+        row: &PipelineRow,
+        lease: Option<&LeaseRequest>,
+    ) -> Result<(), PipelineWriteError> {
+        let mut tx = self.pool.begin().await?;
+        let updated =
+            pipelines::update_definition(&mut *tx, &row.id, &row.definition, row.updated_at)
+                .await?;
+        if !updated {
+            tx.rollback().await?;
+            return Err(PipelineWriteError::NotFound);
+        }
+        let current = leases::for_pipeline(&mut *tx, &row.id).await?;
+        let same = matches!((&current, lease), (Some(c), Some(l)) if c.key() == l.key);
+        if !same {
+            leases::release_pipeline(&mut *tx, &row.id).await?;
+            if let Some(lease) = lease {
+                take_lease(&mut tx, row, lease).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes a pipeline with its lease and account; false if there was none.
+    pub async fn delete_pipeline(&self, id: &str) -> Result<bool, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        leases::release_pipeline(&mut *tx, id).await?;
+        account::delete(&mut *tx, id).await?;
+        let deleted = pipelines::delete(&mut *tx, id).await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+}
+
+/// Takes `lease` for `row` inside a transaction: an expired lease of another node is reclaimed
+/// first; a live one makes the primary key refuse the insert, reported with its holder.
+async fn take_lease(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    row: &PipelineRow,
+    lease: &LeaseRequest,
+) -> Result<(), PipelineWriteError> {
+    let now = crate::now_ms();
+    leases::reclaim_expired(&mut **tx, &lease.key, &lease.node, now).await?;
+    let new = Lease {
+        analyzer: lease.key.analyzer.clone(),
+        host_id: lease.key.host_id.clone(),
+        tenant_id: row.tenant_id.clone(),
+        pipeline_id: row.id.clone(),
+        node: lease.node.clone(),
+        acquired_at: now,
+        expires_at: lease.expires_at,
+    };
+    match leases::insert(&mut **tx, &new).await {
+        Ok(()) => Ok(()),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            let holder = leases::holder(&mut **tx, &lease.key).await?;
+            match holder {
+                Some(holder) => Err(PipelineWriteError::LeaseConflict(Box::new(holder))),
+                None => Err(PipelineWriteError::Store(StoreError::Db(
+                    sqlx::Error::Database(e),
+                ))),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

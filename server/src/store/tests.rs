@@ -1,0 +1,370 @@
+//! Every query against a fresh, migrated SQLite database per test (`#[sqlx::test]`).
+
+use sqlx::SqlitePool;
+
+use super::account::{self, AccountRow};
+use super::*;
+
+fn tenant(id: &str, name: &str) -> Tenant {
+    Tenant {
+        id: id.into(),
+        name: name.into(),
+        created_at: 1_000,
+    }
+}
+
+fn pipeline(id: &str, tenant: &str) -> PipelineRow {
+    PipelineRow {
+        id: id.into(),
+        tenant_id: tenant.into(),
+        definition: "pipeline: {}\n".into(),
+        desired_state: "running".into(),
+        created_at: 2_000,
+        updated_at: 2_000,
+    }
+}
+
+fn lease_request(analyzer: &str, host_id: &str, node: &str) -> LeaseRequest {
+    LeaseRequest {
+        key: LeaseKey {
+            analyzer: analyzer.into(),
+            host_id: host_id.into(),
+        },
+        node: node.into(),
+        expires_at: crate::now_ms() + 30_000,
+    }
+}
+
+async fn with_tenants(pool: &SqlitePool) -> Store {
+    let store = Store::from_pool(pool.clone());
+    store
+        .create_tenant(&tenant("t1", "one"), "k1", "hash1")
+        .await
+        .unwrap();
+    store
+        .create_tenant(&tenant("t2", "two"), "k2", "hash2")
+        .await
+        .unwrap();
+    store
+}
+
+#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+async fn tenants_insert_list_get_delete(pool: SqlitePool) {
+    let store = with_tenants(&pool).await;
+    let all = tenants::list(store.pool()).await.unwrap();
+    assert_eq!(
+        all.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        ["one", "two"]
+    );
+    assert_eq!(
+        tenants::get(&pool, "t1").await.unwrap(),
+        Some(tenant("t1", "one"))
+    );
+    let dup = tenants::insert(&pool, &tenant("t3", "one"))
+        .await
+        .unwrap_err();
+    assert!(matches!(dup, sqlx::Error::Database(e) if e.is_unique_violation()));
+    assert!(tenants::delete(&pool, "t1").await.unwrap());
+    assert!(!tenants::delete(&pool, "t1").await.unwrap());
+    assert_eq!(tenants::get(&pool, "t1").await.unwrap(), None);
+    // Its token went with it.
+    assert_eq!(tokens::tenant_of_hash(&pool, "hash1").await.unwrap(), None);
+}
+
+#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+async fn tokens_insert_lookup_list_delete(pool: SqlitePool) {
+    with_tenants(&pool).await;
+    tokens::insert(&pool, "k3", "t1", "hash3", 5).await.unwrap();
+    assert_eq!(
+        tokens::tenant_of_hash(&pool, "hash3")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("t1")
+    );
+    assert_eq!(tokens::tenant_of_hash(&pool, "nope").await.unwrap(), None);
+    let ids: Vec<String> = tokens::list(&pool, "t1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(ids, ["k3", "k1"]);
+    // A tenant can't revoke through another tenant's id.
+    assert!(!tokens::delete(&pool, "t2", "k3").await.unwrap());
+    assert!(tokens::delete(&pool, "t1", "k3").await.unwrap());
+    assert_eq!(tokens::tenant_of_hash(&pool, "hash3").await.unwrap(), None);
+}
+
+#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+async fn pipelines_are_scoped_to_their_tenant(pool: SqlitePool) {
+    let store = with_tenants(&pool).await;
+    store
+        .create_pipeline(&pipeline("p1", "t1"), None, 10)
+        .await
+        .unwrap();
+    store
+        .create_pipeline(&pipeline("p2", "t2"), None, 10)
+        .await
+        .unwrap();
+    assert!(
+        pipelines::get(&pool, "p1", Some("t1"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        pipelines::get(&pool, "p1", Some("t2"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(pipelines::get(&pool, "p1", None).await.unwrap().is_some());
+    assert_eq!(pipelines::list(&pool, Some("t2")).await.unwrap().len(), 1);
+    assert_eq!(pipelines::list(&pool, None).await.unwrap().len(), 2);
+    assert_eq!(pipelines::count_for_tenant(&pool, "t1").await.unwrap(), 1);
+    assert!(
+        pipelines::update_definition(&pool, "p1", "host_id: x\n", 3)
+            .await
+            .unwrap()
+    );
+    assert!(
+        pipelines::set_desired(&pool, "p1", DesiredState::Stopped, 4)
+            .await
+            .unwrap()
+    );
+    let p1 = pipelines::get(&pool, "p1", None).await.unwrap().unwrap();
+    assert_eq!(
+        (p1.definition.as_str(), p1.desired(), p1.updated_at),
+        ("host_id: x\n", DesiredState::Stopped, 4)
+    );
+    assert!(
+        !pipelines::set_desired(&pool, "nope", DesiredState::Running, 4)
+            .await
+            .unwrap()
+    );
+    assert!(pipelines::delete(&pool, "p2").await.unwrap());
+    assert!(!pipelines::delete(&pool, "p2").await.unwrap());
+}
+
+#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+async fn pipeline_limit_is_enforced_atomically(pool: SqlitePool) {
+    let store = with_tenants(&pool).await;
+    store
+        .create_pipeline(&pipeline("p1", "t1"), None, 2)
+        .await
+        .unwrap();
+    store
+        .create_pipeline(&pipeline("p2", "t1"), None, 2)
+        .await
+        .unwrap();
+    let err = store
+        .create_pipeline(&pipeline("p3", "t1"), None, 2)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PipelineWriteError::LimitReached { limit: 2 }));
+    assert_eq!(pipelines::count_for_tenant(&pool, "t1").await.unwrap(), 2);
+    // Another tenant has its own budget.
+    store
+        .create_pipeline(&pipeline("p4", "t2"), None, 2)
+        .await
+        .unwrap();
+}
+
+#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+async fn a_host_id_is_leased_once_per_analyzer(pool: SqlitePool) {
+    let store = with_tenants(&pool).await;
+    let a = lease_request("ws://a/ws/subscriber/flow", "h1", "node1");
+    store
+        .create_pipeline(&pipeline("p1", "t1"), Some(&a), 10)
+        .await
+        .unwrap();
+    // Same key, another tenant: conflict naming the holder; nothing was created.
+    let err = store
+        .create_pipeline(&pipeline("p2", "t2"), Some(&a), 10)
+        .await
+        .unwrap_err();
+    match err {
+        PipelineWriteError::LeaseConflict(holder) => {
+            assert_eq!(
+                (holder.pipeline_id.as_str(), holder.tenant_id.as_str()),
+                ("p1", "t1")
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(pipelines::get(&pool, "p2", None).await.unwrap().is_none());
+    // Same host_id on another analyzer is fine.
+    let b = lease_request("ws://b/ws/subscriber/flow", "h1", "node1");
+    store
+        .create_pipeline(&pipeline("p3", "t2"), Some(&b), 10)
+        .await
+        .unwrap();
+    assert_eq!(leases::list(&pool).await.unwrap().len(), 2);
+    // Deleting the holder releases the lease.
+    assert!(store.delete_pipeline("p1").await.unwrap());
+    assert!(leases::for_pipeline(&pool, "p1").await.unwrap().is_none());
+    store
+        .create_pipeline(&pipeline("p2", "t2"), Some(&a), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        leases::holder(&pool, &a.key)
+            .await
+            .unwrap()
+            .unwrap()
+            .pipeline_id,
+        "p2"
+    );
+}
+
+#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+async fn expired_leases_of_other_nodes_are_reclaimed(pool: SqlitePool) {
+    let store = with_tenants(&pool).await;
+    let mut old = lease_request("ws://a", "h1", "dead-node");
+    old.expires_at = crate::now_ms() - 1_000;
+    store
+        .create_pipeline(&pipeline("p1", "t1"), Some(&old), 10)
+        .await
+        .unwrap();
+    // The same node never reclaims its own (its pipeline still runs there).
+    let mut same = old.clone();
+    same.expires_at = crate::now_ms() + 30_000;
+    assert_eq!(
+        leases::reclaim_expired(&pool, &old.key, "dead-node", crate::now_ms())
+            .await
+            .unwrap(),
+        0
+    );
+    // Another node takes it over once it expired.
+    same.node = "live-node".into();
+    store
+        .create_pipeline(&pipeline("p2", "t2"), Some(&same), 10)
+        .await
+        .unwrap();
+    let holder = leases::holder(&pool, &old.key).await.unwrap().unwrap();
+    assert_eq!(
+        (holder.pipeline_id.as_str(), holder.node.as_str()),
+        ("p2", "live-node")
+    );
+}
+
+#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+async fn leases_renew_and_adopt(pool: SqlitePool) {
+    let store = with_tenants(&pool).await;
+    store
+        .create_pipeline(
+            &pipeline("p1", "t1"),
+            Some(&lease_request("ws://a", "h1", "n1")),
+            10,
+        )
+        .await
+        .unwrap();
+    store
+        .create_pipeline(
+            &pipeline("p2", "t1"),
+            Some(&lease_request("ws://a", "h2", "n2")),
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(leases::renew(&pool, "n1", 99).await.unwrap(), 1);
+    assert_eq!(
+        leases::for_pipeline(&pool, "p1")
+            .await
+            .unwrap()
+            .unwrap()
+            .expires_at,
+        99
+    );
+    assert!(leases::adopt(&pool, "p2", "n1", 77).await.unwrap());
+    let p2 = leases::for_pipeline(&pool, "p2").await.unwrap().unwrap();
+    assert_eq!((p2.node.as_str(), p2.expires_at), ("n1", 77));
+    assert!(!leases::adopt(&pool, "nope", "n1", 77).await.unwrap());
+    assert_eq!(leases::release_pipeline(&pool, "p2").await.unwrap(), 1);
+    assert_eq!(leases::list(&pool).await.unwrap().len(), 1);
+}
+
+#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+async fn replace_moves_or_keeps_the_lease(pool: SqlitePool) {
+    let store = with_tenants(&pool).await;
+    let a = lease_request("ws://a", "h1", "n1");
+    store
+        .create_pipeline(&pipeline("p1", "t1"), Some(&a), 10)
+        .await
+        .unwrap();
+    store
+        .create_pipeline(
+            &pipeline("p2", "t1"),
+            Some(&lease_request("ws://a", "h2", "n1")),
+            10,
+        )
+        .await
+        .unwrap();
+    let mut p1 = pipeline("p1", "t1");
+    p1.definition = "host_id: h1\n".into();
+    // Same key: kept (not a conflict with itself).
+    store.replace_pipeline(&p1, Some(&a)).await.unwrap();
+    // Onto p2's key: conflict, and p1 keeps its old definition and lease.
+    p1.definition = "host_id: h2\n".into();
+    let err = store
+        .replace_pipeline(&p1, Some(&lease_request("ws://a", "h2", "n1")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PipelineWriteError::LeaseConflict(_)));
+    let stored = pipelines::get(&pool, "p1", None).await.unwrap().unwrap();
+    assert_eq!(stored.definition, "host_id: h1\n");
+    assert_eq!(
+        leases::for_pipeline(&pool, "p1")
+            .await
+            .unwrap()
+            .unwrap()
+            .host_id,
+        "h1"
+    );
+    // To no host_id: released.
+    store.replace_pipeline(&p1, None).await.unwrap();
+    assert!(leases::for_pipeline(&pool, "p1").await.unwrap().is_none());
+    // Unknown pipeline.
+    let err = store
+        .replace_pipeline(&pipeline("nope", "t1"), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PipelineWriteError::NotFound));
+}
+
+#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+async fn account_saves_loads_and_deletes(pool: SqlitePool) {
+    let store = with_tenants(&pool).await;
+    store
+        .create_pipeline(&pipeline("p1", "t1"), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(account::load(&pool, "p1").await.unwrap(), None);
+    let mut row = AccountRow {
+        pipeline_id: "p1".into(),
+        flows_received: 10,
+        records_written: 8,
+        objects_written: 2,
+        bytes_written: 300,
+        write_errors: 1,
+        dropped: r#"{"filtered":2}"#.into(),
+        updated_at: 5,
+    };
+    account::save(&pool, &row).await.unwrap();
+    row.flows_received = 20;
+    account::save(&pool, &row).await.unwrap();
+    let loaded = account::load(&pool, "p1").await.unwrap().unwrap();
+    assert_eq!(loaded, row);
+    assert_eq!(loaded.dropped_map()["filtered"], 2);
+    // An account needs its pipeline.
+    row.pipeline_id = "nope".into();
+    assert!(account::save(&pool, &row).await.is_err());
+    assert!(account::delete(&pool, "p1").await.unwrap());
+    assert!(store.delete_pipeline("p1").await.unwrap());
+}
+
+#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+async fn ping_answers(pool: SqlitePool) {
+    assert!(Store::from_pool(pool).ping().await);
+}

@@ -1,0 +1,604 @@
+//! The pipeline supervisor of `sluice serve`: each pipeline runs as its own task (a subscriber
+//! feeding a [`Pipeline`] through a bounded channel), is restarted with backoff when it fails,
+//! and is stopped with a full flush on stop, replace, delete and shutdown.
+//!
+//! Isolation: every pipeline has its own channel of [`CHANNEL_MESSAGES`] messages, its own
+//! writer and its own task, so a slow sink pushes back on that pipeline's WebSocket only.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument as _, info, warn};
+
+use crate::config::{AccountType, ConfigError, ExporterConfig, WriteType};
+use crate::metrics::{Counters, DropReason, PipelineStats};
+use crate::pipeline::Pipeline;
+use crate::store::account::{self, AccountRow};
+use crate::store::{DesiredState, PipelineRow, Store};
+use crate::subscriber::{self, SubscriberSettings, SubscriberStats};
+
+/// Messages buffered between a pipeline's subscriber and its stages.
+pub const CHANNEL_MESSAGES: usize = 64;
+/// First delay before restarting a failed pipeline.
+const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
+/// Largest delay between restarts.
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// A run this long resets the backoff.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+
+/// What a pipeline is doing now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Not running (desired state `stopped`, or not started yet).
+    Stopped,
+    /// Building its stages (may query the analyzer).
+    Starting,
+    /// Subscribed (or reconnecting) and exporting.
+    Running,
+    /// Failed; waiting to be restarted.
+    Failed,
+    /// Flushing before it stops.
+    Stopping,
+}
+
+impl RunState {
+    /// Every state, for metrics.
+    pub const ALL: [RunState; 5] = [
+        RunState::Stopped,
+        RunState::Starting,
+        RunState::Running,
+        RunState::Failed,
+        RunState::Stopping,
+    ];
+
+    /// The name used in JSON and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Stopped => "stopped",
+            RunState::Starting => "starting",
+            RunState::Running => "running",
+            RunState::Failed => "failed",
+            RunState::Stopping => "stopping",
+        }
+    }
+}
+
+/// Settings the supervisor applies to every pipeline.
+#[derive(Debug, Clone)]
+pub struct SupervisorSettings {
+    /// `<data_dir>`; each pipeline's files go under `<data_dir>/pipelines/<id>/`.
+    pub data_dir: PathBuf,
+    /// Whether pipelines may name absolute paths.
+    pub allow_absolute_paths: bool,
+}
+
+/// The live side of one pipeline, shared with status and metrics readers.
+#[derive(Debug)]
+pub struct Live {
+    /// Owner.
+    pub tenant_id: String,
+    /// Pipeline counters (cumulative across restarts; loaded from the `account` table).
+    pub stats: Arc<PipelineStats>,
+    /// Subscriber counters.
+    pub subscriber: Arc<SubscriberStats>,
+    /// Restarts after failures.
+    pub restarts: AtomicU64,
+    status: Mutex<(RunState, Option<String>)>,
+    /// The running task; the async mutex serialises start/stop/replace of this pipeline.
+    task: tokio::sync::Mutex<Option<Running>>,
+}
+
+#[derive(Debug)]
+struct Running {
+    cancel: CancellationToken,
+    handle: JoinHandle<()>,
+}
+
+impl Live {
+    /// Current state and last error.
+    pub fn state(&self) -> (RunState, Option<String>) {
+        let (state, error) = &*self.status.lock().unwrap_or_else(|e| e.into_inner());
+        let error = error.clone().or_else(|| self.subscriber.last_error());
+        (*state, error)
+    }
+
+    /// Whether the subscriber is connected now.
+    pub fn connected(&self) -> bool {
+        self.subscriber.connected.load(Ordering::Relaxed)
+    }
+
+    /// Every counter now.
+    pub fn counters(&self) -> Counters {
+        Counters::read(
+            &self.stats,
+            self.subscriber.malformed_flows.load(Ordering::Relaxed),
+        )
+    }
+
+    fn set(&self, state: RunState, error: Option<String>) {
+        let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        s.0 = state;
+        if error.is_some() || state == RunState::Running {
+            s.1 = error;
+        }
+    }
+
+    fn account_row(&self, pipeline_id: &str) -> AccountRow {
+        let c = self.counters();
+        let dropped: BTreeMap<&str, u64> = c.dropped.iter().copied().filter(|d| d.1 > 0).collect();
+        AccountRow {
+            pipeline_id: pipeline_id.to_string(),
+            flows_received: c.received as i64,
+            records_written: c.records_written as i64,
+            objects_written: c.objects_written as i64,
+            bytes_written: c.bytes_written as i64,
+            write_errors: c.write_errors as i64,
+            dropped: serde_json::to_string(&dropped).unwrap_or_else(|_| "{}".into()),
+            updated_at: crate::now_ms(),
+        }
+    }
+}
+
+/// Runs every pipeline of this node. A cheap clone.
+#[derive(Debug, Clone)]
+pub struct Supervisor {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    settings: SupervisorSettings,
+    pipelines: Mutex<HashMap<String, Arc<Live>>>,
+}
+
+impl Supervisor {
+    /// A supervisor with no pipelines yet.
+    pub fn new(store: Store, settings: SupervisorSettings) -> Self {
+        Supervisor {
+            inner: Arc::new(Inner {
+                store,
+                settings,
+                pipelines: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The folder of a pipeline's files.
+    pub fn pipeline_dir(&self, id: &str) -> PathBuf {
+        self.inner.settings.data_dir.join("pipelines").join(id)
+    }
+
+    /// Checks a definition's paths for `sluice serve` and resolves them into the pipeline's
+    /// folder (see [`resolve_for_serve`]).
+    pub fn resolve(
+        &self,
+        id: &str,
+        config: &ExporterConfig,
+    ) -> Result<ExporterConfig, Vec<ConfigError>> {
+        resolve_for_serve(
+            config,
+            &self.pipeline_dir(id),
+            self.inner.settings.allow_absolute_paths,
+        )
+    }
+
+    /// The live side of a pipeline, if it is registered.
+    pub fn live(&self, id: &str) -> Option<Arc<Live>> {
+        self.map().get(id).cloned()
+    }
+
+    /// Every registered pipeline, by id.
+    pub fn all(&self) -> Vec<(String, Arc<Live>)> {
+        let mut v: Vec<_> = self
+            .map()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// How many pipelines are in each state.
+    pub fn states(&self) -> Vec<(&'static str, u64)> {
+        let all = self.all();
+        RunState::ALL
+            .iter()
+            .map(|s| {
+                let n = all.iter().filter(|(_, l)| l.state().0 == *s).count() as u64;
+                (s.as_str(), n)
+            })
+            .collect()
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Live>>> {
+        self.inner
+            .pipelines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a stored pipeline (counters from its saved account) and starts it if its
+    /// desired state is `running`.
+    pub async fn add(&self, row: &PipelineRow) {
+        let stats = Arc::new(PipelineStats::default());
+        match account::load(self.inner.store.pool(), &row.id).await {
+            Ok(Some(saved)) => restore(&stats, &saved),
+            Ok(None) => {}
+            Err(e) => warn!(pipeline = %row.id, error = %e, "Cannot load saved counters."),
+        }
+        let live = Arc::new(Live {
+            tenant_id: row.tenant_id.clone(),
+            stats,
+            subscriber: Arc::new(SubscriberStats::default()),
+            restarts: AtomicU64::new(0),
+            status: Mutex::new((RunState::Stopped, None)),
+            task: tokio::sync::Mutex::new(None),
+        });
+        self.map().insert(row.id.clone(), live.clone());
+        if row.desired() == DesiredState::Running {
+            self.start_with(&row.id, &live, &row.definition).await;
+        }
+    }
+
+    /// Starts a registered pipeline from its definition (no-op if it runs).
+    pub async fn start(&self, row: &PipelineRow) {
+        if let Some(live) = self.live(&row.id) {
+            self.start_with(&row.id, &live, &row.definition).await;
+        }
+    }
+
+    async fn start_with(&self, id: &str, live: &Arc<Live>, definition: &str) {
+        let mut task = live.task.lock().await;
+        if task.is_some() {
+            return;
+        }
+        let config = ExporterConfig::load(definition)
+            .map_err(|e| e.to_string())
+            .and_then(|c| {
+                self.resolve(id, &c).map_err(|errors| {
+                    errors
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
+            });
+        let config = match config {
+            Ok(config) => config,
+            Err(error) => {
+                // Only a definition stored by an older version could fail here.
+                live.set(RunState::Failed, Some(error));
+                return;
+            }
+        };
+        let cancel = CancellationToken::new();
+        let span = tracing::info_span!("pipeline", id = %id, tenant = %live.tenant_id);
+        // Before the spawn: the task sets `running` as soon as it has built the stages.
+        live.set(RunState::Starting, None);
+        let handle = tokio::spawn(
+            supervise(id.to_string(), config, live.clone(), cancel.clone()).instrument(span),
+        );
+        *task = Some(Running { cancel, handle });
+    }
+
+    /// Stops a pipeline: its subscriber disconnects, every message already accepted is
+    /// processed and every buffer flushed before this returns. Saves its counters.
+    pub async fn stop(&self, id: &str) {
+        let Some(live) = self.live(id) else { return };
+        let mut task = live.task.lock().await;
+        if let Some(running) = task.take() {
+            live.set(RunState::Stopping, None);
+            running.cancel.cancel();
+            if let Err(e) = running.handle.await {
+                warn!(pipeline = %id, error = %e, "Pipeline task ended abnormally.");
+            }
+        }
+        live.set(RunState::Stopped, None);
+        drop(task);
+        self.save_account(id, &live).await;
+    }
+
+    /// Applies a new definition: the old pipeline stops and flushes, then the new one starts
+    /// if `start` (the desired state is `running`).
+    pub async fn replace(&self, row: &PipelineRow) {
+        self.stop(&row.id).await;
+        if row.desired() == DesiredState::Running {
+            self.start(row).await;
+        }
+    }
+
+    /// Stops (flushing) and forgets a pipeline.
+    pub async fn remove(&self, id: &str) {
+        self.stop(id).await;
+        self.map().remove(id);
+    }
+
+    /// Stops every pipeline at once, each flushing, and saves their counters.
+    pub async fn shutdown(&self) {
+        let ids: Vec<String> = self.all().into_iter().map(|(id, _)| id).collect();
+        let stops = ids.iter().map(|id| self.stop(id));
+        futures_util::future::join_all(stops).await;
+    }
+
+    /// Saves every pipeline's counters (periodic).
+    pub async fn save_all_accounts(&self) {
+        for (id, live) in self.all() {
+            self.save_account(&id, &live).await;
+        }
+    }
+
+    async fn save_account(&self, id: &str, live: &Live) {
+        if let Err(e) = account::save(self.inner.store.pool(), &live.account_row(id)).await {
+            // The pipeline may just have been deleted (foreign key): nothing to keep then.
+            tracing::debug!(pipeline = %id, error = %e, "Counters not saved.");
+        }
+    }
+}
+
+/// Adds saved counters to fresh ones.
+fn restore(stats: &PipelineStats, saved: &AccountRow) {
+    let add = |c: &AtomicU64, v: i64| {
+        c.fetch_add(v.max(0) as u64, Ordering::Relaxed);
+    };
+    add(&stats.records_written, saved.records_written);
+    add(&stats.objects_written, saved.objects_written);
+    add(&stats.bytes_written, saved.bytes_written);
+    add(&stats.write_errors, saved.write_errors);
+    let dropped = saved.dropped_map();
+    let malformed = dropped.get("malformed").copied().unwrap_or(0);
+    // `received` counts malformed flows too; the pipeline's own counter does not.
+    add(
+        &stats.flows_received,
+        saved.flows_received - malformed as i64,
+    );
+    for reason in DropReason::ALL {
+        if let Some(n) = dropped.get(reason.as_str()) {
+            stats.count_drop(reason, *n);
+        }
+    }
+}
+
+/// One pipeline's task: build, subscribe, export; on failure wait (backoff) and start again,
+/// until cancelled. Cancelling flushes everything accepted before returning.
+async fn supervise(id: String, config: ExporterConfig, live: Arc<Live>, cancel: CancellationToken) {
+    let mut backoff = BACKOFF_INITIAL;
+    loop {
+        live.set(RunState::Starting, None);
+        let started = Instant::now();
+        let built = tokio::select! {
+            () = cancel.cancelled() => break,
+            built = Pipeline::build(&config, None, live.stats.clone()) => built,
+        };
+        let error = match built {
+            Ok(pipeline) => {
+                live.set(RunState::Running, None);
+                info!(pipeline = %id, "Pipeline started.");
+                match run_once(&config, pipeline, &live, &cancel).await {
+                    Ok(()) => break,
+                    Err(error) => error,
+                }
+            }
+            Err(e) => format!("cannot build the pipeline: {e}"),
+        };
+        if started.elapsed() > HEALTHY_RUN {
+            backoff = BACKOFF_INITIAL;
+        }
+        warn!(pipeline = %id, error = %error, retry_in = ?backoff, "Pipeline failed.");
+        live.set(RunState::Failed, Some(error));
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+        live.restarts.fetch_add(1, Ordering::Relaxed);
+    }
+    info!(pipeline = %id, "Pipeline stopped.");
+}
+
+/// Runs a built pipeline until cancelled (Ok, after the flush) or until a task dies (Err).
+async fn run_once(
+    config: &ExporterConfig,
+    pipeline: Pipeline,
+    live: &Arc<Live>,
+    cancel: &CancellationToken,
+) -> Result<(), String> {
+    let settings = subscriber_settings(config);
+    let (tx, rx) = mpsc::channel(CHANNEL_MESSAGES);
+    let sub_cancel = cancel.child_token();
+    let mut sub = tokio::spawn(subscriber::run(
+        settings,
+        tx,
+        live.subscriber.clone(),
+        sub_cancel.clone(),
+    ));
+    // The pipeline stops when the subscriber's sender is dropped: it then drains what was
+    // already accepted and flushes every buffer.
+    let mut pipe = tokio::spawn(pipeline.run(rx, CancellationToken::new()));
+    tokio::select! {
+        ended = &mut pipe => {
+            sub_cancel.cancel();
+            let _ = sub.await;
+            Err(match ended {
+                Err(e) if e.is_panic() => format!("pipeline task panicked: {}", panic_message(e)),
+                _ => "pipeline task ended unexpectedly".to_string(),
+            })
+        }
+        ended = &mut sub => {
+            let flushed = pipe.await;
+            match (ended, flushed) {
+                (Err(e), _) if e.is_panic() => Err(format!("subscriber task panicked: {}", panic_message(e))),
+                (_, Err(e)) if e.is_panic() => Err(format!("pipeline task panicked: {}", panic_message(e))),
+                _ if cancel.is_cancelled() => Ok(()),
+                _ => Err("subscriber ended unexpectedly".to_string()),
+            }
+        }
+    }
+}
+
+fn panic_message(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into()),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// The subscriber settings of a pipeline in `sluice serve`. A missing `host_id` is `""` here
+/// (the analyzer then assigns one per connection): the server's hostname, `sluice run`'s
+/// default, would be shared by every pipeline and refused by the analyzer.
+pub fn subscriber_settings(config: &ExporterConfig) -> SubscriberSettings {
+    SubscriberSettings {
+        url: config.pipeline.subscriber.url.clone(),
+        host_id: config.host_id.clone().unwrap_or_default(),
+        capture_id: config.pipeline.subscriber.capture_id.clone(),
+        username: config.analyzer.auth.cluster.username.clone(),
+        password: config.analyzer.auth.cluster.password.clone(),
+        ..SubscriberSettings::default()
+    }
+}
+
+/// Checks and resolves the local paths of a definition for `sluice serve`: a relative
+/// `write.file.dir` or `account.file.filename` goes inside `pipeline_dir`; an absolute one is
+/// refused unless `allow_absolute`; `..` is refused always.
+pub fn resolve_for_serve(
+    config: &ExporterConfig,
+    pipeline_dir: &Path,
+    allow_absolute: bool,
+) -> Result<ExporterConfig, Vec<ConfigError>> {
+    let mut resolved = config.clone();
+    let mut errors = Vec::new();
+    let p = &mut resolved.pipeline;
+    let mut fix = |key: &str, value: &mut String| {
+        let path = PathBuf::from(value.as_str());
+        if path.components().any(|c| c == Component::ParentDir) {
+            errors.push(ConfigError {
+                path: key.into(),
+                line: None,
+                message: format!("'{value}' must not contain '..' in sluice serve"),
+            });
+        } else if path.is_absolute() {
+            if !allow_absolute {
+                errors.push(ConfigError {
+                    path: key.into(),
+                    line: None,
+                    message: format!(
+                        "'{value}' is absolute: sluice serve takes a path relative to the pipeline's data folder"
+                    ),
+                });
+            }
+        } else {
+            *value = pipeline_dir.join(path).display().to_string();
+        }
+    };
+    if p.write.kind == WriteType::File {
+        fix("pipeline.write.file.dir", &mut p.write.file.dir);
+    }
+    if p.account.kind == AccountType::File {
+        fix(
+            "pipeline.account.file.filename",
+            &mut p.account.file.filename,
+        );
+    }
+    if errors.is_empty() {
+        Ok(resolved)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The (analyzer, host_id) a pipeline must lease, if any: `""` and a missing host_id are never
+/// leased.
+pub fn lease_key(config: &ExporterConfig) -> Option<crate::store::LeaseKey> {
+    let host_id = config.host_id.as_deref().unwrap_or("");
+    (!host_id.is_empty()).then(|| crate::store::LeaseKey {
+        analyzer: config.pipeline.subscriber.url.trim().to_string(),
+        host_id: host_id.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &str) -> ExporterConfig {
+        let text = format!(
+            "pipeline:\n  subscriber:\n    url: ws://127.0.0.1:1/ws/subscriber/flow\n  store:\n    buffered:\n      dirname: b\n      max_flows_per_object: 10\n      max_flow_array_size: 100\n  write:\n    type: file\n    file:\n      dir: {dir}\n"
+        );
+        ExporterConfig::load(&text).unwrap()
+    }
+
+    #[test]
+    fn relative_dirs_go_inside_the_pipeline_folder() {
+        let c = resolve_for_serve(&config("out"), Path::new("/data/pipelines/p1"), false).unwrap();
+        assert_eq!(c.pipeline.write.file.dir, "/data/pipelines/p1/out");
+    }
+
+    #[test]
+    fn absolute_and_parent_dirs_are_refused() {
+        let errors = resolve_for_serve(&config("/etc"), Path::new("/d"), false).unwrap_err();
+        assert_eq!(errors[0].path, "pipeline.write.file.dir");
+        assert!(resolve_for_serve(&config("/srv/out"), Path::new("/d"), true).is_ok());
+        assert!(resolve_for_serve(&config("a/../../x"), Path::new("/d"), true).is_err());
+    }
+
+    #[sqlx::test(migrator = "crate::store::MIGRATOR")]
+    async fn a_failing_pipeline_is_restarted_with_backoff_until_stopped(pool: sqlx::SqlitePool) {
+        let dir = tempfile::tempdir().unwrap();
+        let supervisor = Supervisor::new(
+            Store::from_pool(pool),
+            SupervisorSettings {
+                data_dir: dir.path().to_path_buf(),
+                allow_absolute_paths: false,
+            },
+        );
+        // A wasm transform whose module does not exist never builds.
+        let definition = "pipeline:\n  subscriber:\n    url: ws://127.0.0.1:9/ws/subscriber/flow\n  transform:\n    type: wasm\n    wasm:\n      module: missing\n  store:\n    buffered:\n      dirname: b\n      max_flows_per_object: 10\n      max_flow_array_size: 100\n  write:\n    type: file\n    file:\n      dir: out\n";
+        let row = PipelineRow {
+            id: "p1".into(),
+            tenant_id: "t1".into(),
+            definition: definition.into(),
+            desired_state: "running".into(),
+            created_at: 0,
+            updated_at: 0,
+        };
+        supervisor.add(&row).await;
+        let live = supervisor.live("p1").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while live.restarts.load(Ordering::Relaxed) < 2 {
+            assert!(Instant::now() < deadline, "no restarts: {:?}", live.state());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (state, error) = live.state();
+        assert!(
+            matches!(state, RunState::Failed | RunState::Starting),
+            "{state:?}"
+        );
+        assert!(error.unwrap().contains("cannot build the pipeline"));
+        supervisor.stop("p1").await;
+        assert_eq!(live.state().0, RunState::Stopped);
+        assert_eq!(supervisor.states()[0], ("stopped", 1));
+        supervisor.remove("p1").await;
+        assert!(supervisor.live("p1").is_none());
+    }
+
+    #[test]
+    fn empty_host_id_is_never_leased() {
+        let mut c = config("out");
+        assert_eq!(lease_key(&c), None);
+        c.host_id = Some(String::new());
+        assert_eq!(lease_key(&c), None);
+        c.host_id = Some("h1".into());
+        assert_eq!(lease_key(&c).unwrap().host_id, "h1");
+    }
+}
