@@ -841,7 +841,7 @@ fn validate_s3(w: &WriteSection, report: &mut dyn FnMut(&str, String)) {
         ("pipeline.write.s3.endpoint", &s3.endpoint),
         ("pipeline.write.s3.iam_endpoint", &s3.iam_endpoint),
     ] {
-        if !url.is_empty() && !(url.starts_with("http://") || url.starts_with("https://")) {
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
             report(path, format!("'{url}' must start with http:// or https://"));
         }
     }
@@ -1067,6 +1067,28 @@ mod tests {
         );
         assert!(Cidr::parse("10.0.0.0/33").is_err());
         assert!(Cidr::parse("10.0.0.0").is_err());
+    }
+
+    #[test]
+    fn s3_endpoint_and_spool_limits_are_checked() {
+        let text = format!(
+            "{MINIMAL}  write:\n    type: s3\n    s3:\n      endpoint: 127.0.0.1:9000\n    spool:\n      dir: /var/spool/x\n      max_bytes: 0\n"
+        );
+        let err = ExporterConfig::load(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("pipeline.write.s3.endpoint (line 12): '127.0.0.1:9000' must start with http:// or https://"),
+            "{err}"
+        );
+        assert!(
+            err.contains("pipeline.write.spool.max_bytes (line 15): must be greater than 0"),
+            "{err}"
+        );
+        let ok = text
+            .replace("127.0.0.1:9000", "http://127.0.0.1:9000")
+            .replace("max_bytes: 0", "max_objects: 5");
+        let c = ExporterConfig::load(&ok).unwrap();
+        assert_eq!(c.pipeline.write.spool.dir, "/var/spool/x");
+        assert_eq!(c.pipeline.write.spool.max_objects, Some(5));
     }
 
     #[test]

@@ -69,6 +69,8 @@ pub struct RunSummary {
     pub pipeline: StatsSnapshot,
     /// Flows the subscriber had to drop as malformed.
     pub malformed_flows: u64,
+    /// Objects still in the spool (not uploaded yet); the next start uploads them.
+    pub left_in_spool: usize,
 }
 
 /// `sluice run`: subscribe and export until `shutdown`, then flush everything pending.
@@ -109,7 +111,7 @@ pub async fn run(path: &Path, shutdown: CancellationToken) -> anyhow::Result<Run
     subscriber.await.context("subscriber task failed")?;
     let stats = pipeline.await.context("pipeline task failed")?;
     // Everything flushed is spooled; give the uploads a bounded time to finish.
-    sink.close(SPOOL_DRAIN).await;
+    let left_in_spool = sink.close(SPOOL_DRAIN).await;
     let malformed = sub_stats
         .malformed_flows
         .load(std::sync::atomic::Ordering::Relaxed);
@@ -117,5 +119,6 @@ pub async fn run(path: &Path, shutdown: CancellationToken) -> anyhow::Result<Run
     Ok(RunSummary {
         pipeline: stats.snapshot(),
         malformed_flows: malformed,
+        left_in_spool,
     })
 }

@@ -24,7 +24,13 @@ use crate::{Process, sluice_bin, wait_for};
 /// The moto server: `$SLUICE_MOTO_SERVER`, else `moto_server` on `PATH`.
 pub fn moto_server_bin() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("SLUICE_MOTO_SERVER") {
-        return Ok(path.into());
+        let path = PathBuf::from(path);
+        anyhow::ensure!(
+            path.is_file(),
+            "SLUICE_MOTO_SERVER={} does not exist: run `. scripts/s3-server` (or .ci/run) to install the moto S3 server",
+            path.display()
+        );
+        return Ok(path);
     }
     std::env::var_os("PATH")
         .iter()
@@ -33,7 +39,7 @@ pub fn moto_server_bin() -> anyhow::Result<PathBuf> {
         .find(|p| p.is_file())
         .context(
             "the moto S3 server is not installed: `moto_server` is not on PATH. \
-             `.ci/run` installs it (python3 -m pip install 'moto[server]'), \
+             `.ci/run` and scripts/test install it (scripts/s3-server: `moto[server]` from PyPI), \
              or set SLUICE_MOTO_SERVER to its path",
         )
 }
