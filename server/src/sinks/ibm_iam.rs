@@ -151,3 +151,74 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// An IAM token endpoint issuing `tok-<n>` for `apikey=good`, valid `expires_in` seconds.
+    async fn iam(expires_in: u64) -> (String, Arc<AtomicUsize>) {
+        let issued = Arc::new(AtomicUsize::new(0));
+        let count = issued.clone();
+        let app = axum::Router::new().route(
+            "/identity/token",
+            axum::routing::post(move |body: String| {
+                let count = count.clone();
+                async move {
+                    let grant = body.contains("grant_type=urn%3Aibm%3Aparams%3Aoauth%3Agrant-type%3Aapikey");
+                    if !grant || !body.contains("apikey=good") {
+                        return (
+                            axum::http::StatusCode::BAD_REQUEST,
+                            r#"{"errorMessage":"Provided API key could not be found."}"#.to_string(),
+                        );
+                    }
+                    let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+                    (
+                        axum::http::StatusCode::OK,
+                        format!(
+                            r#"{{"access_token":"tok-{n}","token_type":"Bearer","expires_in":{expires_in},"expiration":0}}"#
+                        ),
+                    )
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/identity/token", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, issued)
+    }
+
+    #[tokio::test]
+    async fn token_is_cached_refreshed_before_expiry_and_replaced_when_refused() {
+        let (url, issued) = iam(1).await;
+        let tokens = IamTokens::new("good".into(), url);
+        assert_eq!(tokens.token().await.unwrap(), "tok-1");
+        assert_eq!(tokens.token().await.unwrap(), "tok-1");
+        assert_eq!(issued.load(Ordering::SeqCst), 1, "reused");
+        // 1 s tokens are refreshed when a fifth of their life is left (after 0.8 s).
+        tokio::time::sleep(Duration::from_millis(850)).await;
+        assert_eq!(tokens.token().await.unwrap(), "tok-2");
+        tokens.invalidate("tok-1").await;
+        assert_eq!(tokens.token().await.unwrap(), "tok-2", "a stale refusal");
+        tokens.invalidate("tok-2").await;
+        assert_eq!(tokens.token().await.unwrap(), "tok-3");
+    }
+
+    #[tokio::test]
+    async fn a_refused_key_is_a_clear_error() {
+        let (url, _) = iam(3600).await;
+        let err = IamTokens::new("wrong-key-123".into(), url.clone())
+            .token()
+            .await
+            .unwrap_err();
+        assert!(
+            err.starts_with(&format!("IBM IAM token from {url}: HTTP 400")),
+            "{err}"
+        );
+        assert!(err.contains("check write.s3.api_key"), "{err}");
+        assert!(!err.contains("wrong-key-123"), "the key is not logged: {err}");
+    }
+}

@@ -341,7 +341,8 @@ async fn upload_loop(inner: Arc<Inner>) {
                 () = inner.stop.cancelled() => return,
             }
         };
-        let object = match read_spooled(&entry.path) {
+        let read = tokio::fs::read(&entry.path).await;
+        let object = match read.and_then(|bytes| parse_spooled(&bytes)) {
             Ok(object) => object,
             Err(e) => {
                 let aside = entry.path.with_extension("corrupt");
@@ -361,7 +362,7 @@ async fn upload_loop(inner: Arc<Inner>) {
             };
             match result {
                 Ok(()) => {
-                    if let Err(e) = std::fs::remove_file(&entry.path) {
+                    if let Err(e) = tokio::fs::remove_file(&entry.path).await {
                         tracing::warn!(path = %entry.path.display(), error = %e, "uploaded object's spool file not removed; it will be uploaded again at the next start");
                     }
                     inner.pop();
@@ -414,8 +415,7 @@ fn encode(object: &Object) -> Vec<u8> {
     out
 }
 
-fn read_spooled(path: &Path) -> std::io::Result<Object> {
-    let bytes = std::fs::read(path)?;
+fn parse_spooled(bytes: &[u8]) -> std::io::Result<Object> {
     let invalid =
         |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
     let rest = bytes
@@ -666,6 +666,91 @@ mod tests {
         }));
     }
 
+    /// With the store down and the spool full, the buffered store keeps records pending, then
+    /// drops the oldest past `max_flow_array_size` as `overflow`; the rest arrives later.
+    #[tokio::test]
+    async fn full_spool_pushes_back_on_the_buffered_store() {
+        use crate::config::{BufferedOptions, CompressSection, EncodeSection, StoreHeaderSection};
+        use crate::metrics::DropReason;
+        use crate::pipeline::output::{KeyLayout, Output};
+        use crate::pipeline::record::Record;
+        use crate::pipeline::store::{BufferedStore, Store};
+        use crate::pipeline::{compress, encode, storeheader};
+
+        let dir = tempfile::tempdir().unwrap();
+        let memory = MemorySink::default();
+        memory.set_failing(true);
+        let stats = Arc::new(PipelineStats::default());
+        let spool = SpooledSink::open(
+            settings(dir.path(), 1, 1 << 20),
+            Sink::Memory(memory.clone()),
+            stats.clone(),
+        )
+        .unwrap();
+        let mut out = Output {
+            header: storeheader::StoreHeader::from_config(&StoreHeaderSection::default()),
+            encoder: encode::Encoder::from_config(&EncodeSection::default()),
+            compressor: compress::Compressor::from_config(&CompressSection::default()),
+            sink: Sink::Spooled(spool.clone()),
+            bucket: "bucket".into(),
+            keys: KeyLayout {
+                prefix: "logs".into(),
+                extension: "json",
+            },
+            stats: stats.clone(),
+            account_file: None,
+        };
+        let mut store = Store::Buffered(BufferedStore::new(BufferedOptions {
+            filename_prefix: "logs".into(),
+            dirname: "bucket".into(),
+            max_flows_per_object: 10,
+            max_seconds_per_object: 60,
+            max_seconds_per_stream: 3600,
+            max_flow_array_size: 25,
+        }));
+        let records = |from: usize, n: usize| -> Vec<Record> {
+            (from..from + n)
+                .map(|i| Record::Flow(Box::new(crate::flow::Flow::new(&format!("f{i}"), 0, 0))))
+                .collect()
+        };
+        let t0 = 1_546_338_030_000;
+        store
+            .store(t0, vec![("egress", records(0, 10))], &mut out)
+            .await;
+        assert_eq!(spool.queued(), 1, "the first object is spooled");
+        store
+            .store(t0 + 1, vec![("egress", records(10, 10))], &mut out)
+            .await;
+        assert_eq!(store.pending(), 10, "spool full: the records stay pending");
+        store
+            .store(t0 + 2, vec![("egress", records(20, 20))], &mut out)
+            .await;
+        assert_eq!(store.pending(), 25);
+        assert_eq!(stats.dropped(DropReason::Overflow), 5);
+
+        memory.set_failing(false);
+        spool.inner.retry_now.notify_one();
+        let mut queued = spool.inner.queued.subscribe();
+        tokio::time::timeout(Duration::from_secs(5), queued.wait_for(|n| *n == 0))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut now = t0 + 2;
+        while store.pending() > 0 {
+            now = store.next_deadline_ms().unwrap().max(now);
+            store.tick(now, &mut out).await;
+            let mut queued = spool.inner.queued.subscribe();
+            tokio::time::timeout(Duration::from_secs(5), queued.wait_for(|n| *n == 0))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        spool.close(Duration::from_secs(5)).await;
+        let uploaded: usize = memory.take().iter().map(|o| o.records).sum();
+        assert_eq!(uploaded, 35, "40 sent, 5 dropped as overflow");
+        assert!(stats.write_errors.load(Ordering::Relaxed) >= 2);
+    }
+
     #[test]
     fn default_dir_is_per_bucket_and_config_file() {
         let a = default_dir(Path::new("/etc/sluice/a.yml"), "my bucket");
@@ -686,8 +771,8 @@ mod tests {
             b"\x1f\x8b\n\nbinary",
         );
         write_durably(dir.path(), &path, &encode(&o)).unwrap();
-        assert_eq!(read_spooled(&path).unwrap(), o);
-        std::fs::write(&path, b"garbage").unwrap();
-        assert!(read_spooled(&path).is_err());
+        assert_eq!(parse_spooled(&std::fs::read(&path).unwrap()).unwrap(), o);
+        assert!(parse_spooled(b"garbage").is_err());
+        assert!(parse_spooled(b"sluice-spool 1\n{not json").is_err());
     }
 }
