@@ -219,6 +219,9 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("check write.s3.api_key"), "{err}");
-        assert!(!err.contains("wrong-key-123"), "the key is not logged: {err}");
+        assert!(
+            !err.contains("wrong-key-123"),
+            "the key is not logged: {err}"
+        );
     }
 }

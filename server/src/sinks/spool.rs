@@ -710,7 +710,7 @@ mod tests {
         }));
         let records = |from: usize, n: usize| -> Vec<Record> {
             (from..from + n)
-                .map(|i| Record::Flow(Box::new(crate::flow::Flow::new(&format!("f{i}"), 0, 0))))
+                .map(|i| Record::Flow(Box::new(crate::flow::Flow::new(format!("f{i}"), 0, 0))))
                 .collect()
         };
         let t0 = 1_546_338_030_000;
