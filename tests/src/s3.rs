@@ -415,6 +415,8 @@ struct IamState {
     log: IamLog,
     /// token → when it expires.
     valid: BTreeMap<String, Instant>,
+    /// Lifetime of the tokens issued next.
+    expires_in: Duration,
 }
 
 /// IBM Cloud IAM's api key grant (`POST /identity/token`) and, on `cos_addr`, a gate that
@@ -439,7 +441,10 @@ impl FakeIam {
             .worker_threads(1)
             .enable_all()
             .build()?;
-        let state: Arc<Mutex<IamState>> = Arc::default();
+        let state = Arc::new(Mutex::new(IamState {
+            expires_in,
+            ..IamState::default()
+        }));
         let iam_listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
         let cos_listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
         let (addr, cos_addr) = (iam_listener.local_addr()?, cos_listener.local_addr()?);
@@ -476,6 +481,7 @@ impl FakeIam {
                 }
                 st.log.tokens_issued += 1;
                 let value = format!("tok-{}", st.log.tokens_issued);
+                let expires_in = st.expires_in;
                 st.valid.insert(value.clone(), Instant::now() + expires_in);
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -589,6 +595,11 @@ impl FakeIam {
     /// The COS endpoint URL.
     pub fn cos_endpoint(&self) -> String {
         format!("http://{}", self.cos_addr)
+    }
+
+    /// Sets the lifetime of the tokens issued from now on.
+    pub fn set_expires_in(&self, expires_in: Duration) {
+        self.state.lock().unwrap().expires_in = expires_in;
     }
 
     /// Makes every issued token invalid (as a revocation would).

@@ -317,12 +317,13 @@ fn store_outage_loses_nothing() {
     let mut bucket = Bucket::new(&moto);
     bucket.wait_records(1, &run);
     proxy.cut();
-    let during = bucket.refresh();
     // The simulator keeps sending while the store is unreachable.
     wait_for("objects spooled during the outage", WAIT, || {
         (spooled(&spool).0 >= 3).then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", run.stderr()));
+    // (Read after a request cut mid-way had time to land anyway.)
+    let during = bucket.refresh();
     std::thread::sleep(Duration::from_secs(3));
     wait_log(&run, "upload failed; the object stays in the spool");
     assert_running(&mut run);
@@ -508,8 +509,8 @@ fn ibm_iam_token_is_fetched_once_reused_refreshed_and_replaced_when_refused() {
     let moto = MotoServer::start().unwrap();
     moto.create_bucket(BUCKET).unwrap();
     let iam = FakeIam::start("test-api-key", Duration::from_secs(4), moto.addr).unwrap();
-    // ~10 s of flows, an object per tag per second.
-    let sim = start_sim(dir.path(), 100, 1000, 19);
+    // ~15 s of flows, an object per tag per second.
+    let sim = start_sim(dir.path(), 100, 1500, 19);
     let endpoint = iam.cos_endpoint();
     let token_url = iam.token_url();
     let spool = dir.path().join("spool");
@@ -542,9 +543,18 @@ fn ibm_iam_token_is_fetched_once_reused_refreshed_and_replaced_when_refused() {
         issued < uploads && uploads >= 4,
         "tokens are reused: {issued} tokens for {uploads} uploads"
     );
-    // A revoked token: the store answers 403, sluice fetches a new one and sends again.
+    // A revoked token: the store answers 403, sluice fetches a new one and sends again. The
+    // token revoked is a long-lived one, so it is not about to be refreshed anyway.
+    iam.set_expires_in(Duration::from_secs(3600));
+    // Every token issued after this count is long-lived.
+    let long_lived = format!("tok-{}", iam.log(|l| l.tokens_issued) + 1);
+    wait_for("a long-lived token in use", WAIT, || {
+        iam.log(|l| l.requests_by_token.contains_key(&long_lived))
+            .then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", iam.log(|l| format!("{l:?}")), run.stderr()));
     iam.revoke_all();
-    bucket.wait_records(1000, &run);
+    bucket.wait_records(1500, &run);
     let log = stop(run);
     bucket.refresh();
     check_objects(&bucket);
@@ -564,7 +574,8 @@ fn ibm_iam_token_is_fetched_once_reused_refreshed_and_replaced_when_refused() {
                 .all(|a| a.starts_with("Bearer tok-")),
             "only bearer tokens are sent: {l:?}"
         );
-        // ~10 s with 4 s tokens refreshed at 3.2 s, plus one after the revocation.
+        // 4 s tokens refreshed at 3.2 s for a few seconds, one long-lived, one after the
+        // revocation.
         assert!(
             (3..=8).contains(&l.tokens_issued),
             "tokens refreshed ahead of expiry: {l:?}"
