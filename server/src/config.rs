@@ -480,6 +480,11 @@ pub struct BufferedOptions {
     /// Records kept pending per tag before the oldest are dropped (required, > 0).
     #[serde(default, deserialize_with = "null_default")]
     pub max_flow_array_size: u64,
+    /// Object key layout: `upstream` (default, `<prefix>/<tag>/<stream>/<seq>.<ext>`), `aws`,
+    /// `ibm`, or a template of `{placeholders}` (see `pipeline::keyformat`). A template that
+    /// could give two objects the same key is refused.
+    #[serde(default, deserialize_with = "null_default")]
+    pub key_format: String,
 }
 
 /// `pipeline.encode:`
@@ -730,6 +735,13 @@ impl ExporterConfig {
                     "is required: it names the bucket".into(),
                 );
             }
+        }
+        let fields = crate::pipeline::storeheader::vpclogs_fields(&p.storeheader);
+        let fields: Vec<&str> = fields.keys().map(String::as_str).collect();
+        if let Err(e) =
+            crate::pipeline::keyformat::KeyTemplate::parse(&p.store.buffered.key_format, &fields)
+        {
+            report("pipeline.store.buffered.key_format", e.to_string());
         }
         if let Some(level) = p.compress.gzip.level
             && level > 9
@@ -1089,6 +1101,36 @@ mod tests {
         let c = ExporterConfig::load(&ok).unwrap();
         assert_eq!(c.pipeline.write.spool.dir, "/var/spool/x");
         assert_eq!(c.pipeline.write.spool.max_objects, Some(5));
+    }
+
+    #[test]
+    fn key_format_that_may_collide_is_a_config_error_with_line() {
+        let text = MINIMAL.replace(
+            "      dirname: bucket\n",
+            "      dirname: bucket\n      key_format: \"{prefix}/{tag}/{yyyy}{mm}{dd}.gz\"\n",
+        );
+        let err = ExporterConfig::load(&text).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert_eq!(err.0[0].path, "pipeline.store.buffered.key_format");
+        assert_eq!(err.0[0].line, Some(7));
+        assert!(err.0[0].message.contains("same key"), "{err}");
+        let text = MINIMAL.replace(
+            "      dirname: bucket\n",
+            "      dirname: bucket\n      key_format: \"{tag}/{stream}/{seq}/{vpc_crn}\"\n",
+        );
+        let err = ExporterConfig::load(&text).unwrap_err().to_string();
+        assert!(err.contains("unknown placeholder {vpc_crn}"), "{err}");
+        let ok = format!(
+            "{text}  storeheader:\n    type: vpclogs\n    vpclogs:\n      vpc_crn: crn:x\n"
+        );
+        ExporterConfig::load(&ok).unwrap();
+        for preset in ["upstream", "aws", "ibm"] {
+            let text = MINIMAL.replace(
+                "      dirname: bucket\n",
+                &format!("      dirname: bucket\n      key_format: {preset}\n"),
+            );
+            ExporterConfig::load(&text).unwrap();
+        }
     }
 
     #[test]

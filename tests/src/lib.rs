@@ -263,3 +263,41 @@ pub fn read_objects(root: &Path) -> anyhow::Result<Vec<StoredObject>> {
     out.sort_by(|a, b| (&a.bucket, &a.key).cmp(&(&b.bucket, &b.key)));
     Ok(out)
 }
+
+/// Runs `sluice run <config>` against `sim` until the simulator has sent `total` records and
+/// sluice has received them all, then sends SIGTERM (which flushes every pending buffer) and
+/// waits for a clean exit. Every wait is bounded by `timeout`. Returns sluice's stderr.
+pub fn run_until_drained(
+    sim: &Sim,
+    config: &Path,
+    total: usize,
+    timeout: Duration,
+) -> anyhow::Result<String> {
+    let mut run = start_run(config)?;
+    wait_for(
+        &format!("the simulator to send {total} records"),
+        timeout,
+        || (sim.sent().len() >= total).then_some(()),
+    )?;
+    let sent = sim.sent().len();
+    anyhow::ensure!(
+        sent == total,
+        "the simulator sent {sent} records, not {total}"
+    );
+    wait_for("sluice to receive every record", timeout, || {
+        (received_total(&run.stderr()) == total as u64).then_some(())
+    })
+    .with_context(|| run.stderr())?;
+    run.signal("TERM")?;
+    let clean = run.wait(timeout)?;
+    let stderr = run.stderr();
+    anyhow::ensure!(clean, "sluice run failed: {stderr}");
+    Ok(stderr)
+}
+
+/// Milliseconds since the Unix epoch, from the wall clock.
+pub fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -93,8 +93,6 @@ impl Encoder {
 
     /// Encodes an object, appending to `out`.
     pub fn encode(&self, object: &StoreObject<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        // The header arms become reachable once a store header other than the list exists.
-        #[allow(unreachable_patterns)]
         match (self, object) {
             (Encoder::Json { pretty }, object) => write_go_json(out, *pretty, object),
             (Encoder::Secadvisor { pretty }, StoreObject::Records(records)) => {
@@ -149,6 +147,31 @@ impl GoFormatter {
         }
     }
 
+    fn open<W: ?Sized + io::Write>(&mut self, w: &mut W, bracket: &[u8]) -> io::Result<()> {
+        self.depth += 1;
+        self.has_value = false;
+        w.write_all(bracket)
+    }
+
+    fn close<W: ?Sized + io::Write>(&mut self, w: &mut W, bracket: &[u8]) -> io::Result<()> {
+        self.depth -= 1;
+        if self.pretty && self.has_value {
+            self.newline_indent(w)?;
+        }
+        w.write_all(bracket)
+    }
+
+    /// Before an array element or an object key: a comma after the first, then the indent.
+    fn element<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        if !first {
+            w.write_all(b",")?;
+        }
+        if self.pretty {
+            self.newline_indent(w)?;
+        }
+        Ok(())
+    }
+
     fn newline_indent<W: ?Sized + io::Write>(&self, w: &mut W) -> io::Result<()> {
         w.write_all(b"\n")?;
         for _ in 0..self.depth {
@@ -192,17 +215,11 @@ impl Formatter for GoFormatter {
     }
 
     fn begin_array<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
-        self.depth += 1;
-        self.has_value = false;
-        w.write_all(b"[")
+        self.open(w, b"[")
     }
 
     fn end_array<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
-        self.depth -= 1;
-        if self.pretty && self.has_value {
-            self.newline_indent(w)?;
-        }
-        w.write_all(b"]")
+        self.close(w, b"]")
     }
 
     fn begin_array_value<W: ?Sized + io::Write>(
@@ -210,13 +227,7 @@ impl Formatter for GoFormatter {
         w: &mut W,
         first: bool,
     ) -> io::Result<()> {
-        if !first {
-            w.write_all(b",")?;
-        }
-        if self.pretty {
-            self.newline_indent(w)?;
-        }
-        Ok(())
+        self.element(w, first)
     }
 
     fn end_array_value<W: ?Sized + io::Write>(&mut self, _w: &mut W) -> io::Result<()> {
@@ -225,17 +236,11 @@ impl Formatter for GoFormatter {
     }
 
     fn begin_object<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
-        self.depth += 1;
-        self.has_value = false;
-        w.write_all(b"{")
+        self.open(w, b"{")
     }
 
     fn end_object<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
-        self.depth -= 1;
-        if self.pretty && self.has_value {
-            self.newline_indent(w)?;
-        }
-        w.write_all(b"}")
+        self.close(w, b"}")
     }
 
     fn begin_object_key<W: ?Sized + io::Write>(
@@ -243,13 +248,7 @@ impl Formatter for GoFormatter {
         w: &mut W,
         first: bool,
     ) -> io::Result<()> {
-        if !first {
-            w.write_all(b",")?;
-        }
-        if self.pretty {
-            self.newline_indent(w)?;
-        }
-        Ok(())
+        self.element(w, first)
     }
 
     fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {

@@ -6,6 +6,7 @@ pub mod classify;
 pub mod compress;
 pub mod encode;
 pub mod filter;
+pub mod keyformat;
 pub mod mangle;
 pub mod output;
 pub mod record;
@@ -75,7 +76,7 @@ impl Pipeline {
         let p = &config.pipeline;
         // Config errors first (as upstream's order: mangle, transform, classify), so a bad
         // `extend` template is reported before any wait for the analyzer.
-        let mangler = Mangler::from_config(&p.mangle)?;
+        let mangler = Mangler::from_config(p)?;
         let transformer = Transformer::from_config(config)?;
         let mut masks: Vec<Cidr> = p
             .classify
@@ -113,10 +114,7 @@ impl Pipeline {
             compressor,
             sink,
             bucket,
-            keys: KeyLayout {
-                prefix: p.store.buffered.filename_prefix.clone(),
-                extension,
-            },
+            keys: KeyLayout::from_config(config, extension),
             stats,
             account_file: (p.account.kind == AccountType::File)
                 .then(|| account::AccountFile::new(&p.account.file.filename)),
@@ -162,7 +160,7 @@ impl Pipeline {
             let total = flows.len();
             let mut records = Vec::with_capacity(total);
             for flow in flows {
-                if let Some(record) = self.transformer.transform(flow).await {
+                if let Some(record) = self.transformer.transform(flow, now_ms).await {
                     records.push(record);
                 }
             }
@@ -233,3 +231,6 @@ impl Pipeline {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod awsvpc_tests;

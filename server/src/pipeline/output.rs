@@ -28,26 +28,7 @@ pub enum EmitError {
     Write(#[from] crate::sinks::SinkError),
 }
 
-/// Formats an object's place in the bucket.
-#[derive(Debug, Clone)]
-pub struct KeyLayout {
-    /// `store.buffered.filename_prefix`.
-    pub prefix: String,
-    /// `.gz`, `.json` or `.csv`.
-    pub extension: &'static str,
-}
-
-impl KeyLayout {
-    /// Upstream's layout: `<prefix>/<tag>/<stream YYYYMMDDTHHMMSSZ>/<seq %08d>.<ext>`.
-    pub fn key(&self, tag: &str, stream_ms: i64, seq: u64) -> String {
-        format!(
-            "{}/{tag}/{}/{seq:08}.{}",
-            self.prefix,
-            stream_id(stream_ms),
-            self.extension
-        )
-    }
-}
+pub use super::keyformat::KeyLayout;
 
 /// A stream's folder name: its start time in UTC.
 pub fn stream_id(ms: i64) -> String {

@@ -2,6 +2,8 @@
 
 use serde::{Serialize, Serializer};
 
+use super::transform::awsflowlogs::AwsFlowLog;
+use super::transform::vpclogs::VpcLog;
 use crate::flow::Flow;
 pub use crate::pipeline::transform::secadvisor::record::SecAdvisorRecord;
 
@@ -12,6 +14,10 @@ pub enum Record {
     Flow(Box<Flow>),
     /// An IBM Security Advisor record (transform `secadvisor`).
     SecAdvisor(Box<SecAdvisorRecord>),
+    /// An AWS VPC Flow Logs record (transform `awsflowlogs`).
+    AwsFlowLog(Box<AwsFlowLog>),
+    /// An IBM VPC Flow Logs record (transform `vpclogs`).
+    VpcLog(Box<VpcLog>),
 }
 
 impl Serialize for Record {
@@ -19,6 +25,8 @@ impl Serialize for Record {
         match self {
             Record::Flow(f) => f.serialize(s),
             Record::SecAdvisor(r) => r.serialize(s),
+            Record::AwsFlowLog(r) => r.serialize(s),
+            Record::VpcLog(r) => r.serialize(s),
         }
     }
 }
@@ -95,6 +103,8 @@ impl Record {
         match self {
             Record::Flow(_) => FLOW_CSV_HEADER,
             Record::SecAdvisor(_) => crate::pipeline::transform::secadvisor::record::CSV_HEADER,
+            Record::AwsFlowLog(r) => r.csv_header(),
+            Record::VpcLog(r) => r.csv_header(),
         }
     }
 
@@ -103,6 +113,8 @@ impl Record {
         match self {
             Record::Flow(f) => flow_csv_row(f, row),
             Record::SecAdvisor(r) => r.csv_row(row),
+            Record::AwsFlowLog(r) => r.csv_row(row),
+            Record::VpcLog(r) => r.csv_row(row),
         }
     }
 }

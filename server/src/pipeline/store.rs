@@ -148,7 +148,7 @@ impl BufferedStore {
                     }
                     _ => (now_ms, 0),
                 };
-                let key = out.keys.key(tag, stream_start, seq);
+                let key = out.keys.key(tag, stream_start, seq, state.last_flush_ms);
                 match out
                     .emit(key, &records[..n], state.last_flush_ms, now_ms)
                     .await
@@ -227,7 +227,7 @@ impl DirectStore {
                 continue;
             }
             let seq = self.seq.entry(tag).or_default();
-            let key = out.keys.key(tag, self.stream_ms, *seq);
+            let key = out.keys.key(tag, self.stream_ms, *seq, now_ms);
             match out.emit(key, &records, now_ms, now_ms).await {
                 Ok(()) => *seq += 1,
                 Err(e) => {

@@ -25,6 +25,7 @@ fn output(sink: &MemorySink, prefix: &str, bucket: &str) -> Output {
         keys: KeyLayout {
             prefix: prefix.into(),
             extension: "gz",
+            ..KeyLayout::default()
         },
         stats: Arc::new(PipelineStats::default()),
         account_file: None,
@@ -156,11 +157,17 @@ async fn key_examples_follow_upstream_layout() {
         let layout = KeyLayout {
             prefix: ex["prefix"].as_str().unwrap().into(),
             extension: "gz",
+            ..KeyLayout::default()
         };
         let ms = chrono::DateTime::parse_from_rfc3339(ex["stream_id_time"].as_str().unwrap())
             .unwrap()
             .timestamp_millis();
-        let key = layout.key(ex["tag"].as_str().unwrap(), ms, ex["seq"].as_u64().unwrap());
+        let key = layout.key(
+            ex["tag"].as_str().unwrap(),
+            ms,
+            ex["seq"].as_u64().unwrap(),
+            ms,
+        );
         assert_eq!(key, ex["key"].as_str().unwrap());
     }
 }
@@ -178,6 +185,7 @@ fn buffered(
         max_seconds_per_object: object_secs,
         max_seconds_per_stream: stream_secs,
         max_flow_array_size: array,
+        ..Default::default()
     }
 }
 

@@ -696,6 +696,7 @@ mod tests {
             keys: KeyLayout {
                 prefix: "logs".into(),
                 extension: "json",
+                ..KeyLayout::default()
             },
             stats: stats.clone(),
             account_file: None,
@@ -707,6 +708,7 @@ mod tests {
             max_seconds_per_object: 60,
             max_seconds_per_stream: 3600,
             max_flow_array_size: 25,
+            ..BufferedOptions::default()
         }));
         let records = |from: usize, n: usize| -> Vec<Record> {
             (from..from + n)

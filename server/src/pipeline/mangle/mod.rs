@@ -1,9 +1,10 @@
 //! Mangle: post-process one tag's batch of records.
 
+pub mod action;
 pub mod logstatus;
 
 use super::record::Record;
-use crate::config::{MangleSection, MangleType};
+use crate::config::{MangleType, PipelineConfig};
 use logstatus::LogStatus;
 
 /// Why a mangler could not be built.
@@ -21,14 +22,19 @@ pub enum Mangler {
     None,
     /// OK / NODATA / SKIPDATA log status records.
     Logstatus(Box<LogStatus>),
+    /// Accept/reject from two capture points.
+    Action(action::ActionMangler),
 }
 
 impl Mangler {
-    /// Builds from a validated config section.
-    pub fn from_config(section: &MangleSection) -> Result<Self, MangleBuildError> {
-        match section.kind {
+    /// Builds from a validated config (`action` reads `pipeline.action`, as upstream).
+    pub fn from_config(pipeline: &PipelineConfig) -> Result<Self, MangleBuildError> {
+        match pipeline.mangle.kind {
             MangleType::None => Ok(Mangler::None),
             MangleType::Logstatus => Ok(Mangler::Logstatus(Box::default())),
+            MangleType::Action => Ok(Mangler::Action(action::ActionMangler::new(
+                &pipeline.action,
+            ))),
             other => Err(MangleBuildError::Unavailable(other.as_str())),
         }
     }
@@ -38,6 +44,7 @@ impl Mangler {
         match self {
             Mangler::None => records,
             Mangler::Logstatus(m) => m.mangle(tag, records, now_ms),
+            Mangler::Action(m) => m.mangle(records, now_ms),
         }
     }
 }

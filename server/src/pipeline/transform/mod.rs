@@ -1,6 +1,8 @@
 //! Transform: turn a Skydive flow into an output record, or drop it.
 
+pub mod awsflowlogs;
 pub mod secadvisor;
+pub mod vpclogs;
 
 use super::record::Record;
 use crate::config::{ExporterConfig, TransformType};
@@ -25,6 +27,10 @@ pub enum Transformer {
     None,
     /// IBM Security Advisor records.
     Secadvisor(Box<SecAdvisor>),
+    /// AWS VPC Flow Logs records.
+    AwsFlowLogs(awsflowlogs::AwsFlowLogs),
+    /// IBM VPC Flow Logs records.
+    VpcLogs(vpclogs::VpcLogs),
 }
 
 impl Transformer {
@@ -36,18 +42,29 @@ impl Transformer {
             TransformType::Secadvisor => Ok(Transformer::Secadvisor(Box::new(
                 SecAdvisor::from_config(config)?,
             ))),
+            TransformType::Awsflowlogs => Ok(Transformer::AwsFlowLogs(
+                awsflowlogs::AwsFlowLogs::from_options(&config.pipeline.transform.awsflowlogs),
+            )),
+            TransformType::Vpclogs => {
+                Ok(Transformer::VpcLogs(vpclogs::VpcLogs::from_config(config)))
+            }
             other => Err(TransformBuildError::Unavailable(other.as_str())),
         }
     }
 
-    /// One flow in, at most one record out.
-    pub async fn transform(&mut self, flow: Flow) -> Option<Record> {
+    /// One flow in, at most one record out; `now_ms` is the clock of the message.
+    pub async fn transform(&mut self, flow: Flow, now_ms: i64) -> Option<Record> {
         match self {
             Transformer::None => Some(Record::Flow(Box::new(flow))),
             Transformer::Secadvisor(t) => t
-                .transform(flow, crate::now_ms())
+                .transform(flow, now_ms)
                 .await
                 .map(|r| Record::SecAdvisor(Box::new(r))),
+            Transformer::AwsFlowLogs(t) => Some(Record::AwsFlowLog(Box::new(t.transform(&flow)))),
+            Transformer::VpcLogs(t) => t
+                .transform(&flow)
+                .await
+                .map(|r| Record::VpcLog(Box::new(r))),
         }
     }
 }
