@@ -575,6 +575,34 @@ pub struct WriteSection {
     /// `file` options.
     #[serde(default, deserialize_with = "null_default")]
     pub file: FileOptions,
+    /// Where `s3` objects wait for upload (sluice).
+    #[serde(default, deserialize_with = "null_default")]
+    pub spool: SpoolOptions,
+}
+
+/// `pipeline.write.spool:` (sluice): the folder where each `s3` object is kept, fsync'd, until
+/// the store has it. When full, the store keeps records pending (then drops with `overflow`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolOptions {
+    /// The folder, one per pipeline; empty: `sluice run` picks
+    /// `$XDG_STATE_HOME/sluice/spool/<bucket>-<hash of the config path>`.
+    #[serde(default, deserialize_with = "null_default")]
+    pub dir: String,
+    /// Objects held at most (default 10000).
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_objects: Option<u64>,
+    /// Bytes held at most (default 1 GiB).
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_bytes: Option<u64>,
 }
 
 /// `pipeline.write.s3:`
@@ -755,6 +783,9 @@ impl ExporterConfig {
                 "is required for the file writer".into(),
             );
         }
+        if p.write.kind == WriteType::S3 {
+            validate_s3(&p.write, report);
+        }
         if p.mangle.kind == MangleType::Action {
             if p.action.tid1.is_empty() {
                 report(
@@ -812,6 +843,29 @@ impl ExporterConfig {
         hide(&mut c.pipeline.write.s3.secret_key);
         hide(&mut c.pipeline.write.s3.api_key);
         c
+    }
+}
+
+/// `pipeline.write.s3` and `pipeline.write.spool`, when the writer is `s3`.
+fn validate_s3(w: &WriteSection, report: &mut dyn FnMut(&str, String)) {
+    let s3 = &w.s3;
+    for (path, url) in [
+        ("pipeline.write.s3.endpoint", &s3.endpoint),
+        ("pipeline.write.s3.iam_endpoint", &s3.iam_endpoint),
+    ] {
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            report(path, format!("'{url}' must start with http:// or https://"));
+        }
+    }
+    // Missing keys are not an error (upstream accepted them): the store refuses the uploads,
+    // which are reported with the key, bucket and endpoint, and retried.
+    for (path, value) in [
+        ("pipeline.write.spool.max_objects", w.spool.max_objects),
+        ("pipeline.write.spool.max_bytes", w.spool.max_bytes),
+    ] {
+        if value == Some(0) {
+            report(path, "must be greater than 0".into());
+        }
     }
 }
 
@@ -1025,6 +1079,28 @@ mod tests {
         );
         assert!(Cidr::parse("10.0.0.0/33").is_err());
         assert!(Cidr::parse("10.0.0.0").is_err());
+    }
+
+    #[test]
+    fn s3_endpoint_and_spool_limits_are_checked() {
+        let text = format!(
+            "{MINIMAL}  write:\n    type: s3\n    s3:\n      endpoint: 127.0.0.1:9000\n    spool:\n      dir: /var/spool/x\n      max_bytes: 0\n"
+        );
+        let err = ExporterConfig::load(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("pipeline.write.s3.endpoint (line 12): '127.0.0.1:9000' must start with http:// or https://"),
+            "{err}"
+        );
+        assert!(
+            err.contains("pipeline.write.spool.max_bytes (line 15): must be greater than 0"),
+            "{err}"
+        );
+        let ok = text
+            .replace("127.0.0.1:9000", "http://127.0.0.1:9000")
+            .replace("max_bytes: 0", "max_objects: 5");
+        let c = ExporterConfig::load(&ok).unwrap();
+        assert_eq!(c.pipeline.write.spool.dir, "/var/spool/x");
+        assert_eq!(c.pipeline.write.spool.max_objects, Some(5));
     }
 
     #[test]

@@ -75,6 +75,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 objects_written = s.objects_written,
                 bytes_written = s.bytes_written,
                 write_errors = s.write_errors,
+                left_in_spool = summary.left_in_spool,
                 dropped = ?s.dropped,
                 "pipeline stopped"
             );

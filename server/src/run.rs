@@ -11,11 +11,16 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ExporterConfig, MAX_CONFIG_BYTES};
 use crate::metrics::{PipelineStats, StatsSnapshot};
 use crate::pipeline::Pipeline;
+use crate::sinks::Sink;
 use crate::subscriber::{self, SubscriberSettings, SubscriberStats};
 
 /// Messages buffered between the subscriber and the pipeline. Small on purpose: a slow sink
 /// pushes back on the WebSocket read instead of growing memory.
 const CHANNEL_MESSAGES: usize = 64;
+
+/// How long a stopping `sluice run` waits for spooled objects to be uploaded; what is left
+/// stays in the spool for the next start.
+const SPOOL_DRAIN: Duration = Duration::from_secs(30);
 
 /// Reads and validates a pipeline file; errors name the file, key path and line.
 pub fn load(path: &Path) -> anyhow::Result<ExporterConfig> {
@@ -64,13 +69,22 @@ pub struct RunSummary {
     pub pipeline: StatsSnapshot,
     /// Flows the subscriber had to drop as malformed.
     pub malformed_flows: u64,
+    /// Objects still in the spool (not uploaded yet); the next start uploads them.
+    pub left_in_spool: usize,
 }
 
 /// `sluice run`: subscribe and export until `shutdown`, then flush everything pending.
 pub async fn run(path: &Path, shutdown: CancellationToken) -> anyhow::Result<RunSummary> {
     let config = load(path)?;
     let stats = Arc::new(PipelineStats::default());
-    let pipeline = Pipeline::build(&config, None, stats.clone())
+    // The writer is built here (not by the pipeline) to close it after the last flush.
+    let sink = Sink::from_config_spooled(
+        &config.pipeline.write,
+        crate::sinks::spool::default_dir(path, &config.pipeline.store.buffered.dirname),
+        stats.clone(),
+    )
+    .with_context(|| format!("{}: cannot start the writer", path.display()))?;
+    let pipeline = Pipeline::build(&config, Some(sink.clone()), stats.clone())
         .await
         .with_context(|| format!("{}: cannot build the pipeline", path.display()))?;
     let settings = SubscriberSettings {
@@ -96,6 +110,8 @@ pub async fn run(path: &Path, shutdown: CancellationToken) -> anyhow::Result<Run
     let pipeline = tokio::spawn(pipeline.run(rx, CancellationToken::new()));
     subscriber.await.context("subscriber task failed")?;
     let stats = pipeline.await.context("pipeline task failed")?;
+    // Everything flushed is spooled; give the uploads a bounded time to finish.
+    let left_in_spool = sink.close(SPOOL_DRAIN).await;
     let malformed = sub_stats
         .malformed_flows
         .load(std::sync::atomic::Ordering::Relaxed);
@@ -103,5 +119,6 @@ pub async fn run(path: &Path, shutdown: CancellationToken) -> anyhow::Result<Run
     Ok(RunSummary {
         pipeline: stats.snapshot(),
         malformed_flows: malformed,
+        left_in_spool,
     })
 }

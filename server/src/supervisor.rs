@@ -19,6 +19,7 @@ use tracing::{Instrument as _, info, warn};
 use crate::config::{AccountType, ConfigError, ExporterConfig, WriteType};
 use crate::metrics::{Counters, DropReason, PipelineStats};
 use crate::pipeline::Pipeline;
+use crate::sinks::Sink;
 use crate::store::account::{self, AccountRow};
 use crate::store::{DesiredState, PipelineRow, Store};
 use crate::subscriber::{self, SubscriberSettings, SubscriberStats};
@@ -31,6 +32,8 @@ const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// A run this long resets the backoff.
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
+/// How long a stopping pipeline waits for its spool to upload; the rest waits for the next start.
+const SPOOL_DRAIN: Duration = Duration::from_secs(30);
 
 /// What a pipeline is doing now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
@@ -373,20 +376,38 @@ async fn supervise(id: String, config: ExporterConfig, live: Arc<Live>, cancel: 
     loop {
         live.set(RunState::Starting, None);
         let started = Instant::now();
-        let built = tokio::select! {
-            () = cancel.cancelled() => break,
-            built = Pipeline::build(&config, None, live.stats.clone()) => built,
-        };
-        let error = match built {
-            Ok(pipeline) => {
-                live.set(RunState::Running, None);
-                info!(pipeline = %id, "Pipeline started.");
-                match run_once(&config, pipeline, &live, &cancel).await {
+        // The writer is built here, not by the pipeline, so that it can be closed (its spool
+        // drained, its folder lock released) after the pipeline's last flush.
+        let spool_dir = PathBuf::from(&config.pipeline.write.spool.dir);
+        let error = match Sink::from_config_spooled(
+            &config.pipeline.write,
+            spool_dir,
+            live.stats.clone(),
+        ) {
+            Err(e) => format!("cannot start the writer: {e}"),
+            Ok(sink) => {
+                let built = tokio::select! {
+                    () = cancel.cancelled() => None,
+                    built = Pipeline::build(&config, Some(sink.clone()), live.stats.clone()) => Some(built),
+                };
+                let outcome = match built {
+                    None => Ok(()),
+                    Some(Ok(pipeline)) => {
+                        live.set(RunState::Running, None);
+                        info!(pipeline = %id, "Pipeline started.");
+                        run_once(&config, pipeline, &live, &cancel).await
+                    }
+                    Some(Err(e)) => Err(format!("cannot build the pipeline: {e}")),
+                };
+                let left = sink.close(SPOOL_DRAIN).await;
+                if left > 0 {
+                    info!(pipeline = %id, objects = left, "Objects left in the spool for the next start.");
+                }
+                match outcome {
                     Ok(()) => break,
                     Err(error) => error,
                 }
             }
-            Err(e) => format!("cannot build the pipeline: {e}"),
         };
         if started.elapsed() > HEALTHY_RUN {
             backoff = BACKOFF_INITIAL;
@@ -504,6 +525,12 @@ pub fn resolve_for_serve(
     if p.write.kind == WriteType::File {
         fix("pipeline.write.file.dir", &mut p.write.file.dir);
     }
+    if p.write.kind == WriteType::S3 {
+        if p.write.spool.dir.is_empty() {
+            p.write.spool.dir = "spool".into();
+        }
+        fix("pipeline.write.spool.dir", &mut p.write.spool.dir);
+    }
     if p.account.kind == AccountType::File {
         fix(
             "pipeline.account.file.filename",
@@ -542,6 +569,20 @@ mod tests {
     fn relative_dirs_go_inside_the_pipeline_folder() {
         let c = resolve_for_serve(&config("out"), Path::new("/data/pipelines/p1"), false).unwrap();
         assert_eq!(c.pipeline.write.file.dir, "/data/pipelines/p1/out");
+    }
+
+    #[test]
+    fn the_s3_spool_lives_in_the_pipeline_folder() {
+        let mut c = config("out");
+        c.pipeline.write.kind = WriteType::S3;
+        let resolved = resolve_for_serve(&c, Path::new("/data/pipelines/p1"), false).unwrap();
+        assert_eq!(
+            resolved.pipeline.write.spool.dir,
+            "/data/pipelines/p1/spool"
+        );
+        c.pipeline.write.spool.dir = "/var/spool/x".into();
+        let errors = resolve_for_serve(&c, Path::new("/d"), false).unwrap_err();
+        assert_eq!(errors[0].path, "pipeline.write.spool.dir");
     }
 
     #[test]

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+pub mod s3;
+
 /// The `sluice` binary built by `cargo build`: `$SLUICE_BIN`, else next to the test executable.
 pub fn sluice_bin() -> PathBuf {
     if let Some(path) = std::env::var_os("SLUICE_BIN") {

@@ -1,14 +1,24 @@
 //! Sinks: where encoded objects go. One file per writer type.
 
 mod file;
+pub mod ibm_iam;
 mod memory;
+mod s3;
+pub mod spool;
 mod stdout;
 
 pub use file::FileSink;
 pub use memory::MemorySink;
+pub use s3::S3Sink;
+pub use spool::{SpoolSettings, SpooledSink};
 pub use stdout::StdoutSink;
 
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
 use crate::config::{WriteSection, WriteType};
+use crate::metrics::PipelineStats;
 
 /// One encoded, compressed object ready to be written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +65,44 @@ pub enum SinkError {
     /// The writer type isn't in this build yet.
     #[error("write type {0} is not available yet")]
     Unavailable(&'static str),
+    /// The object store refused the object or could not be reached.
+    #[error("PutObject {bucket}/{key} at {endpoint}: {message}")]
+    Store {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+        /// The store's endpoint.
+        endpoint: String,
+        /// HTTP status, when the store answered.
+        status: Option<u16>,
+        /// What went wrong, and what to fix when known.
+        message: String,
+    },
+    /// The spool holds as much as it may: the object store is not keeping up or is down.
+    #[error(
+        "spool {dir} is full ({objects} objects, {bytes} bytes; limits {max_objects} objects, {max_bytes} bytes): uploads are failing or behind"
+    )]
+    SpoolFull {
+        /// Spool folder.
+        dir: String,
+        /// Objects spooled.
+        objects: u64,
+        /// Bytes spooled.
+        bytes: u64,
+        /// `pipeline.write.spool.max_objects`.
+        max_objects: u64,
+        /// `pipeline.write.spool.max_bytes`.
+        max_bytes: u64,
+    },
+    /// The spool folder can't be used.
+    #[error("spool {dir}: {source}")]
+    Spool {
+        /// Spool folder.
+        dir: String,
+        /// Cause.
+        source: std::io::Error,
+    },
 }
 
 /// A configured writer.
@@ -66,15 +114,55 @@ pub enum Sink {
     File(FileSink),
     /// In memory (tests, benchmarks, dry runs).
     Memory(MemorySink),
+    /// An S3-compatible object store, written directly (no spool).
+    S3(S3Sink),
+    /// Objects spooled to disk and uploaded in the background to another writer.
+    Spooled(SpooledSink),
 }
 
 impl Sink {
-    /// Builds from a validated config section.
+    /// Builds from a validated config section. `s3` is written directly, without a spool:
+    /// use [`Sink::from_config_spooled`] for delivery that survives outages and crashes.
     pub fn from_config(section: &WriteSection) -> Result<Self, SinkError> {
         match section.kind {
             WriteType::Stdout => Ok(Sink::Stdout(StdoutSink)),
             WriteType::File => Ok(Sink::File(FileSink::new(&section.file.dir))),
-            WriteType::S3 => Err(SinkError::Unavailable("s3")),
+            WriteType::S3 => Ok(Sink::S3(S3Sink::from_options(&section.s3))),
+        }
+    }
+
+    /// Builds from a validated config section; `s3` goes through a spool in
+    /// `pipeline.write.spool.dir`, else `default_spool_dir` (see [`spool`]), whose uploader
+    /// starts here (needs a tokio runtime) and counts failed uploads in `stats.write_errors`.
+    /// Call [`Sink::close`] after the pipeline's last write.
+    pub fn from_config_spooled(
+        section: &WriteSection,
+        default_spool_dir: PathBuf,
+        stats: Arc<PipelineStats>,
+    ) -> Result<Self, SinkError> {
+        let sink = Self::from_config(section)?;
+        if section.kind != WriteType::S3 {
+            return Ok(sink);
+        }
+        let opts = &section.spool;
+        let settings = SpoolSettings {
+            dir: if opts.dir.is_empty() {
+                default_spool_dir
+            } else {
+                PathBuf::from(&opts.dir)
+            },
+            max_objects: opts.max_objects.unwrap_or(spool::DEFAULT_MAX_OBJECTS),
+            max_bytes: opts.max_bytes.unwrap_or(spool::DEFAULT_MAX_BYTES),
+        };
+        Ok(Sink::Spooled(SpooledSink::open(settings, sink, stats)?))
+    }
+
+    /// After the last write: waits up to `timeout` for background uploads. Returns the objects
+    /// left for the next start (always 0 for writers without a spool).
+    pub async fn close(&self, timeout: Duration) -> usize {
+        match self {
+            Sink::Spooled(s) => s.close(timeout).await,
+            _ => 0,
         }
     }
 
@@ -84,6 +172,8 @@ impl Sink {
             Sink::Stdout(s) => s.write(object).await,
             Sink::File(s) => s.write(object).await,
             Sink::Memory(s) => s.write(object),
+            Sink::S3(s) => s.write(object).await,
+            Sink::Spooled(s) => s.write(object).await,
         }
     }
 }
