@@ -154,7 +154,10 @@ pub mod __rt {
 
     pub use wit_bindgen;
 
-    fn init<T: 'static>(config: &str, build: fn(&Config) -> Result<T, Error>) -> Result<(), String> {
+    fn init<T: 'static>(
+        config: &str,
+        build: fn(&Config) -> Result<T, Error>,
+    ) -> Result<(), String> {
         let config = Config::parse(config).map_err(|e| e.to_string())?;
         let state = build(&config).map_err(|e| e.0)?;
         STATE.set(Some(Box::new(state)));
@@ -162,15 +165,18 @@ pub mod __rt {
     }
 
     fn with_state<T: 'static, R>(f: impl FnOnce(&mut T) -> Result<R, String>) -> Result<R, String> {
-        STATE.with_borrow_mut(|state| {
-            match state.as_mut().and_then(|s| s.downcast_mut::<T>()) {
+        STATE.with_borrow_mut(
+            |state| match state.as_mut().and_then(|s| s.downcast_mut::<T>()) {
                 Some(t) => f(t),
                 None => Err("init was not called".into()),
-            }
-        })
+            },
+        )
     }
 
-    pub fn init_transform<T: Transform>(config: String, log: fn(Level, &str)) -> Result<(), String> {
+    pub fn init_transform<T: Transform>(
+        config: String,
+        log: fn(Level, &str),
+    ) -> Result<(), String> {
         LOGGER.set(Some(log));
         init(&config, T::init)
     }
@@ -311,4 +317,24 @@ world mangler {
             let _ = ::std::marker::PhantomData::<$t>;
         };
     };
+}
+
+#[cfg(test)]
+mod tests {
+    /// The WIT without comments and with single spaces.
+    fn normalized(wit: &str) -> String {
+        wit.lines()
+            .map(|l| l.split("//").next().unwrap_or("").trim())
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn the_inlined_wit_is_the_contract() {
+        let source = include_str!("lib.rs");
+        let start = source.find("inline: r#\"").unwrap() + "inline: r#\"".len();
+        let end = start + source[start..].find("\"#").unwrap();
+        assert_eq!(normalized(&source[start..end]), normalized(crate::WIT));
+    }
 }

@@ -197,12 +197,15 @@ impl FlowData {
             },
             link: layer("Link"),
             network: layer("Network"),
-            transport: v.get("Transport").filter(|t| t.is_object()).map(|t| Transport {
-                protocol: proto(t),
-                a: i(t, "A"),
-                b: i(t, "B"),
-                id: i(t, "ID"),
-            }),
+            transport: v
+                .get("Transport")
+                .filter(|t| t.is_object())
+                .map(|t| Transport {
+                    protocol: proto(t),
+                    a: i(t, "A"),
+                    b: i(t, "B"),
+                    id: i(t, "ID"),
+                }),
             icmp: v.get("ICMP").filter(|t| t.is_object()).map(|t| {
                 const TYPES: [&str; 13] = [
                     "UNKNOWN",
@@ -235,10 +238,13 @@ impl FlowData {
                 }
                 TcpMetric { values }
             }),
-            ip_metric: v.get("IPMetric").filter(|m| m.is_object()).map(|m| IpMetric {
-                fragments: i(m, "Fragments"),
-                fragment_errors: i(m, "FragmentErrors"),
-            }),
+            ip_metric: v
+                .get("IPMetric")
+                .filter(|m| m.is_object())
+                .map(|m| IpMetric {
+                    fragments: i(m, "Fragments"),
+                    fragment_errors: i(m, "FragmentErrors"),
+                }),
             dhcpv4: raw("DHCPv4"),
             dns: raw("DNS"),
             vrrpv2: raw("VRRPv2"),
@@ -405,7 +411,9 @@ impl ValueData {
             ValueData::Bool(b) => (*b).into(),
             ValueData::Int(v) => (*v).into(),
             ValueData::UInt(v) => (*v).into(),
-            ValueData::Float(v) => serde_json::Number::from_f64(*v).map_or(Json::Null, Json::Number),
+            ValueData::Float(v) => {
+                serde_json::Number::from_f64(*v).map_or(Json::Null, Json::Number)
+            }
             ValueData::Str(s) => s.as_str().into(),
             ValueData::Json(s) => serde_json::from_str(s).unwrap_or(Json::Null),
         }
@@ -494,7 +502,10 @@ pub fn decode_records(batch: &[u8]) -> Result<Vec<RecordData>, Error> {
 
 /// Runs a [`Transform`] as the host would on one batch: `init(config)` (a JSON text), then
 /// `transform` over the encoded flows; returns the decoded records.
-pub fn run_transform<T: Transform>(config: &str, flows: &[FlowData]) -> Result<Vec<RecordData>, Error> {
+pub fn run_transform<T: Transform>(
+    config: &str,
+    flows: &[FlowData],
+) -> Result<Vec<RecordData>, Error> {
     let mut t = T::init(&Config::parse(config)?)?;
     let batch = encode_flows(flows);
     let mut out = Output::default();

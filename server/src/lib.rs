@@ -1,6 +1,6 @@
 //! sluice: a multi-tenant network-flow export service for Skydive.
 //!
-//! The module tree follows the data path: `subscriber` → `pipeline` → `sinks`, with `config`
+//! The module tree follows the data path: `subscriber` → `pipeline` → `wasm` → `sinks`, with `config`
 //! describing a pipeline, `run` wiring one pipeline for `sluice run`, and `sim` standing in for
 //! a Skydive analyzer.
 
@@ -13,6 +13,7 @@ pub mod sim;
 pub mod sinks;
 pub mod subscriber;
 pub mod topology;
+pub mod wasm;
 
 /// Wall-clock milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {

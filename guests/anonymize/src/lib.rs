@@ -55,8 +55,18 @@ impl Transform for Anonymize {
         for flow in &flows {
             let flow = flow?;
             let network = flow.network();
-            mask(network.map_or("", |n| n.a), self.ipv4_prefix, self.ipv6_prefix, &mut self.src);
-            mask(network.map_or("", |n| n.b), self.ipv4_prefix, self.ipv6_prefix, &mut self.dst);
+            mask(
+                network.map_or("", |n| n.a),
+                self.ipv4_prefix,
+                self.ipv6_prefix,
+                &mut self.src,
+            );
+            mask(
+                network.map_or("", |n| n.b),
+                self.ipv4_prefix,
+                self.ipv6_prefix,
+                &mut self.dst,
+            );
             let transport = flow.transport();
             let metric = flow.metric().unwrap_or_default();
             out.record()

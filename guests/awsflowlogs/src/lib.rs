@@ -22,7 +22,11 @@ pub struct AwsFlowLogs {
 impl Transform for AwsFlowLogs {
     fn init(config: &Config) -> Result<Self, Error> {
         Ok(AwsFlowLogs {
-            version: if config.u64("version") == Some(3) { 3 } else { 2 },
+            version: if config.u64("version") == Some(3) {
+                3
+            } else {
+                2
+            },
             account_id: config
                 .str("account_id")
                 .filter(|id| !id.is_empty())
@@ -171,6 +175,17 @@ mod tests {
         assert_eq!(r.get_str("AccountID"), Some("42"));
         assert_eq!(r.get_str("Type"), Some("IPv4"));
         assert_eq!(r.names().len(), 21);
-        assert_eq!(r.names()[14..], ["VpcID", "SubnetID", "InstanceID", "TCPFlags", "Type", "PktSrcAddr", "PktDstAddr"]);
+        assert_eq!(
+            r.names()[14..],
+            [
+                "VpcID",
+                "SubnetID",
+                "InstanceID",
+                "TCPFlags",
+                "Type",
+                "PktSrcAddr",
+                "PktDstAddr"
+            ]
+        );
     }
 }

@@ -78,7 +78,8 @@ mod tests {
                 ("env".into(), ValueData::Str("old".into())),
             ],
         };
-        let config = r#"{"fields": {"env": "prod", "zone": 3, "owners": ["a"]}, "tag_field": "Tag"}"#;
+        let config =
+            r#"{"fields": {"env": "prod", "zone": 3, "owners": ["a"]}, "tag_field": "Tag"}"#;
         let out = run_mangle::<Enrich>(config, "ingress", &[input]).unwrap();
         assert_eq!(
             out[0].to_json_text(),

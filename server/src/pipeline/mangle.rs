@@ -4,6 +4,8 @@ pub mod logstatus;
 
 use super::record::Record;
 use crate::config::{MangleSection, MangleType};
+use crate::metrics::PipelineStats;
+use crate::wasm::{WasmError, WasmStage, World};
 use logstatus::LogStatus;
 
 /// Why a mangler could not be built.
@@ -12,6 +14,9 @@ pub enum MangleBuildError {
     /// The type is valid but this build doesn't provide it yet.
     #[error("mangle type {0} is not available yet")]
     Unavailable(&'static str),
+    /// The wasm guest (`pipeline.mangle.wasm`).
+    #[error("pipeline.mangle.wasm: {0}")]
+    Wasm(#[from] WasmError),
 }
 
 /// A configured mangler.
@@ -21,6 +26,8 @@ pub enum Mangler {
     None,
     /// OK / NODATA / SKIPDATA log status records.
     Logstatus(Box<LogStatus>),
+    /// A tenant's WebAssembly guest.
+    Wasm(Box<WasmStage>),
 }
 
 impl Mangler {
@@ -29,6 +36,11 @@ impl Mangler {
         match section.kind {
             MangleType::None => Ok(Mangler::None),
             MangleType::Logstatus => Ok(Mangler::Logstatus(Box::default())),
+            MangleType::Wasm => {
+                let options = section.wasm.clone().unwrap_or_default();
+                let stage = WasmStage::from_options(&options, World::Mangler, "mangle")?;
+                Ok(Mangler::Wasm(Box::new(stage)))
+            }
             other => Err(MangleBuildError::Unavailable(other.as_str())),
         }
     }
@@ -38,6 +50,28 @@ impl Mangler {
         match self {
             Mangler::None => records,
             Mangler::Logstatus(m) => m.mangle(tag, records, now_ms),
+            // Wasm manglers run through `mangle_batch`; called here they pass records through.
+            Mangler::Wasm(_) => records,
+        }
+    }
+
+    /// As [`Mangler::mangle`], and the way a wasm mangler runs: a failed batch's records are
+    /// counted as dropped with the reason.
+    pub async fn mangle_batch(
+        &mut self,
+        tag: &str,
+        records: Vec<Record>,
+        now_ms: i64,
+        stats: &PipelineStats,
+    ) -> Vec<Record> {
+        match self {
+            Mangler::Wasm(stage) => stage
+                .mangle(tag, &records, stats)
+                .await
+                .into_iter()
+                .map(Record::Wasm)
+                .collect(),
+            other => other.mangle(tag, records, now_ms),
         }
     }
 }

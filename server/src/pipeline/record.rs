@@ -4,6 +4,7 @@ use serde::{Serialize, Serializer};
 
 use crate::flow::Flow;
 pub use crate::pipeline::transform::secadvisor::record::SecAdvisorRecord;
+pub use crate::wasm::record::WasmRecord;
 
 /// One output record. Each transform has its own shape; encoders handle them all.
 #[derive(Debug, Clone)]
@@ -12,6 +13,8 @@ pub enum Record {
     Flow(Box<Flow>),
     /// An IBM Security Advisor record (transform `secadvisor`).
     SecAdvisor(Box<SecAdvisorRecord>),
+    /// A record made by a wasm guest: ordered fields.
+    Wasm(WasmRecord),
 }
 
 impl Serialize for Record {
@@ -19,6 +22,7 @@ impl Serialize for Record {
         match self {
             Record::Flow(f) => f.serialize(s),
             Record::SecAdvisor(r) => r.serialize(s),
+            Record::Wasm(r) => r.serialize(s),
         }
     }
 }
@@ -89,12 +93,56 @@ const FLOW_CSV_HEADER: &[&str] = &[
     "FinishType",
 ];
 
+/// A record's CSV column names: fixed for builtin records, the guest's for wasm records.
+#[derive(Debug, Clone, Copy)]
+pub enum CsvHeader<'a> {
+    /// A builtin record's columns.
+    Static(&'static [&'static str]),
+    /// A wasm record's field names.
+    Names(&'a [Box<str>]),
+}
+
+impl<'a> CsvHeader<'a> {
+    /// The names in order.
+    pub fn iter(&self) -> impl Iterator<Item = &'a str> + use<'a> {
+        let (fixed, names): (&'static [&'static str], &'a [Box<str>]) = match *self {
+            CsvHeader::Static(h) => (h, &[]),
+            CsvHeader::Names(n) => (&[], n),
+        };
+        fixed.iter().copied().chain(names.iter().map(|n| &**n))
+    }
+
+    /// The names, owned.
+    pub fn to_vec(&self) -> Vec<String> {
+        self.iter().map(str::to_string).collect()
+    }
+}
+
+impl From<&'static [&'static str]> for CsvHeader<'_> {
+    fn from(h: &'static [&'static str]) -> Self {
+        CsvHeader::Static(h)
+    }
+}
+
+impl PartialEq for CsvHeader<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (CsvHeader::Static(a), CsvHeader::Static(b)) => std::ptr::eq(*a, *b) || a == b,
+            (CsvHeader::Names(a), CsvHeader::Names(b)) => std::ptr::eq(*a, *b) || a == b,
+            _ => self.iter().eq(other.iter()),
+        }
+    }
+}
+
 impl Record {
     /// Column names of this record's CSV form, in field order.
-    pub fn csv_header(&self) -> &'static [&'static str] {
+    pub fn csv_header(&self) -> CsvHeader<'_> {
         match self {
-            Record::Flow(_) => FLOW_CSV_HEADER,
-            Record::SecAdvisor(_) => crate::pipeline::transform::secadvisor::record::CSV_HEADER,
+            Record::Flow(_) => FLOW_CSV_HEADER.into(),
+            Record::SecAdvisor(_) => {
+                crate::pipeline::transform::secadvisor::record::CSV_HEADER.into()
+            }
+            Record::Wasm(r) => CsvHeader::Names(r.names()),
         }
     }
 
@@ -103,6 +151,7 @@ impl Record {
         match self {
             Record::Flow(f) => flow_csv_row(f, row),
             Record::SecAdvisor(r) => r.csv_row(row),
+            Record::Wasm(r) => r.csv_row(row),
         }
     }
 }
