@@ -133,8 +133,11 @@ pub enum Level {
     Debug,
 }
 
+/// Where [`log`] sends lines: the host import, set by the export macro.
+type LogFn = fn(Level, &str);
+
 thread_local! {
-    static LOGGER: Cell<Option<fn(Level, &str)>> = const { Cell::new(None) };
+    static LOGGER: Cell<Option<LogFn>> = const { Cell::new(None) };
     static STATE: RefCell<Option<Box<dyn std::any::Any>>> = const { RefCell::new(None) };
 }
 
@@ -173,10 +176,7 @@ pub mod __rt {
         )
     }
 
-    pub fn init_transform<T: Transform>(
-        config: String,
-        log: fn(Level, &str),
-    ) -> Result<(), String> {
+    pub fn init_transform<T: Transform>(config: String, log: LogFn) -> Result<(), String> {
         LOGGER.set(Some(log));
         init(&config, T::init)
     }
@@ -190,7 +190,7 @@ pub mod __rt {
         })
     }
 
-    pub fn init_mangle<T: Mangle>(config: String, log: fn(Level, &str)) -> Result<(), String> {
+    pub fn init_mangle<T: Mangle>(config: String, log: LogFn) -> Result<(), String> {
         LOGGER.set(Some(log));
         init(&config, T::init)
     }

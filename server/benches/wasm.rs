@@ -32,7 +32,7 @@ fn flow(i: usize) -> Flow {
         "Application": "TCP",
         "Link": {"Protocol": "ETHERNET", "A": "fa:16:3e:29:e0:82", "B": "fa:16:3e:96:06:e8", "ID": i % 7},
         "Network": {"Protocol": "IPV4", "A": "10.0.0.1", "B": format!("10.0.{}.{}", i / 250 % 250, i % 250), "ID": 0},
-        "Transport": {"Protocol": if i % 3 == 0 { "UDP" } else { "TCP" }, "A": 40000 + i % 20000, "B": 443, "ID": 0},
+        "Transport": {"Protocol": if i.is_multiple_of(3) { "UDP" } else { "TCP" }, "A": 40000 + i % 20000, "B": 443, "ID": 0},
         "Metric": {"ABPackets": 6, "ABBytes": 516, "BAPackets": 4, "BABytes": 760, "Start": 0, "Last": 0},
         "LastUpdateMetric": {"ABPackets": 1, "ABBytes": 100, "BAPackets": 1, "BABytes": 90, "Start": 1546338031000i64, "Last": 1546338032000i64},
         "Start": 1546338030000i64, "Last": 1546338032500i64, "NodeTID": "probe-tid",

@@ -526,3 +526,55 @@ fn compiled_modules_are_cached_on_disk_by_digest_and_engine() {
         });
     assert!(found, "no cache file for {digest} in {}", dir.display());
 }
+
+#[test]
+fn guest_records_encode_as_csv_with_a_header_from_their_fields() {
+    use crate::pipeline::encode::Encoder;
+    use crate::pipeline::storeheader::StoreObject;
+    use sluice_guest::testing::{RecordData, ValueData};
+    let rows = |fields: Vec<(&str, ValueData)>| RecordData {
+        fields: fields
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v))
+            .collect(),
+    };
+    let batch = sluice_guest::testing::encode_records(&[
+        rows(vec![
+            ("Src", ValueData::Str("10.0.0.1".into())),
+            ("Port", ValueData::Int(443)),
+            ("Note", ValueData::Str("a,\"b\"".into())),
+        ]),
+        rows(vec![
+            ("Src", ValueData::Str("10.0.0.2".into())),
+            ("Port", ValueData::Int(80)),
+            ("Note", ValueData::Null),
+        ]),
+    ]);
+    let records: Vec<Record> = encoding::decode_records(&batch)
+        .unwrap()
+        .into_iter()
+        .map(Record::Wasm)
+        .collect();
+    let mut out = Vec::new();
+    Encoder::Csv { delimiter: ',' }
+        .encode(&StoreObject::Records(&records), &mut out)
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "Src,Port,Note\n10.0.0.1,443,\"a,\"\"b\"\"\"\n10.0.0.2,80,\n"
+    );
+    // Two shapes can't share a CSV object: the error names both headers.
+    let other =
+        sluice_guest::testing::encode_records(&[rows(vec![("Other", ValueData::Bool(true))])]);
+    let mut mixed = records;
+    mixed.extend(
+        encoding::decode_records(&other)
+            .unwrap()
+            .into_iter()
+            .map(Record::Wasm),
+    );
+    let err = Encoder::Csv { delimiter: ',' }
+        .encode(&StoreObject::Records(&mixed), &mut Vec::new())
+        .unwrap_err();
+    assert!(err.to_string().contains("\"Other\""), "{err}");
+}
