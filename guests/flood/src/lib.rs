@@ -1,5 +1,5 @@
 //! Hostile: returns a huge output (config `{"bytes": N}`, 24 MiB by default), more than the
-//! host's output limit. The host refuses it without copying it out of the guest.
+//! host's output limit. The host refuses the batch.
 
 use sluice_guest::{Config, Error, Flows, Output, Transform};
 

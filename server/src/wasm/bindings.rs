@@ -1,6 +1,6 @@
 //! Host bindings generated from the WIT contract (`guest-sdk/wit/guest.wit`). Only the `host`
-//! interface is used from them: exports are called as typed functions so that a guest's output
-//! can be measured in its own memory before it is copied out (`stage.rs`).
+//! interface is used from them: exports are called as typed functions looked up by name
+//! (`stage.rs`), one code path for both worlds.
 
 wasmtime::component::bindgen!({
     path: "../guest-sdk/wit",

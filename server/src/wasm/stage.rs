@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::WasmList;
 use wasmtime::{ResourceLimiter, Store, Trap};
 
 use super::encoding::{self, DecodeError};
@@ -474,7 +473,10 @@ fn call(
     }
 }
 
-type Batch<'a> = (Result<WasmList<u8>, String>,);
+/// A batch result, copied out of the guest. (Not a `WasmList` view: wasmtime runs the
+/// export's post-return, which frees the guest's buffer, before `call` returns, so a view would
+/// read freed memory. The copy is bounded by the guest's memory cap.)
+type Batch = (Result<Vec<u8>, String>,);
 
 fn run_in(
     store: &mut Store<StoreState>,
@@ -494,26 +496,24 @@ fn run_in(
         Input::Check => return Ok(Vec::new()),
         Input::Flows(batch) => {
             let f = instance
-                .get_typed_func::<(&[u8],), Batch<'_>>(&mut *store, "transform")
+                .get_typed_func::<(&[u8],), Batch>(&mut *store, "transform")
                 .map_err(fail)?;
             f.call(&mut *store, (batch.as_slice(),)).map_err(fail)?
         }
         Input::Records(tag, batch) => {
             let f = instance
-                .get_typed_func::<(&str, &[u8]), Batch<'_>>(&mut *store, "mangle")
+                .get_typed_func::<(&str, &[u8]), Batch>(&mut *store, "mangle")
                 .map_err(fail)?;
             f.call(&mut *store, (tag.as_str(), batch.as_slice()))
                 .map_err(fail)?
         }
     };
-    let list = result.map_err(BatchFailure::Guest)?;
-    // Measured in the guest's memory before anything is copied out.
-    if list.len() > options.limits.output_bytes {
+    let bytes = result.map_err(BatchFailure::Guest)?;
+    if bytes.len() > options.limits.output_bytes {
         return Err(BatchFailure::OutputLimit {
-            bytes: list.len(),
+            bytes: bytes.len(),
             limit: options.limits.output_bytes,
         });
     }
-    let bytes = list.as_le_slice(&*store);
-    encoding::decode_records(bytes).map_err(|e: DecodeError| BatchFailure::Guest(e.to_string()))
+    encoding::decode_records(&bytes).map_err(|e: DecodeError| BatchFailure::Guest(e.to_string()))
 }
