@@ -140,8 +140,50 @@ fn guest_vs_native(rt: &tokio::runtime::Runtime) {
         String::from_utf8_lossy(&check.1),
         "guest and native output differ"
     );
+    // Where the guest's time goes: the host's parts measured alone, the rest is the call
+    // (store, instantiate, init, copy in, guest decode/build/encode, copy out).
+    let mut buf = Vec::new();
+    let (encode, _) = best_of(5, || {
+        for _ in 0..batches {
+            sluice::wasm::encoding::encode_flows(&flows, &mut buf);
+        }
+        buf.len()
+    });
+    let records: Vec<Record> = rt
+        .block_on(stage.transform(&flows, &stats))
+        .into_iter()
+        .map(Record::Wasm)
+        .collect();
+    let out_bytes = sluice::wasm::encoding::encode_records(&records);
+    let (decode, _) = best_of(5, || {
+        let mut n = 0;
+        for _ in 0..batches {
+            n += sluice::wasm::encoding::decode_records(&out_bytes)
+                .unwrap()
+                .len();
+        }
+        n
+    });
+    let (json, _) = best_of(5, || {
+        let mut out = Vec::new();
+        for _ in 0..batches {
+            out.clear();
+            write_go_json(&mut out, false, &records).unwrap();
+        }
+        out.len()
+    });
     let n = batches * BATCH;
-    let fuel = stats.wasm_fuel_used.load(Ordering::Relaxed) as f64 / (5 * n) as f64;
+    let us = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+    println!(
+        "  per flow: guest path {:.2} µs = host encode {:.2} + call {:.2} + host decode {:.2} + JSON {:.2}; native {:.2} µs",
+        us(wasm),
+        us(encode),
+        us(wasm.saturating_sub(encode + decode + json)),
+        us(decode),
+        us(json),
+        us(native)
+    );
+    let fuel = stats.wasm_fuel_used.load(Ordering::Relaxed) as f64 / (6 * n + BATCH) as f64;
     println!(
         "awsflowlogs, {BATCH}-flow batches, flows → JSON bytes:\n  native {:>10.0} flows/s\n  guest  {:>10.0} flows/s  ({:.0} fuel/flow)\n  ratio  {:.2}× native (target ≥ 0.8)",
         per_sec(n, native),

@@ -7,4 +7,4 @@ wasmtime::component::bindgen!({
     world: "transformer",
 });
 
-pub use sluice::guest::host::{Host, Level, add_to_linker};
+pub use self::sluice::guest::host::{Host, Level, add_to_linker};
