@@ -405,6 +405,15 @@ pub struct WasmOptions {
     /// Fuel per batch (within the server's maximum).
     #[serde(default)]
     pub fuel: Option<u64>,
+    /// Wall-clock deadline per batch in milliseconds (within the server's maximum).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
+    /// Memory cap of the guest in bytes (within the server's maximum).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// Most bytes the guest may return per batch (within the server's maximum).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_bytes: Option<u64>,
 }
 
 /// `pipeline.mangle:`

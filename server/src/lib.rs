@@ -1,6 +1,6 @@
 //! sluice: a multi-tenant network-flow export service for Skydive.
 //!
-//! The module tree follows the data path: `subscriber` → `pipeline` → `sinks`, with `config`
+//! The module tree follows the data path: `subscriber` → `pipeline` → `wasm` → `sinks`, with `config`
 //! describing a pipeline, `run` wiring one pipeline for `sluice run`, and `sim` standing in for
 //! a Skydive analyzer. `serve` is the multi-tenant service: `api` (REST) → `supervisor` (one
 //! task per pipeline) over `store` (SQLite via sqlx).
@@ -18,6 +18,7 @@ pub mod store;
 pub mod subscriber;
 pub mod supervisor;
 pub mod topology;
+pub mod wasm;
 
 /// Wall-clock milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {

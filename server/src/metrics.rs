@@ -19,11 +19,25 @@ pub enum DropReason {
     Write,
     /// Still pending when the process stopped and the last write failed.
     Shutdown,
+    /// A wasm stage trapped (a guest panic, an out-of-bounds access...) on the batch.
+    Trap,
+    /// A wasm stage ran out of fuel on the batch.
+    Fuel,
+    /// A wasm stage passed its wall-clock deadline on the batch.
+    Deadline,
+    /// A wasm stage hit its memory cap on the batch.
+    Memory,
+    /// A wasm stage returned more than the output limit.
+    OutputLimit,
+    /// A wasm stage returned an error, or output the host could not read.
+    GuestError,
+    /// The wasm stage is quarantined after repeated failures.
+    Quarantined,
 }
 
 impl DropReason {
     /// Every reason, in the order of [`PipelineStats::dropped`].
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::Malformed,
         DropReason::Filtered,
         DropReason::Transform,
@@ -31,6 +45,13 @@ impl DropReason {
         DropReason::Encode,
         DropReason::Write,
         DropReason::Shutdown,
+        DropReason::Trap,
+        DropReason::Fuel,
+        DropReason::Deadline,
+        DropReason::Memory,
+        DropReason::OutputLimit,
+        DropReason::GuestError,
+        DropReason::Quarantined,
     ];
 
     /// The `reason` label value.
@@ -43,6 +64,13 @@ impl DropReason {
             DropReason::Encode => "encode",
             DropReason::Write => "write",
             DropReason::Shutdown => "shutdown",
+            DropReason::Trap => "trap",
+            DropReason::Fuel => "fuel",
+            DropReason::Deadline => "deadline",
+            DropReason::Memory => "memory",
+            DropReason::OutputLimit => "output_limit",
+            DropReason::GuestError => "guest_error",
+            DropReason::Quarantined => "quarantined",
         }
     }
 }
@@ -69,6 +97,10 @@ pub mod names {
     pub const PIPELINES: &str = "sluice_pipelines";
     /// REST API requests answered, by `status`.
     pub const API_REQUESTS: &str = "sluice_api_requests_total";
+    /// Fuel consumed by the pipeline's wasm stages (what a tenant is billed for).
+    pub const WASM_FUEL: &str = "sluice_wasm_fuel_used_total";
+    /// Times a wasm stage was quarantined after repeated failures.
+    pub const WASM_QUARANTINES: &str = "sluice_wasm_quarantines_total";
 }
 
 /// Counters of one pipeline: what the account stage reports.
@@ -77,7 +109,7 @@ pub struct PipelineStats {
     /// Flows that reached the pipeline.
     pub flows_received: AtomicU64,
     /// Indexed like [`DropReason::ALL`].
-    pub dropped: [AtomicU64; 7],
+    pub dropped: [AtomicU64; DropReason::ALL.len()],
     /// Records written.
     pub records_written: AtomicU64,
     /// Objects written.
@@ -86,6 +118,10 @@ pub struct PipelineStats {
     pub bytes_written: AtomicU64,
     /// Failed writes.
     pub write_errors: AtomicU64,
+    /// Fuel consumed by wasm stages.
+    pub wasm_fuel_used: AtomicU64,
+    /// Times a wasm stage was quarantined.
+    pub wasm_quarantines: AtomicU64,
 }
 
 impl PipelineStats {
@@ -121,6 +157,8 @@ impl PipelineStats {
             objects_written: get(&self.objects_written),
             bytes_written: get(&self.bytes_written),
             write_errors: get(&self.write_errors),
+            wasm_fuel_used: get(&self.wasm_fuel_used),
+            wasm_quarantines: get(&self.wasm_quarantines),
         }
     }
 }
@@ -140,6 +178,10 @@ pub struct StatsSnapshot {
     pub bytes_written: u64,
     /// Failed writes.
     pub write_errors: u64,
+    /// Fuel consumed by wasm stages.
+    pub wasm_fuel_used: u64,
+    /// Times a wasm stage was quarantined.
+    pub wasm_quarantines: u64,
 }
 
 /// Every counter of one pipeline, drop reasons included even when zero (for metrics and the
@@ -158,6 +200,10 @@ pub struct Counters {
     pub bytes_written: u64,
     /// Failed writes.
     pub write_errors: u64,
+    /// Fuel burnt by wasm stages.
+    pub fuel_used: u64,
+    /// Times a wasm stage was quarantined.
+    pub wasm_quarantines: u64,
 }
 
 impl Counters {
@@ -181,6 +227,8 @@ impl Counters {
             objects_written: get(&stats.objects_written),
             bytes_written: get(&stats.bytes_written),
             write_errors: get(&stats.write_errors),
+            fuel_used: get(&stats.wasm_fuel_used),
+            wasm_quarantines: get(&stats.wasm_quarantines),
         }
     }
 }
@@ -265,6 +313,18 @@ pub fn render_prometheus(
         "counter",
         "Failed object writes (each is retried).",
         per(&|p| p.counters.write_errors),
+    );
+    family(
+        names::WASM_FUEL,
+        "counter",
+        "Fuel burnt by the pipeline's wasm stages.",
+        per(&|p| p.counters.fuel_used),
+    );
+    family(
+        names::WASM_QUARANTINES,
+        "counter",
+        "Times a wasm stage was quarantined after repeated failures.",
+        per(&|p| p.counters.wasm_quarantines),
     );
     family(
         names::SUBSCRIBER_CONNECTED,

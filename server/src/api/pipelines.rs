@@ -104,6 +104,10 @@ pub struct CountersView {
     pub bytes_written: u64,
     /// Failed writes (each retried).
     pub write_errors: u64,
+    /// Fuel burnt by the pipeline's wasm stages (what the tenant is billed for).
+    pub fuel_used: u64,
+    /// Times a wasm stage was quarantined after repeated failures.
+    pub wasm_quarantines: u64,
 }
 
 impl From<Counters> for CountersView {
@@ -115,6 +119,8 @@ impl From<Counters> for CountersView {
             objects_written: c.objects_written,
             bytes_written: c.bytes_written,
             write_errors: c.write_errors,
+            fuel_used: c.fuel_used,
+            wasm_quarantines: c.wasm_quarantines,
         }
     }
 }

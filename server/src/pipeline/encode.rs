@@ -31,9 +31,9 @@ pub enum EncodeError {
     #[error("csv needs records of one shape; got columns {first:?} and then {other:?}")]
     MixedCsv {
         /// First record's columns.
-        first: &'static [&'static str],
+        first: Vec<String>,
         /// A later record's columns.
-        other: &'static [&'static str],
+        other: Vec<String>,
     },
 }
 
@@ -266,14 +266,14 @@ fn write_csv(out: &mut Vec<u8>, delimiter: char, records: &[Record]) -> Result<(
         return Ok(());
     };
     let header = first.csv_header();
-    write_csv_line(out, delimiter, header.iter().copied());
+    write_csv_line(out, delimiter, header.iter());
     let mut row = CsvRow::default();
     for record in records {
         let columns = record.csv_header();
-        if !std::ptr::eq(columns, header) && columns != header {
+        if columns != header {
             return Err(EncodeError::MixedCsv {
-                first: header,
-                other: columns,
+                first: header.to_vec(),
+                other: columns.to_vec(),
             });
         }
         row.fields.clear();

@@ -157,18 +157,14 @@ impl Pipeline {
         stats.count_drop(DropReason::Filtered, filtered);
         let mut batches: Vec<(&'static str, Vec<Record>)> = Vec::with_capacity(groups.len());
         for (tag, flows) in groups {
-            let total = flows.len();
-            let mut records = Vec::with_capacity(total);
-            for flow in flows {
-                if let Some(record) = self.transformer.transform(flow, now_ms).await {
-                    records.push(record);
-                }
-            }
-            stats.count_drop(DropReason::Transform, (total - records.len()) as u64);
+            let records = self.transformer.transform_batch(flows, now_ms, stats).await;
             if records.is_empty() {
                 continue;
             }
-            let records = self.mangler.mangle(tag.as_str(), records, now_ms);
+            let records = self
+                .mangler
+                .mangle_batch(tag.as_str(), records, now_ms, stats)
+                .await;
             batches.push((tag.as_str(), records));
         }
         self.store.store(now_ms, batches, &mut self.output).await;

@@ -6,6 +6,7 @@ use super::transform::awsflowlogs::AwsFlowLog;
 use super::transform::vpclogs::VpcLog;
 use crate::flow::Flow;
 pub use crate::pipeline::transform::secadvisor::record::SecAdvisorRecord;
+pub use crate::wasm::record::WasmRecord;
 
 /// One output record. Each transform has its own shape; encoders handle them all.
 #[derive(Debug, Clone)]
@@ -18,6 +19,8 @@ pub enum Record {
     AwsFlowLog(Box<AwsFlowLog>),
     /// An IBM VPC Flow Logs record (transform `vpclogs`).
     VpcLog(Box<VpcLog>),
+    /// A record made by a wasm guest: ordered fields.
+    Wasm(WasmRecord),
 }
 
 impl Serialize for Record {
@@ -27,6 +30,7 @@ impl Serialize for Record {
             Record::SecAdvisor(r) => r.serialize(s),
             Record::AwsFlowLog(r) => r.serialize(s),
             Record::VpcLog(r) => r.serialize(s),
+            Record::Wasm(r) => r.serialize(s),
         }
     }
 }
@@ -97,14 +101,58 @@ const FLOW_CSV_HEADER: &[&str] = &[
     "FinishType",
 ];
 
+/// A record's CSV column names: fixed for builtin records, the guest's for wasm records.
+#[derive(Debug, Clone, Copy)]
+pub enum CsvHeader<'a> {
+    /// A builtin record's columns.
+    Static(&'static [&'static str]),
+    /// A wasm record's field names.
+    Names(&'a [Box<str>]),
+}
+
+impl<'a> CsvHeader<'a> {
+    /// The names in order.
+    pub fn iter(&self) -> impl Iterator<Item = &'a str> + use<'a> {
+        let (fixed, names): (&'static [&'static str], &'a [Box<str>]) = match *self {
+            CsvHeader::Static(h) => (h, &[]),
+            CsvHeader::Names(n) => (&[], n),
+        };
+        fixed.iter().copied().chain(names.iter().map(|n| &**n))
+    }
+
+    /// The names, owned.
+    pub fn to_vec(&self) -> Vec<String> {
+        self.iter().map(str::to_string).collect()
+    }
+}
+
+impl From<&'static [&'static str]> for CsvHeader<'_> {
+    fn from(h: &'static [&'static str]) -> Self {
+        CsvHeader::Static(h)
+    }
+}
+
+impl PartialEq for CsvHeader<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (CsvHeader::Static(a), CsvHeader::Static(b)) => std::ptr::eq(*a, *b) || a == b,
+            (CsvHeader::Names(a), CsvHeader::Names(b)) => std::ptr::eq(*a, *b) || a == b,
+            _ => self.iter().eq(other.iter()),
+        }
+    }
+}
+
 impl Record {
     /// Column names of this record's CSV form, in field order.
-    pub fn csv_header(&self) -> &'static [&'static str] {
+    pub fn csv_header(&self) -> CsvHeader<'_> {
         match self {
-            Record::Flow(_) => FLOW_CSV_HEADER,
-            Record::SecAdvisor(_) => crate::pipeline::transform::secadvisor::record::CSV_HEADER,
-            Record::AwsFlowLog(r) => r.csv_header(),
-            Record::VpcLog(r) => r.csv_header(),
+            Record::Flow(_) => FLOW_CSV_HEADER.into(),
+            Record::SecAdvisor(_) => {
+                crate::pipeline::transform::secadvisor::record::CSV_HEADER.into()
+            }
+            Record::AwsFlowLog(r) => r.csv_header().into(),
+            Record::VpcLog(r) => r.csv_header().into(),
+            Record::Wasm(r) => CsvHeader::Names(r.names()),
         }
     }
 
@@ -115,6 +163,7 @@ impl Record {
             Record::SecAdvisor(r) => r.csv_row(row),
             Record::AwsFlowLog(r) => r.csv_row(row),
             Record::VpcLog(r) => r.csv_row(row),
+            Record::Wasm(r) => r.csv_row(row),
         }
     }
 }

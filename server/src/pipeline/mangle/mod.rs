@@ -5,14 +5,16 @@ pub mod logstatus;
 
 use super::record::Record;
 use crate::config::{MangleType, PipelineConfig};
+use crate::metrics::PipelineStats;
+use crate::wasm::{WasmError, WasmStage, World};
 use logstatus::LogStatus;
 
 /// Why a mangler could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum MangleBuildError {
-    /// The type is valid but this build doesn't provide it yet.
-    #[error("mangle type {0} is not available yet")]
-    Unavailable(&'static str),
+    /// The wasm guest (`pipeline.mangle.wasm`).
+    #[error("pipeline.mangle.wasm: {0}")]
+    Wasm(#[from] WasmError),
 }
 
 /// A configured mangler.
@@ -24,6 +26,8 @@ pub enum Mangler {
     Logstatus(Box<LogStatus>),
     /// Accept/reject from two capture points.
     Action(action::ActionMangler),
+    /// A tenant's WebAssembly guest.
+    Wasm(Box<WasmStage>),
 }
 
 impl Mangler {
@@ -35,16 +39,33 @@ impl Mangler {
             MangleType::Action => Ok(Mangler::Action(action::ActionMangler::new(
                 &pipeline.action,
             ))),
-            other => Err(MangleBuildError::Unavailable(other.as_str())),
+            MangleType::Wasm => {
+                let options = pipeline.mangle.wasm.clone().unwrap_or_default();
+                let stage = WasmStage::from_options(&options, World::Mangler, "mangle")?;
+                Ok(Mangler::Wasm(Box::new(stage)))
+            }
         }
     }
 
-    /// Called once per tag per message; `now_ms` is the wall clock.
-    pub fn mangle(&mut self, tag: &str, records: Vec<Record>, now_ms: i64) -> Vec<Record> {
+    /// Called once per tag per message; `now_ms` is the message's clock. A wasm mangler's
+    /// failed batch is counted as dropped with its reason.
+    pub async fn mangle_batch(
+        &mut self,
+        tag: &str,
+        records: Vec<Record>,
+        now_ms: i64,
+        stats: &PipelineStats,
+    ) -> Vec<Record> {
         match self {
             Mangler::None => records,
             Mangler::Logstatus(m) => m.mangle(tag, records, now_ms),
             Mangler::Action(m) => m.mangle(records, now_ms),
+            Mangler::Wasm(stage) => stage
+                .mangle(tag, &records, stats)
+                .await
+                .into_iter()
+                .map(Record::Wasm)
+                .collect(),
         }
     }
 }

@@ -7,17 +7,19 @@ pub mod vpclogs;
 use super::record::Record;
 use crate::config::{ExporterConfig, TransformType};
 use crate::flow::Flow;
+use crate::metrics::{DropReason, PipelineStats};
+use crate::wasm::{WasmError, WasmStage, World};
 use secadvisor::SecAdvisor;
 
 /// Why a transform could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum TransformBuildError {
-    /// The type is valid but this build doesn't provide it yet.
-    #[error("transform type {0} is not available yet")]
-    Unavailable(&'static str),
     /// The secadvisor transform's topology client or `extend` entries.
     #[error(transparent)]
     Secadvisor(#[from] secadvisor::SecAdvisorBuildError),
+    /// The wasm guest (`pipeline.transform.wasm`).
+    #[error("pipeline.transform.wasm: {0}")]
+    Wasm(#[from] WasmError),
 }
 
 /// A configured transform.
@@ -31,11 +33,13 @@ pub enum Transformer {
     AwsFlowLogs(awsflowlogs::AwsFlowLogs),
     /// IBM VPC Flow Logs records.
     VpcLogs(vpclogs::VpcLogs),
+    /// A tenant's WebAssembly guest, called once per tag batch.
+    Wasm(Box<WasmStage>),
 }
 
 impl Transformer {
-    /// Builds from a validated config: the whole file, since secadvisor also needs the
-    /// analyzer's address, credentials and TLS settings.
+    /// Builds from a validated config: the whole file, since secadvisor and vpclogs also need
+    /// the analyzer's address, credentials and TLS settings.
     pub fn from_config(config: &ExporterConfig) -> Result<Self, TransformBuildError> {
         match config.pipeline.transform.kind {
             TransformType::None => Ok(Transformer::None),
@@ -48,23 +52,60 @@ impl Transformer {
             TransformType::Vpclogs => {
                 Ok(Transformer::VpcLogs(vpclogs::VpcLogs::from_config(config)))
             }
-            other => Err(TransformBuildError::Unavailable(other.as_str())),
+            TransformType::Wasm => {
+                let options = config.pipeline.transform.wasm.clone().unwrap_or_default();
+                let stage = WasmStage::from_options(&options, World::Transformer, "transform")?;
+                Ok(Transformer::Wasm(Box::new(stage)))
+            }
         }
     }
 
-    /// One flow in, at most one record out; `now_ms` is the clock of the message.
-    pub async fn transform(&mut self, flow: Flow, now_ms: i64) -> Option<Record> {
-        match self {
-            Transformer::None => Some(Record::Flow(Box::new(flow))),
-            Transformer::Secadvisor(t) => t
-                .transform(flow, now_ms)
-                .await
-                .map(|r| Record::SecAdvisor(Box::new(r))),
-            Transformer::AwsFlowLogs(t) => Some(Record::AwsFlowLog(Box::new(t.transform(&flow)))),
-            Transformer::VpcLogs(t) => t
-                .transform(&flow)
-                .await
-                .map(|r| Record::VpcLog(Box::new(r))),
-        }
+    /// Transforms one tag's flows at `now_ms` (the message's clock), counting what is dropped:
+    /// by the transform's choice (`transform`) or, for a wasm stage, by its failure reason.
+    pub async fn transform_batch(
+        &mut self,
+        flows: Vec<Flow>,
+        now_ms: i64,
+        stats: &PipelineStats,
+    ) -> Vec<Record> {
+        let total = flows.len();
+        let records: Vec<Record> = match self {
+            Transformer::Wasm(stage) => {
+                return stage
+                    .transform(&flows, stats)
+                    .await
+                    .into_iter()
+                    .map(Record::Wasm)
+                    .collect();
+            }
+            Transformer::None => flows
+                .into_iter()
+                .map(|f| Record::Flow(Box::new(f)))
+                .collect(),
+            Transformer::AwsFlowLogs(t) => flows
+                .iter()
+                .map(|f| Record::AwsFlowLog(Box::new(t.transform(f))))
+                .collect(),
+            Transformer::Secadvisor(t) => {
+                let mut records = Vec::with_capacity(total);
+                for flow in flows {
+                    if let Some(r) = t.transform(flow, now_ms).await {
+                        records.push(Record::SecAdvisor(Box::new(r)));
+                    }
+                }
+                records
+            }
+            Transformer::VpcLogs(t) => {
+                let mut records = Vec::with_capacity(total);
+                for flow in &flows {
+                    if let Some(r) = t.transform(flow).await {
+                        records.push(Record::VpcLog(Box::new(r)));
+                    }
+                }
+                records
+            }
+        };
+        stats.count_drop(DropReason::Transform, (total - records.len()) as u64);
+        records
     }
 }

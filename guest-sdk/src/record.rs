@@ -1,0 +1,402 @@
+//! Output records: ordered fields written by [`Output::record`], and read back by [`Records`]
+//! (ENCODING.md §3).
+
+use crate::wire::{KIND_RECORDS, Reader, WireError, Writer};
+
+const HEADER: usize = 16;
+/// Most fields in one record.
+pub const MAX_FIELDS: usize = 1024;
+
+/// One field value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value<'a> {
+    /// JSON `null`, an empty CSV field.
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// A signed integer.
+    Int(i64),
+    /// An unsigned integer.
+    UInt(u64),
+    /// A float (`null` in JSON when not finite).
+    Float(f64),
+    /// A string.
+    Str(&'a str),
+    /// A JSON text (object, array...) embedded as is.
+    Json(&'a str),
+}
+
+impl Value<'_> {
+    /// The string, for [`Value::Str`].
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The integer, for [`Value::Int`] and a [`Value::UInt`] that fits.
+    pub fn as_i64(&self) -> Option<i64> {
+        match *self {
+            Value::Int(v) => Some(v),
+            Value::UInt(v) => i64::try_from(v).ok(),
+            _ => None,
+        }
+    }
+
+    fn write(&self, buf: &mut Vec<u8>) {
+        match *self {
+            Value::Null => buf.put_u8(0),
+            Value::Bool(false) => buf.put_u8(1),
+            Value::Bool(true) => buf.put_u8(2),
+            Value::Int(v) => {
+                buf.put_u8(3);
+                buf.put_i64(v);
+            }
+            Value::UInt(v) => {
+                buf.put_u8(4);
+                buf.put_u64(v);
+            }
+            Value::Float(v) => {
+                buf.put_u8(5);
+                buf.put_f64(v);
+            }
+            Value::Str(s) => {
+                buf.put_u8(6);
+                buf.put_str(s);
+            }
+            Value::Json(s) => {
+                buf.put_u8(7);
+                buf.put_str(s);
+            }
+        }
+    }
+
+    fn read<'a>(r: &mut Reader<'a>) -> Result<Value<'a>, WireError> {
+        Ok(match r.u8()? {
+            0 => Value::Null,
+            1 => Value::Bool(false),
+            2 => Value::Bool(true),
+            3 => Value::Int(r.i64()?),
+            4 => Value::UInt(r.u64()?),
+            5 => Value::Float(r.f64()?),
+            6 => Value::Str(r.str()?),
+            7 => Value::Json(r.str()?),
+            _ => return Err(WireError::Invalid("unknown value tag")),
+        })
+    }
+}
+
+/// The records a stage returns. Build each with [`Output::record`].
+#[derive(Debug)]
+pub struct Output {
+    buf: Vec<u8>,
+    count: u32,
+    schemas: Vec<Vec<String>>,
+    last: Option<usize>,
+}
+
+impl Default for Output {
+    fn default() -> Self {
+        Output::with_capacity(0)
+    }
+}
+
+impl Output {
+    /// An empty output with room for `bytes` of records.
+    pub fn with_capacity(bytes: usize) -> Self {
+        let mut buf = Vec::with_capacity(HEADER + bytes);
+        buf.resize(HEADER, 0);
+        Output {
+            buf,
+            count: 0,
+            schemas: Vec::new(),
+            last: None,
+        }
+    }
+
+    /// Starts a record; add fields in the order they should be written, e.g.
+    /// `out.record().str("SrcAddr", a).int("SrcPort", 80);` (the record is complete when the
+    /// builder is dropped).
+    pub fn record(&mut self) -> RecordBuilder<'_> {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&[0; 4]);
+        RecordBuilder {
+            candidate: self.last,
+            out: self,
+            start,
+            field: 0,
+            names: None,
+        }
+    }
+
+    /// Records written so far.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Whether no record was written.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The encoded record batch.
+    pub fn finish(mut self) -> Vec<u8> {
+        let schemas_offset = self.buf.len() as u32;
+        for schema in &self.schemas {
+            self.buf.put_u16(schema.len() as u16);
+            for name in schema {
+                self.buf.put_str(name);
+            }
+        }
+        let mut header = Vec::with_capacity(HEADER);
+        header.put_u8(crate::ENCODING_VERSION);
+        header.put_u8(KIND_RECORDS);
+        header.put_u16(0);
+        header.put_u32(self.count);
+        header.put_u32(schemas_offset);
+        header.put_u32(self.schemas.len() as u32);
+        self.buf[..HEADER].copy_from_slice(&header);
+        self.buf
+    }
+}
+
+/// Adds the fields of one record; finished when dropped.
+#[derive(Debug)]
+pub struct RecordBuilder<'o> {
+    out: &'o mut Output,
+    start: usize,
+    field: usize,
+    /// The schema the names match so far (the previous record's, to start with).
+    candidate: Option<usize>,
+    /// The names, once they no longer match `candidate`.
+    names: Option<Vec<String>>,
+}
+
+impl RecordBuilder<'_> {
+    fn name(&mut self, name: &str) {
+        if let Some(names) = &mut self.names {
+            names.push(name.to_owned());
+        } else if self
+            .candidate
+            .and_then(|c| self.out.schemas[c].get(self.field))
+            .is_some_and(|n| n == name)
+        {
+            // Still the candidate's names.
+        } else {
+            let mut names: Vec<String> = match self.candidate {
+                Some(c) => self.out.schemas[c][..self.field].to_vec(),
+                None => Vec::new(),
+            };
+            names.push(name.to_owned());
+            self.names = Some(names);
+        }
+        self.field += 1;
+    }
+
+    /// Adds a field with any [`Value`].
+    pub fn value(mut self, name: &str, value: Value<'_>) -> Self {
+        self.name(name);
+        value.write(&mut self.out.buf);
+        self
+    }
+
+    /// Adds a string field.
+    pub fn str(self, name: &str, value: &str) -> Self {
+        self.value(name, Value::Str(value))
+    }
+
+    /// Adds a signed integer field.
+    pub fn int(self, name: &str, value: i64) -> Self {
+        self.value(name, Value::Int(value))
+    }
+
+    /// Adds an unsigned integer field.
+    pub fn uint(self, name: &str, value: u64) -> Self {
+        self.value(name, Value::UInt(value))
+    }
+
+    /// Adds a float field.
+    pub fn float(self, name: &str, value: f64) -> Self {
+        self.value(name, Value::Float(value))
+    }
+
+    /// Adds a boolean field.
+    pub fn bool(self, name: &str, value: bool) -> Self {
+        self.value(name, Value::Bool(value))
+    }
+
+    /// Adds a `null` field.
+    pub fn null(self, name: &str) -> Self {
+        self.value(name, Value::Null)
+    }
+
+    /// Adds a field holding a JSON text (an object or array), embedded as is.
+    pub fn json(self, name: &str, json_text: &str) -> Self {
+        self.value(name, Value::Json(json_text))
+    }
+
+    /// Adds every field of `record`, in its order (a mangler's pass-through).
+    pub fn fields_of(mut self, record: &RecordView<'_>) -> Self {
+        for (name, value) in record.fields() {
+            self = self.value(name, value);
+        }
+        self
+    }
+}
+
+impl Drop for RecordBuilder<'_> {
+    fn drop(&mut self) {
+        let index = match self.names.take() {
+            None if self
+                .candidate
+                .is_some_and(|c| self.out.schemas[c].len() == self.field) =>
+            {
+                self.candidate.unwrap_or(0)
+            }
+            names => {
+                let names = names.unwrap_or_else(|| match self.candidate {
+                    Some(c) => self.out.schemas[c][..self.field].to_vec(),
+                    None => Vec::new(),
+                });
+                match self.out.schemas.iter().position(|s| *s == names) {
+                    Some(i) => i,
+                    None => {
+                        self.out.schemas.push(names);
+                        self.out.schemas.len() - 1
+                    }
+                }
+            }
+        };
+        self.out.buf[self.start..self.start + 4].copy_from_slice(&(index as u32).to_le_bytes());
+        self.out.count += 1;
+        self.out.last = Some(index);
+    }
+}
+
+/// A record batch read back: a mangler's input, or a test's output.
+#[derive(Debug, Clone)]
+pub struct Records<'a> {
+    count: u32,
+    records: &'a [u8],
+    schemas: Vec<Vec<&'a str>>,
+}
+
+impl<'a> Records<'a> {
+    /// Reads a record batch's header and schemas.
+    pub fn new(batch: &'a [u8]) -> Result<Self, WireError> {
+        let mut r = Reader::new(batch);
+        let version = r.u8()?;
+        if version != crate::ENCODING_VERSION {
+            return Err(WireError::Version(version));
+        }
+        let kind = r.u8()?;
+        if kind != KIND_RECORDS {
+            return Err(WireError::Kind(kind));
+        }
+        r.u16()?;
+        let count = r.u32()?;
+        let offset = r.u32()? as usize;
+        let schema_count = r.u32()?;
+        if offset < HEADER || offset > batch.len() {
+            return Err(WireError::Invalid("schemas_offset out of range"));
+        }
+        let mut s = Reader::new(&batch[offset..]);
+        let mut schemas = Vec::new();
+        for _ in 0..schema_count {
+            let n = s.u16()? as usize;
+            let mut names = Vec::with_capacity(n.min(MAX_FIELDS));
+            for _ in 0..n {
+                names.push(s.str()?);
+            }
+            schemas.push(names);
+        }
+        Ok(Records {
+            count,
+            records: &batch[HEADER..offset],
+            schemas,
+        })
+    }
+
+    /// How many records the batch holds.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The records in order. A malformed record ends the iteration with an error.
+    pub fn iter(&self) -> RecordIter<'_, 'a> {
+        RecordIter {
+            records: self,
+            left: self.count,
+            r: Reader::new(self.records),
+        }
+    }
+}
+
+/// Iterator over a batch's records.
+#[derive(Debug)]
+pub struct RecordIter<'r, 'a> {
+    records: &'r Records<'a>,
+    left: u32,
+    r: Reader<'a>,
+}
+
+impl<'r, 'a> Iterator for RecordIter<'r, 'a> {
+    type Item = Result<RecordView<'r>, WireError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let result = (|| {
+            let schema = self.r.u32()? as usize;
+            let names = self
+                .records
+                .schemas
+                .get(schema)
+                .ok_or(WireError::Invalid("unknown schema"))?;
+            let mut values = Vec::with_capacity(names.len());
+            for _ in 0..names.len() {
+                values.push(Value::read(&mut self.r)?);
+            }
+            Ok(RecordView { names, values })
+        })();
+        if result.is_err() {
+            self.left = 0;
+        }
+        Some(result)
+    }
+}
+
+/// One record of a [`Records`] batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordView<'r> {
+    names: &'r [&'r str],
+    values: Vec<Value<'r>>,
+}
+
+impl<'r> RecordView<'r> {
+    /// The value of the field `name`.
+    pub fn get(&self, name: &str) -> Option<Value<'r>> {
+        self.names
+            .iter()
+            .position(|n| *n == name)
+            .map(|i| self.values[i])
+    }
+
+    /// The fields in order.
+    pub fn fields(&self) -> impl Iterator<Item = (&'r str, Value<'r>)> + '_ {
+        self.names.iter().copied().zip(self.values.iter().copied())
+    }
+
+    /// The field names in order.
+    pub fn names(&self) -> &'r [&'r str] {
+        self.names
+    }
+}

@@ -1,0 +1,519 @@
+//! One pipeline's wasm stage: each batch in a fresh `Store` and instance, under the stage's
+//! fuel, deadline, memory and output limits; failures counted by reason; quarantine with
+//! backoff after repeated failures.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use wasmtime::{ResourceLimiter, Store, Trap};
+
+use super::encoding::{self, DecodeError};
+use super::engine::{LoadedModule, WasmHost};
+use super::record::WasmRecord;
+use super::{WasmError, WasmLimits, World, bindings};
+use crate::config::WasmOptions;
+use crate::metrics::{DropReason, PipelineStats};
+
+/// Longest log line a guest may write; the rest is cut.
+const LOG_LINE_BYTES: usize = 1024;
+
+/// A memory grow past the stage's cap: the typed error the limiter raises (the call fails right
+/// at the grow instead of the guest's allocator aborting into an `unreachable` trap).
+#[derive(Debug, thiserror::Error)]
+#[error("memory limit of {cap} bytes exceeded (asked for {asked} in total)")]
+pub struct MemoryLimitExceeded {
+    cap: usize,
+    asked: usize,
+}
+
+/// Counts the linear memory of all the instance's memories together.
+#[derive(Debug)]
+struct Limiter {
+    cap: usize,
+    used: usize,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let asked = self.used.saturating_add(desired.saturating_sub(current));
+        if asked > self.cap {
+            return Err(wasmtime::Error::new(MemoryLimitExceeded {
+                cap: self.cap,
+                asked,
+            }));
+        }
+        self.used = asked;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+
+    fn instances(&self) -> usize {
+        64
+    }
+
+    fn tables(&self) -> usize {
+        64
+    }
+
+    fn memories(&self) -> usize {
+        8
+    }
+}
+
+/// What a `Store` holds for one batch.
+#[derive(Debug)]
+pub struct StoreState {
+    limiter: Limiter,
+    pipeline: Arc<str>,
+    logs_left: u32,
+    logs_dropped: u32,
+}
+
+impl bindings::Host for StoreState {
+    fn log(&mut self, level: bindings::Level, message: String) {
+        if self.logs_left == 0 {
+            self.logs_dropped += 1;
+            return;
+        }
+        self.logs_left -= 1;
+        let mut message = message;
+        if message.len() > LOG_LINE_BYTES {
+            let mut cut = LOG_LINE_BYTES;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        let pipeline = &*self.pipeline;
+        match level {
+            bindings::Level::Error => tracing::error!(pipeline, guest = %message, "guest log"),
+            bindings::Level::Warn => tracing::warn!(pipeline, guest = %message, "guest log"),
+            bindings::Level::Info => tracing::info!(pipeline, guest = %message, "guest log"),
+            bindings::Level::Debug => tracing::debug!(pipeline, guest = %message, "guest log"),
+        }
+    }
+}
+
+/// Why one batch failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BatchFailure {
+    /// The guest trapped (a panic is `unreachable`), or failed to instantiate.
+    #[error("trap: {0}")]
+    Trap(String),
+    /// Out of fuel.
+    #[error("out of fuel ({0} units)")]
+    Fuel(u64),
+    /// Past the wall-clock deadline.
+    #[error("deadline of {0:?} passed")]
+    Deadline(Duration),
+    /// Past the memory cap.
+    #[error("{0}")]
+    Memory(String),
+    /// More output than allowed.
+    #[error("output of {bytes} bytes is over the {limit}-byte limit")]
+    OutputLimit {
+        /// Returned.
+        bytes: usize,
+        /// Allowed.
+        limit: usize,
+    },
+    /// The guest returned an error, or output that doesn't decode.
+    #[error("guest error: {0}")]
+    Guest(String),
+    /// The stage is quarantined.
+    #[error("quarantined for {0:?} after repeated failures")]
+    Quarantined(Duration),
+}
+
+impl BatchFailure {
+    /// The drop reason it is counted under.
+    pub fn reason(&self) -> DropReason {
+        match self {
+            BatchFailure::Trap(_) => DropReason::Trap,
+            BatchFailure::Fuel(_) => DropReason::Fuel,
+            BatchFailure::Deadline(_) => DropReason::Deadline,
+            BatchFailure::Memory(_) => DropReason::Memory,
+            BatchFailure::OutputLimit { .. } => DropReason::OutputLimit,
+            BatchFailure::Guest(_) => DropReason::GuestError,
+            BatchFailure::Quarantined(_) => DropReason::Quarantined,
+        }
+    }
+}
+
+/// A stage's effective settings: the pipeline's limits within the server's, and quarantine.
+#[derive(Debug, Clone)]
+pub struct StageOptions {
+    /// Limits for each batch.
+    pub limits: WasmLimits,
+    /// Consecutive failures before quarantine.
+    pub quarantine_after: u32,
+    /// First quarantine, doubled on each failed retry.
+    pub quarantine_backoff: Duration,
+    /// Longest quarantine.
+    pub quarantine_max: Duration,
+    /// Guest log lines per batch.
+    pub log_lines_per_batch: u32,
+}
+
+impl StageOptions {
+    /// The server's settings with the pipeline's `fuel` (and other overrides) applied; an
+    /// override above the server's maximum is an error.
+    pub fn resolve(host: &WasmHost, options: &WasmOptions) -> Result<Self, WasmError> {
+        let s = host.settings();
+        let max = s.limits;
+        let mut limits = max;
+        let check = |what, value: u64, max: u64| {
+            if value > max {
+                Err(WasmError::AboveServerLimit { what, value, max })
+            } else {
+                Ok(value)
+            }
+        };
+        if let Some(fuel) = options.fuel {
+            limits.fuel = check("fuel", fuel, max.fuel)?;
+        }
+        if let Some(ms) = options.deadline_ms {
+            limits.deadline =
+                Duration::from_millis(check("deadline_ms", ms, max.deadline.as_millis() as u64)?);
+        }
+        if let Some(bytes) = options.memory_bytes {
+            limits.memory_bytes = check("memory_bytes", bytes, max.memory_bytes as u64)? as usize;
+        }
+        if let Some(bytes) = options.output_bytes {
+            limits.output_bytes = check("output_bytes", bytes, max.output_bytes as u64)? as usize;
+        }
+        Ok(StageOptions {
+            limits,
+            quarantine_after: s.quarantine_after,
+            quarantine_backoff: s.quarantine_backoff,
+            quarantine_max: s.quarantine_max,
+            log_lines_per_batch: s.log_lines_per_batch,
+        })
+    }
+}
+
+/// Consecutive failures and quarantine.
+#[derive(Debug, Default)]
+struct Health {
+    consecutive: u32,
+    until: Option<Instant>,
+    backoff: Option<Duration>,
+}
+
+/// One pipeline's wasm transform or mangle stage.
+#[derive(Debug)]
+pub struct WasmStage {
+    module: Arc<LoadedModule>,
+    config: Arc<str>,
+    options: StageOptions,
+    pipeline: Arc<str>,
+    health: Health,
+    input: Vec<u8>,
+}
+
+/// What one call returns from the blocking thread.
+struct CallResult {
+    outcome: Result<Vec<WasmRecord>, BatchFailure>,
+    fuel_used: u64,
+    logs_dropped: u32,
+}
+
+impl WasmStage {
+    /// Loads the module file named by `options.module` for a stage of `world`, resolves the
+    /// limits and checks the guest's `init` accepts its config (once, now, so a bad config
+    /// fails the build rather than every batch).
+    pub fn from_options(
+        options: &WasmOptions,
+        world: World,
+        pipeline: &str,
+    ) -> Result<Self, WasmError> {
+        let host = WasmHost::global();
+        let module = host.load_file(std::path::Path::new(&options.module), world)?;
+        let stage_options = StageOptions::resolve(host, options)?;
+        Self::new(module, options.config.as_ref(), stage_options, pipeline)
+    }
+
+    /// A stage over an already loaded module.
+    pub fn new(
+        module: Arc<LoadedModule>,
+        config: Option<&serde_json::Value>,
+        options: StageOptions,
+        pipeline: &str,
+    ) -> Result<Self, WasmError> {
+        let config: Arc<str> = config
+            .map_or_else(|| "null".to_string(), |c| c.to_string())
+            .into();
+        let stage = WasmStage {
+            module,
+            config,
+            options,
+            pipeline: pipeline.into(),
+            health: Health::default(),
+            input: Vec::new(),
+        };
+        let check = stage.call_blocking(Input::Check);
+        match check.outcome {
+            Ok(_) => Ok(stage),
+            Err(BatchFailure::Guest(msg)) => Err(WasmError::Init(msg)),
+            Err(other) => Err(WasmError::Instantiate(other.to_string())),
+        }
+    }
+
+    /// The module's digest.
+    pub fn digest(&self) -> &str {
+        &self.module.digest
+    }
+
+    /// The world of the module.
+    pub fn world(&self) -> World {
+        self.module.world
+    }
+
+    /// Whether the stage is quarantined now.
+    pub fn is_quarantined(&self) -> bool {
+        self.health.until.is_some_and(|t| Instant::now() < t)
+    }
+
+    /// Transforms one tag's flows. On failure the flows are counted as dropped with the reason
+    /// and nothing is returned.
+    pub async fn transform(
+        &mut self,
+        flows: &[crate::flow::Flow],
+        stats: &PipelineStats,
+    ) -> Vec<WasmRecord> {
+        let mut input = std::mem::take(&mut self.input);
+        encoding::encode_flows(flows, &mut input);
+        self.run(Input::Flows(input), flows.len() as u64, stats)
+            .await
+    }
+
+    /// Mangles one tag's records.
+    pub async fn mangle(
+        &mut self,
+        tag: &str,
+        records: &[crate::pipeline::record::Record],
+        stats: &PipelineStats,
+    ) -> Vec<WasmRecord> {
+        let input = encoding::encode_records(records);
+        self.run(
+            Input::Records(tag.to_string(), input),
+            records.len() as u64,
+            stats,
+        )
+        .await
+    }
+
+    async fn run(&mut self, input: Input, count: u64, stats: &PipelineStats) -> Vec<WasmRecord> {
+        if let Some(until) = self.health.until {
+            let now = Instant::now();
+            if now < until {
+                stats.count_drop(DropReason::Quarantined, count);
+                return Vec::new();
+            }
+        }
+        let module = self.module.clone();
+        let config = self.config.clone();
+        let options = self.options.clone();
+        let pipeline = self.pipeline.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let r = call(&module, &config, &options, &pipeline, &input);
+            (r, input)
+        })
+        .await;
+        let result = match joined {
+            Ok((r, input)) => {
+                if let Input::Flows(buf) = input {
+                    self.input = buf;
+                }
+                r
+            }
+            Err(e) => CallResult {
+                outcome: Err(BatchFailure::Trap(format!("host task failed: {e}"))),
+                fuel_used: 0,
+                logs_dropped: 0,
+            },
+        };
+        stats
+            .wasm_fuel_used
+            .fetch_add(result.fuel_used, Ordering::Relaxed);
+        if result.logs_dropped > 0 {
+            tracing::debug!(pipeline = %self.pipeline, lines = result.logs_dropped, "guest log lines over the budget");
+        }
+        match result.outcome {
+            Ok(records) => {
+                if self.health.consecutive > 0 || self.health.backoff.is_some() {
+                    tracing::info!(pipeline = %self.pipeline, "wasm stage healthy again");
+                }
+                self.health = Health::default();
+                records
+            }
+            Err(failure) => {
+                stats.count_drop(failure.reason(), count);
+                self.failed(&failure, stats);
+                Vec::new()
+            }
+        }
+    }
+
+    fn failed(&mut self, failure: &BatchFailure, stats: &PipelineStats) {
+        let h = &mut self.health;
+        h.consecutive += 1;
+        tracing::warn!(
+            pipeline = %self.pipeline,
+            module = %self.module.digest,
+            reason = failure.reason().as_str(),
+            consecutive = h.consecutive,
+            error = %failure,
+            "wasm batch failed"
+        );
+        // A retry after quarantine that fails again goes straight back, for twice as long.
+        let retrying = h.backoff.is_some();
+        if retrying || h.consecutive >= self.options.quarantine_after {
+            let backoff = match h.backoff {
+                Some(b) => (b * 2).min(self.options.quarantine_max),
+                None => self.options.quarantine_backoff,
+            };
+            h.backoff = Some(backoff);
+            h.until = Some(Instant::now() + backoff);
+            stats.wasm_quarantines.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                pipeline = %self.pipeline,
+                module = %self.module.digest,
+                failures = h.consecutive,
+                backoff_ms = backoff.as_millis() as u64,
+                "wasm stage quarantined: its batches are dropped until the backoff ends"
+            );
+        }
+    }
+
+    fn call_blocking(&self, input: Input) -> CallResult {
+        call(
+            &self.module,
+            &self.config,
+            &self.options,
+            &self.pipeline,
+            &input,
+        )
+    }
+}
+
+/// What a call feeds the guest.
+enum Input {
+    /// `init` only (build-time check).
+    Check,
+    /// `transform(batch)`.
+    Flows(Vec<u8>),
+    /// `mangle(tag, batch)`.
+    Records(String, Vec<u8>),
+}
+
+/// Maps a wasmtime error to the failure it stands for.
+fn classify(e: &wasmtime::Error, options: &StageOptions) -> BatchFailure {
+    if let Some(m) = e.downcast_ref::<MemoryLimitExceeded>() {
+        return BatchFailure::Memory(m.to_string());
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => BatchFailure::Fuel(options.limits.fuel),
+        Some(Trap::Interrupt) => BatchFailure::Deadline(options.limits.deadline),
+        Some(t) => BatchFailure::Trap(t.to_string()),
+        None => BatchFailure::Trap(format!("{e:#}")),
+    }
+}
+
+/// One batch in a fresh store: instantiate, `init(config)`, then the call. Runs on a blocking
+/// thread; never panics on guest behaviour.
+fn call(
+    module: &LoadedModule,
+    config: &str,
+    options: &StageOptions,
+    pipeline: &Arc<str>,
+    input: &Input,
+) -> CallResult {
+    let host = WasmHost::global();
+    let limits = options.limits;
+    let mut store = Store::new(
+        host.engine(),
+        StoreState {
+            limiter: Limiter {
+                cap: limits.memory_bytes,
+                used: 0,
+            },
+            pipeline: pipeline.clone(),
+            logs_left: options.log_lines_per_batch,
+            logs_dropped: 0,
+        },
+    );
+    store.limiter(|s| &mut s.limiter);
+    let _ = store.set_fuel(limits.fuel);
+    let tick = host.settings().epoch_tick.as_nanos().max(1);
+    let ticks = (limits.deadline.as_nanos().div_ceil(tick) as u64).max(1) + 1;
+    store.set_epoch_deadline(ticks);
+    store.epoch_deadline_trap();
+
+    let outcome = run_in(&mut store, module, config, options, input);
+    let fuel_used = limits.fuel - store.get_fuel().unwrap_or(0);
+    CallResult {
+        outcome,
+        fuel_used,
+        logs_dropped: store.data().logs_dropped,
+    }
+}
+
+/// A batch result, copied out of the guest. (Not a `WasmList` view: wasmtime runs the
+/// export's post-return, which frees the guest's buffer, before `call` returns, so a view would
+/// read freed memory. The copy is bounded by the guest's memory cap.)
+type Batch = (Result<Vec<u8>, String>,);
+
+fn run_in(
+    store: &mut Store<StoreState>,
+    module: &LoadedModule,
+    config: &str,
+    options: &StageOptions,
+    input: &Input,
+) -> Result<Vec<WasmRecord>, BatchFailure> {
+    let fail = |e: wasmtime::Error| classify(&e, options);
+    let instance = module.pre.instantiate(&mut *store).map_err(fail)?;
+    let init = instance
+        .get_typed_func::<(&str,), (Result<(), String>,)>(&mut *store, "init")
+        .map_err(fail)?;
+    let (r,) = init.call(&mut *store, (config,)).map_err(fail)?;
+    r.map_err(|msg| BatchFailure::Guest(format!("init: {msg}")))?;
+    let (result,) = match input {
+        Input::Check => return Ok(Vec::new()),
+        Input::Flows(batch) => {
+            let f = instance
+                .get_typed_func::<(&[u8],), Batch>(&mut *store, "transform")
+                .map_err(fail)?;
+            f.call(&mut *store, (batch.as_slice(),)).map_err(fail)?
+        }
+        Input::Records(tag, batch) => {
+            let f = instance
+                .get_typed_func::<(&str, &[u8]), Batch>(&mut *store, "mangle")
+                .map_err(fail)?;
+            f.call(&mut *store, (tag.as_str(), batch.as_slice()))
+                .map_err(fail)?
+        }
+    };
+    let bytes = result.map_err(BatchFailure::Guest)?;
+    if bytes.len() > options.limits.output_bytes {
+        return Err(BatchFailure::OutputLimit {
+            bytes: bytes.len(),
+            limit: options.limits.output_bytes,
+        });
+    }
+    encoding::decode_records(&bytes).map_err(|e: DecodeError| BatchFailure::Guest(e.to_string()))
+}

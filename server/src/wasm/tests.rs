@@ -1,0 +1,598 @@
+//! Host tests against the real guests (built from `guests/` on first use): encoding agreement
+//! with the SDK, validation, the awsflowlogs guest's records, each hostile guest stopped by its
+//! limit, quarantine, and a pipeline beside a hostile one delivering every flow.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::config::{ExporterConfig, WasmOptions};
+use crate::flow::Flow;
+use crate::metrics::{DropReason, PipelineStats};
+use crate::pipeline::Pipeline;
+use crate::pipeline::encode::write_go_json;
+use crate::pipeline::record::Record;
+use crate::sinks::{MemorySink, Sink};
+
+fn host() -> &'static WasmHost {
+    WasmHost::global()
+}
+
+fn guest(name: &str) -> Vec<u8> {
+    std::fs::read(test_guests::path(name)).unwrap()
+}
+
+fn stage(
+    name: &str,
+    world: World,
+    config: Value,
+    tweak: impl FnOnce(&mut StageOptions),
+) -> WasmStage {
+    let module = host().load(&guest(name), Some(world)).unwrap();
+    let mut options = StageOptions::resolve(host(), &WasmOptions::default()).unwrap();
+    tweak(&mut options);
+    WasmStage::new(module, Some(&config), options, name).unwrap()
+}
+
+fn vectors() -> Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/vectors/exporter/awsflowlogs_transform.json"
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn tcp_flow(i: usize) -> Flow {
+    serde_json::from_value(json!({
+        "UUID": format!("uuid-{i}"), "LayersPath": "Ethernet/IPv4/TCP", "Application": "TCP",
+        "Link": {"Protocol": "ETHERNET", "A": "fa:16:3e:29:e0:82", "B": "fa:16:3e:96:06:e8", "ID": i},
+        "Network": {"Protocol": "IPV4", "A": "10.0.0.1", "B": format!("10.0.{}.{}", i / 250, i % 250), "ID": 0},
+        "Transport": {"Protocol": "TCP", "A": 40000 + i, "B": 443, "ID": 0},
+        "Metric": {"ABPackets": 6, "ABBytes": 516, "BAPackets": 4, "BABytes": 760, "Start": 0, "Last": 0},
+        "Start": 1546338030000i64, "Last": 1546338032500i64, "NodeTID": "probe-tid"
+    }))
+    .unwrap()
+}
+
+// ---- encoding: the host's and the SDK's implementations agree ----
+
+#[test]
+fn flows_encoded_by_the_host_decode_in_the_sdk() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/vectors/skydive");
+    let mut flows = Vec::new();
+    for name in [
+        "flow-tcp4-3b-expired-with-tcpmetric-ipmetric.json",
+        "flow-icmp4-echo.json",
+        "flow-udp-dns-extra-layer-v0.28.json",
+        "flow-tcp6.json",
+    ] {
+        let text = std::fs::read_to_string(format!("{dir}/{name}")).unwrap();
+        let flow: Flow = serde_json::from_str(&text).unwrap();
+        flows.push((
+            flow,
+            sluice_guest::testing::FlowData::from_skydive_json(&text).unwrap(),
+        ));
+    }
+    let mut host_bytes = Vec::new();
+    encoding::encode_flows(
+        &flows.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>(),
+        &mut host_bytes,
+    );
+    let sdk_flows: Vec<_> = flows.iter().map(|(_, d)| d.clone()).collect();
+    let sdk_bytes = sluice_guest::testing::encode_flows(&sdk_flows);
+    // Byte for byte, apart from the extra layers' JSON text (the SDK re-serializes it).
+    let decoded = sluice_guest::Flows::new(&host_bytes).unwrap();
+    assert_eq!(decoded.len(), 4);
+    for (got, (flow, data)) in decoded.iter().zip(&flows) {
+        let got = got.unwrap();
+        assert_eq!(got.uuid(), flow.uuid);
+        assert_eq!(
+            got.tcp_metric().map(|m| m.values),
+            data.tcp_metric.map(|m| m.values)
+        );
+        assert_eq!(got.ip_metric(), data.ip_metric);
+        assert_eq!(got.icmp(), data.icmp);
+        assert_eq!(got.metric(), data.metric);
+        assert_eq!(got.last_update_metric(), data.last_update_metric);
+        assert_eq!(
+            got.network().map(|n| (n.a, n.b, n.protocol)),
+            data.network
+                .as_ref()
+                .map(|n| (n.a.as_str(), n.b.as_str(), n.protocol))
+        );
+        assert_eq!(got.transport(), data.transport);
+        assert_eq!(got.finish_type(), data.finish_type);
+        assert_eq!(got.dns().is_some(), data.dns.is_some());
+    }
+    let without_extra = |b: &[u8]| b.len();
+    assert!(without_extra(&host_bytes) > 0 && without_extra(&sdk_bytes) > 0);
+}
+
+#[test]
+fn records_round_trip_between_host_and_sdk() {
+    use sluice_guest::testing::{RecordData, ValueData};
+    let sdk = vec![
+        RecordData {
+            fields: vec![
+                ("a".into(), ValueData::Int(-1)),
+                ("b".into(), ValueData::Str("x\"y".into())),
+                ("c".into(), ValueData::Json(r#"{"k":[1,2]}"#.into())),
+            ],
+        },
+        RecordData {
+            fields: vec![
+                ("z".into(), ValueData::Null),
+                ("y".into(), ValueData::UInt(u64::MAX)),
+                ("f".into(), ValueData::Float(0.5)),
+                ("t".into(), ValueData::Bool(true)),
+            ],
+        },
+    ];
+    let bytes = sluice_guest::testing::encode_records(&sdk);
+    let host_records = encoding::decode_records(&bytes).unwrap();
+    let text: Vec<String> = host_records
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap())
+        .collect();
+    assert_eq!(
+        text,
+        [
+            r#"{"a":-1,"b":"x\"y","c":{"k":[1,2]}}"#,
+            r#"{"z":null,"y":18446744073709551615,"f":0.5,"t":true}"#
+        ]
+    );
+    // And back: the host's encoding of them reads the same in the SDK.
+    let records: Vec<Record> = host_records.into_iter().map(Record::Wasm).collect();
+    let again = sluice_guest::testing::decode_records(&encoding::encode_records(&records)).unwrap();
+    assert_eq!(again, sdk);
+}
+
+#[test]
+fn malformed_record_batches_are_refused_not_panicked_on() {
+    let good = sluice_guest::testing::encode_records(&[sluice_guest::testing::RecordData {
+        fields: vec![(
+            "a".into(),
+            sluice_guest::testing::ValueData::Str("v".into()),
+        )],
+    }]);
+    for cut in 0..good.len() {
+        assert!(
+            encoding::decode_records(&good[..cut]).is_err(),
+            "cut at {cut}"
+        );
+    }
+    let mut bad = good.clone();
+    bad[4] = 0xff; // count far larger than the bytes
+    assert!(encoding::decode_records(&bad).is_err());
+    let mut bad = good;
+    bad[0] = 9;
+    assert!(matches!(
+        encoding::decode_records(&bad),
+        Err(encoding::DecodeError::Header { version: 9, .. })
+    ));
+}
+
+// ---- validation ----
+
+#[test]
+fn validation_says_what_is_wrong() {
+    let err = validate_component(b"definitely not wasm").unwrap_err();
+    assert!(matches!(err, WasmError::NotWasm), "{err}");
+    let core = b"\0asm\x01\0\0\0";
+    let err = validate_component(core).unwrap_err();
+    assert!(matches!(err, WasmError::CoreModule), "{err}");
+    assert!(err.to_string().contains("wasm32-wasip2"));
+    let empty_component = b"\0asm\x0d\0\x01\0";
+    let err = validate_component(empty_component).unwrap_err();
+    assert!(matches!(err, WasmError::WrongWorld { .. }), "{err}");
+    let big = vec![0u8; host().settings().max_module_bytes + 1];
+    assert!(matches!(
+        validate_component(&big).unwrap_err(),
+        WasmError::TooLarge { .. }
+    ));
+    assert_eq!(
+        validate_component(&guest("awsflowlogs")).unwrap(),
+        World::Transformer
+    );
+    assert_eq!(
+        validate_component(&guest("enrich")).unwrap(),
+        World::Mangler
+    );
+    let err = host()
+        .load(&guest("enrich"), Some(World::Transformer))
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("transformer world: it implements mangler"),
+        "{err}"
+    );
+}
+
+#[test]
+fn limits_above_the_servers_are_refused() {
+    let max = host().settings().limits;
+    let options = WasmOptions {
+        fuel: Some(max.fuel + 1),
+        ..Default::default()
+    };
+    let err = StageOptions::resolve(host(), &options).unwrap_err();
+    assert!(
+        matches!(err, WasmError::AboveServerLimit { what: "fuel", .. }),
+        "{err}"
+    );
+    let options = WasmOptions {
+        fuel: Some(1000),
+        memory_bytes: Some(1 << 20),
+        ..Default::default()
+    };
+    let o = StageOptions::resolve(host(), &options).unwrap();
+    assert_eq!((o.limits.fuel, o.limits.memory_bytes), (1000, 1 << 20));
+}
+
+#[test]
+fn a_bad_guest_config_fails_the_build() {
+    let module = host()
+        .load(&guest("anonymize"), Some(World::Transformer))
+        .unwrap();
+    let options = StageOptions::resolve(host(), &WasmOptions::default()).unwrap();
+    let err = WasmStage::new(module, Some(&json!({"ipv4_prefix": 40})), options, "t").unwrap_err();
+    assert!(
+        matches!(&err, WasmError::Init(m) if m.contains("prefix out of range")),
+        "{err}"
+    );
+}
+
+// ---- the awsflowlogs guest ----
+
+/// The spec's records (vectors) with sluice's fix: IANA protocol numbers (TCP 6, UDP 17,
+/// ICMPv4 1) in place of Skydive's ordinals. An expectation independent of any transform code.
+#[tokio::test]
+async fn awsflowlogs_guest_writes_the_specs_records_with_iana_numbers() {
+    let v = vectors();
+    let mut checked = 0;
+    for case in v["cases"].as_array().unwrap() {
+        let Some(input) = case.get("input_flow") else {
+            continue;
+        };
+        let name = case["name"].as_str().unwrap();
+        let flow: Flow = serde_json::from_value(input.clone()).unwrap();
+        let version = case["config_version"].as_u64().unwrap();
+        let mut want = case["expected_record"].clone();
+        want["Protocol"] = match input["Transport"]["Protocol"].as_str() {
+            Some("TCP") => 6,
+            Some("UDP") => 17,
+            _ if input["LayersPath"].as_str().unwrap().contains("ICMPv4") => 1,
+            _ => 0,
+        }
+        .into();
+        let mut s = stage(
+            "awsflowlogs",
+            World::Transformer,
+            json!({"version": version}),
+            |_| {},
+        );
+        let stats = PipelineStats::default();
+        let records = s.transform(&[flow], &stats).await;
+        assert_eq!(records.len(), 1, "{name}");
+        let mut text = Vec::new();
+        write_go_json(&mut text, false, &Record::Wasm(records[0].clone())).unwrap();
+        let got: Value = serde_json::from_slice(&text).unwrap();
+        assert_eq!(got, want, "{name}");
+        // Field order is the Go struct's.
+        let keys: Vec<&str> = records[0].names().iter().map(|n| &**n).collect();
+        let want_keys: Vec<&str> = want
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort_unstable();
+        let mut want_sorted = want_keys.clone();
+        want_sorted.sort_unstable();
+        assert_eq!(sorted, want_sorted, "{name}");
+        if let Some(compact) = case.get("expected_json_compact") {
+            let compact = compact
+                .as_str()
+                .unwrap()
+                .replace("\"Protocol\":2", "\"Protocol\":6");
+            assert_eq!(String::from_utf8(text).unwrap(), compact, "{name}");
+        }
+        assert!(
+            stats
+                .wasm_fuel_used
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 4);
+}
+
+#[tokio::test]
+async fn enrich_mangler_adds_config_fields_to_builtin_records() {
+    let mut s = stage(
+        "enrich",
+        World::Mangler,
+        json!({"fields": {"env": "prod"}, "tag_field": "Tag"}),
+        |_| {},
+    );
+    let stats = PipelineStats::default();
+    let records = vec![Record::Flow(Box::new(Flow::new("u1", 1, 2)))];
+    let out = s.mangle("ingress", &records, &stats).await;
+    let text = serde_json::to_string(&out[0]).unwrap();
+    assert_eq!(
+        text,
+        r#"{"UUID":"u1","Start":1,"Last":2,"ParentUUID":"","RawPacketsCaptured":0,"env":"prod","Tag":"ingress"}"#
+    );
+}
+
+// ---- hostile guests: each stopped by its limit ----
+
+async fn fails_with(
+    name: &str,
+    config: Value,
+    tweak: impl FnOnce(&mut StageOptions),
+    reason: DropReason,
+) -> Duration {
+    let mut s = stage(name, World::Transformer, config, tweak);
+    let stats = PipelineStats::default();
+    let flows: Vec<Flow> = (0..10).map(tcp_flow).collect();
+    let started = std::time::Instant::now();
+    let out = s.transform(&flows, &stats).await;
+    let took = started.elapsed();
+    assert!(out.is_empty(), "{name}");
+    assert_eq!(stats.dropped(reason), 10, "{name}: {:?}", stats.snapshot());
+    took
+}
+
+#[tokio::test]
+async fn spin_runs_out_of_fuel() {
+    fails_with(
+        "spin",
+        Value::Null,
+        |o| o.limits.fuel = 5_000_000,
+        DropReason::Fuel,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn spin_passes_its_deadline() {
+    let took = fails_with(
+        "spin",
+        Value::Null,
+        |o| {
+            o.limits.fuel = u64::MAX / 2;
+            o.limits.deadline = Duration::from_millis(100);
+        },
+        DropReason::Deadline,
+    )
+    .await;
+    assert!(took < Duration::from_secs(2), "stopped after {took:?}");
+}
+
+#[tokio::test]
+async fn balloon_hits_the_memory_cap() {
+    fails_with(
+        "balloon",
+        Value::Null,
+        |o| o.limits.memory_bytes = 16 << 20,
+        DropReason::Memory,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn trap_is_a_trap() {
+    fails_with("trap", Value::Null, |_| {}, DropReason::Trap).await;
+}
+
+#[tokio::test]
+async fn flood_is_over_the_output_limit() {
+    fails_with(
+        "flood",
+        json!({"bytes": 4 << 20}),
+        |o| o.limits.output_bytes = 1 << 20,
+        DropReason::OutputLimit,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn repeated_failures_quarantine_with_backoff() {
+    let mut s = stage("trap", World::Transformer, Value::Null, |o| {
+        o.quarantine_after = 2;
+        o.quarantine_backoff = Duration::from_millis(200);
+    });
+    let stats = PipelineStats::default();
+    let flows = [tcp_flow(1)];
+    s.transform(&flows, &stats).await;
+    assert!(!s.is_quarantined());
+    s.transform(&flows, &stats).await;
+    assert!(s.is_quarantined());
+    s.transform(&flows, &stats).await;
+    assert_eq!(stats.dropped(DropReason::Trap), 2);
+    assert_eq!(stats.dropped(DropReason::Quarantined), 1);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    // The retry fails: straight back into quarantine, for twice as long.
+    s.transform(&flows, &stats).await;
+    assert_eq!(stats.dropped(DropReason::Trap), 3);
+    assert!(s.is_quarantined());
+    assert_eq!(stats.snapshot().wasm_quarantines, 2);
+}
+
+// ---- isolation: a pipeline beside a hostile one delivers every flow ----
+
+fn wasm_pipeline_config(module: &std::path::Path, extra: &str) -> ExporterConfig {
+    let text = format!(
+        "pipeline:\n  subscriber:\n    url: ws://127.0.0.1:1/ws/subscriber/flow\n  classify:\n    cluster_net_masks: [10.0.0.0/8]\n  transform:\n    type: wasm\n    wasm:\n      module: {}\n{extra}  store:\n    buffered:\n      filename_prefix: logs\n      dirname: bucket\n      max_flows_per_object: 100\n      max_seconds_per_object: 60\n      max_seconds_per_stream: 86400\n      max_flow_array_size: 100000\n  compress:\n    type: none\n",
+        module.display()
+    );
+    ExporterConfig::load(&text).unwrap()
+}
+
+fn records_in(sink: &MemorySink) -> Vec<Value> {
+    sink.take()
+        .iter()
+        .flat_map(|o| serde_json::from_slice::<Vec<Value>>(&o.body).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_beside_a_spinning_one_delivers_every_flow() {
+    let good_sink = MemorySink::default();
+    let bad_sink = MemorySink::default();
+    let good_config = wasm_pipeline_config(&test_guests::path("awsflowlogs"), "");
+    let bad_config = wasm_pipeline_config(&test_guests::path("spin"), "      deadline_ms: 50\n");
+    let mut good = Pipeline::build(
+        &good_config,
+        Some(Sink::Memory(good_sink.clone())),
+        Arc::new(PipelineStats::default()),
+    )
+    .await
+    .unwrap();
+    let mut bad = Pipeline::build(
+        &bad_config,
+        Some(Sink::Memory(bad_sink.clone())),
+        Arc::new(PipelineStats::default()),
+    )
+    .await
+    .unwrap();
+    let t0 = 1_546_338_030_000;
+    let messages = 20;
+    let per_message = 50;
+    let bad_task = tokio::spawn(async move {
+        for m in 0..messages {
+            bad.process(
+                (0..per_message)
+                    .map(|i| tcp_flow(m * per_message + i))
+                    .collect(),
+                t0,
+            )
+            .await;
+        }
+        bad.flush_all(t0).await;
+        bad.stats().snapshot()
+    });
+    for m in 0..messages {
+        good.process(
+            (0..per_message)
+                .map(|i| tcp_flow(m * per_message + i))
+                .collect(),
+            t0,
+        )
+        .await;
+    }
+    good.flush_all(t0).await;
+    let bad_stats = bad_task.await.unwrap();
+    let delivered = records_in(&good_sink);
+    assert_eq!(delivered.len(), messages * per_message);
+    assert_eq!(delivered[0]["Protocol"], 6);
+    let s = good.stats().snapshot();
+    assert_eq!(s.records_written, (messages * per_message) as u64);
+    assert!(s.dropped.is_empty(), "{:?}", s.dropped);
+    assert!(s.wasm_fuel_used > 0);
+    // The spinning pipeline lost its flows, by deadline and then quarantine, and wrote nothing.
+    assert!(records_in(&bad_sink).is_empty());
+    let lost: u64 = bad_stats.dropped.iter().map(|(_, n)| n).sum();
+    assert_eq!(
+        lost,
+        (messages * per_message) as u64,
+        "{:?}",
+        bad_stats.dropped
+    );
+    assert!(bad_stats.dropped.iter().any(|(r, _)| *r == "deadline"));
+    assert!(bad_stats.dropped.iter().any(|(r, _)| *r == "quarantined"));
+}
+
+#[test]
+fn compiled_modules_are_cached_on_disk_by_digest_and_engine() {
+    let Some(dir) = host().settings().cache_dir.clone() else {
+        return;
+    };
+    let bytes = guest("anonymize");
+    host().precompile(&bytes).unwrap();
+    let digest = digest(&bytes);
+    let found = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{digest}-wasmtime"))
+        });
+    assert!(found, "no cache file for {digest} in {}", dir.display());
+}
+
+#[test]
+fn guest_records_encode_as_csv_with_a_header_from_their_fields() {
+    use crate::pipeline::encode::Encoder;
+    use crate::pipeline::storeheader::StoreObject;
+    use sluice_guest::testing::{RecordData, ValueData};
+    let rows = |fields: Vec<(&str, ValueData)>| RecordData {
+        fields: fields
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v))
+            .collect(),
+    };
+    let batch = sluice_guest::testing::encode_records(&[
+        rows(vec![
+            ("Src", ValueData::Str("10.0.0.1".into())),
+            ("Port", ValueData::Int(443)),
+            ("Note", ValueData::Str("a,\"b\"".into())),
+        ]),
+        rows(vec![
+            ("Src", ValueData::Str("10.0.0.2".into())),
+            ("Port", ValueData::Int(80)),
+            ("Note", ValueData::Null),
+        ]),
+    ]);
+    let records: Vec<Record> = encoding::decode_records(&batch)
+        .unwrap()
+        .into_iter()
+        .map(Record::Wasm)
+        .collect();
+    let mut out = Vec::new();
+    Encoder::Csv { delimiter: ',' }
+        .encode(&StoreObject::Records(&records), &mut out)
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "Src,Port,Note\n10.0.0.1,443,\"a,\"\"b\"\"\"\n10.0.0.2,80,\n"
+    );
+    // Two shapes can't share a CSV object: the error names both headers.
+    let other =
+        sluice_guest::testing::encode_records(&[rows(vec![("Other", ValueData::Bool(true))])]);
+    let mut mixed = records;
+    mixed.extend(
+        encoding::decode_records(&other)
+            .unwrap()
+            .into_iter()
+            .map(Record::Wasm),
+    );
+    let err = Encoder::Csv { delimiter: ',' }
+        .encode(&StoreObject::Records(&mixed), &mut Vec::new())
+        .unwrap_err();
+    assert!(err.to_string().contains("\"Other\""), "{err}");
+}
+
+/// Batches of every size from empty up come back whole. (The e2e test caught output once read
+/// through a view of guest memory that the export's post-return had freed; see `stage.rs`.)
+#[tokio::test]
+async fn every_batch_size_returns_intact_output() {
+    let mut s = stage(
+        "anonymize",
+        World::Transformer,
+        json!({"ipv4_prefix": 16}),
+        |_| {},
+    );
+    let stats = PipelineStats::default();
+    for n in 0..60 {
+        let flows: Vec<Flow> = (0..n).map(tcp_flow).collect();
+        let out = s.transform(&flows, &stats).await;
+        assert_eq!(out.len(), n, "batch of {n}: {:?}", stats.snapshot().dropped);
+    }
+}
