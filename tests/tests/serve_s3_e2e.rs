@@ -6,11 +6,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sluice_tests::s3::{MotoServer, S3Object, TcpProxy};
-use sluice_tests::{Serve, Sim, wait_for};
+use sluice_tests::{Serve, Sim, http_request, wait_for};
 
 /// Every wait of these tests is bounded by this.
 const WAIT: Duration = Duration::from_secs(90);
@@ -325,4 +325,170 @@ fn two_tenants_s3_pipelines_deliver_every_record_once_each_with_its_own_spool() 
         assert!(bucket.seen.len() >= 10, "{} objects", bucket.seen.len());
         assert_exactly_once(bucket, sim);
     }
+}
+
+#[test]
+fn outage_then_sigkill_then_restart_uploads_everything_spooled() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let moto = MotoServer::start().unwrap();
+    moto.create_bucket("flows").unwrap();
+    let proxy = TcpProxy::start(moto.addr).unwrap();
+    let total = 1000;
+    let sim = start_sim(dir.path(), 200, total, 31);
+    let serve = Serve::start(&data, ADMIN).unwrap();
+    let (_, token) = serve.tenant("alpha");
+    let id = create(
+        &serve,
+        &token,
+        &s3_yaml(&sim.ws_url(), &proxy.endpoint(), "flows", 50),
+    );
+    let spool = spool_dir(&serve, &id);
+    let mut bucket = Bucket::new(&moto, "flows");
+    bucket.wait_records(1, &serve);
+
+    // The store goes away while the simulator is still sending (~5 s of flows).
+    proxy.cut();
+    wait_for("objects spooled during the outage", WAIT, || {
+        (spooled(&spool).0 >= 2).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", serve.process.stderr()));
+    // Records only in memory at a SIGKILL are lost by nature; with `max_seconds_per_object: 1`
+    // everything received is flushed to the spool within a second or so, and the kill comes
+    // only once the status shows every record sent as received and written (to the spool).
+    wait_all_written(&serve, &token, &id, &sim, total as usize);
+    wait_for("an upload to fail", WAIT, || {
+        log_has(&serve, "upload failed; the object stays in the spool").then_some(())
+    })
+    .unwrap();
+    // What is not in the bucket is in the spool (an upload cut mid-way may be in both).
+    let uploaded = bucket.refresh();
+    let (files, in_spool) = spooled(&spool);
+    assert!(files >= 2);
+    assert!(
+        uploaded + in_spool >= total as usize,
+        "{uploaded} uploaded + {in_spool} spooled < {total}"
+    );
+    assert!(uploaded < total as usize, "the outage held some back");
+
+    serve.process.signal("KILL").unwrap();
+    let mut serve = serve;
+    let _ = serve.process.wait(WAIT);
+    assert_eq!(spooled(&spool), (files, in_spool), "the spool survives");
+    drop(serve);
+
+    proxy.restore();
+    let serve = Serve::start(&data, ADMIN).unwrap();
+    bucket.wait_records(total as usize, &serve);
+    wait_for("the spool to empty", WAIT, || {
+        (spooled(&spool) == (0, 0)).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", serve.process.stderr()));
+    assert!(
+        log_has(&serve, "spool holds objects from a previous run"),
+        "{}",
+        serve.process.stderr()
+    );
+    // The pipeline resumed: running and subscribed again.
+    let s = wait_for("the pipeline to reconnect", WAIT, || {
+        let s = status(&serve, &token, &id);
+        (s["state"] == "running" && s["connected"] == true).then_some(s)
+    })
+    .unwrap();
+    assert_eq!(s["desired_state"], "running", "{s}");
+
+    bucket.refresh();
+    check_objects(&bucket);
+    assert_exactly_once(&bucket, &sim);
+}
+
+/// `POST /v1/pipelines/{id}/stop` in a thread: the answer and how long it took, or a failure
+/// if it takes longer than `limit` (the call must never hang).
+fn stop_bounded(serve: &Serve, token: &str, id: &str, limit: Duration) -> (u16, Value, Duration) {
+    let (addr, token, path) = (
+        serve.addr,
+        token.to_string(),
+        format!("/v1/pipelines/{id}/stop"),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let started = Instant::now();
+    std::thread::spawn(move || {
+        let _ = tx.send(http_request(addr, "POST", &path, Some(&token), None));
+    });
+    let r = rx
+        .recv_timeout(limit)
+        .unwrap_or_else(|_| {
+            panic!(
+                "stop did not answer within {limit:?}\n{}",
+                serve.process.stderr()
+            )
+        })
+        .unwrap();
+    (r.status, r.json(), started.elapsed())
+}
+
+#[test]
+fn stop_with_the_store_down_keeps_the_spool_and_start_uploads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = MotoServer::start().unwrap();
+    moto.create_bucket("flows").unwrap();
+    let proxy = TcpProxy::start(moto.addr).unwrap();
+    proxy.cut();
+    let total = 400;
+    let sim = start_sim(dir.path(), 300, total, 41);
+    let serve = Serve::start(&dir.path().join("data"), ADMIN).unwrap();
+    let (_, token) = serve.tenant("alpha");
+    let id = create(
+        &serve,
+        &token,
+        &s3_yaml(&sim.ws_url(), &proxy.endpoint(), "flows", 40),
+    );
+    let spool = spool_dir(&serve, &id);
+    wait_all_written(&serve, &token, &id, &sim, total as usize);
+    wait_for("every record spooled", WAIT, || {
+        (spooled(&spool).1 == total as usize).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", spooled(&spool), serve.process.stderr()));
+
+    // The stop waits (bounded: 30 s) for uploads that can't succeed, then answers.
+    let (code, s, took) = stop_bounded(&serve, &token, &id, Duration::from_secs(75));
+    assert_eq!(code, 200, "{s}");
+    assert_eq!(s["state"], "stopped", "{s}");
+    assert_eq!(s["desired_state"], "stopped", "{s}");
+    assert_eq!(counter(&s, "records_written"), total as u64, "{s}");
+    assert!(counter(&s, "write_errors") > 0, "{s}");
+    assert!(took < Duration::from_secs(60), "stop took {took:?}");
+    assert_eq!(
+        spooled(&spool).1,
+        total as usize,
+        "the objects stay spooled"
+    );
+    assert!(moto.keys("flows").is_empty());
+    assert!(
+        log_has(&serve, "Objects left in the spool for the next start"),
+        "{}",
+        serve.process.stderr()
+    );
+
+    // Start again with the store up: everything spooled is uploaded.
+    proxy.restore();
+    let r = serve.request(
+        "POST",
+        &format!("/v1/pipelines/{id}/start"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut bucket = Bucket::new(&moto, "flows");
+    bucket.wait_records(total as usize, &serve);
+    wait_for("the spool to empty", WAIT, || {
+        (spooled(&spool) == (0, 0)).then_some(())
+    })
+    .unwrap();
+    let s = status(&serve, &token, &id);
+    assert_eq!(s["state"], "running", "{s}");
+    assert_eq!(s["desired_state"], "running", "{s}");
+    bucket.refresh();
+    check_objects(&bucket);
+    assert_exactly_once(&bucket, &sim);
 }
