@@ -492,3 +492,58 @@ fn stop_with_the_store_down_keeps_the_spool_and_start_uploads_it() {
     check_objects(&bucket);
     assert_exactly_once(&bucket, &sim);
 }
+
+/// Stop, start and replace in quick succession: each run of the pipeline starts new streams,
+/// and no object of a new run may take the key of an object of the run before (S3 overwrites
+/// it: the records in it would be gone).
+#[test]
+fn quick_restarts_never_overwrite_an_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = MotoServer::start().unwrap();
+    moto.create_bucket("flows").unwrap();
+    let sim = start_sim(dir.path(), 300, 1_000_000, 51);
+    let serve = Serve::start(&dir.path().join("data"), ADMIN).unwrap();
+    let (_, token) = serve.tenant("alpha");
+    // Small objects: each message of the simulator (every 0.3 s) fills some at once.
+    let yaml = s3_yaml(&sim.ws_url(), &moto.endpoint(), "flows", 3);
+    let id = create(&serve, &token, &yaml);
+    for cycle in 0..8 {
+        let before = counter(&status(&serve, &token, &id), "records_written");
+        wait_for("records written in this run", WAIT, || {
+            (counter(&status(&serve, &token, &id), "records_written") > before).then_some(())
+        })
+        .unwrap();
+        if cycle % 2 == 0 {
+            let (code, s, _) = stop_bounded(&serve, &token, &id, WAIT);
+            assert_eq!(code, 200, "{s}");
+            let r = serve.request(
+                "POST",
+                &format!("/v1/pipelines/{id}/start"),
+                Some(&token),
+                None,
+            );
+            assert_eq!(r.status, 200, "{}", r.text());
+        } else {
+            let r = serve.yaml("PUT", &format!("/v1/pipelines/{id}"), Some(&token), &yaml);
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+    }
+    let (code, s, _) = stop_bounded(&serve, &token, &id, WAIT);
+    assert_eq!(code, 200, "{s}");
+    // The stop waited for the uploads (the store is up): everything written is there, unless a
+    // later object took an earlier one's key.
+    let written = counter(&s, "records_written") as usize;
+    let mut bucket = Bucket::new(&moto, "flows");
+    bucket.refresh();
+    check_objects(&bucket);
+    assert_eq!(
+        bucket.records(),
+        written,
+        "records lost to overwritten keys: {s}"
+    );
+    // Nothing twice, nothing that was not sent.
+    let sent = multiset(sim.sent());
+    for (record, n) in multiset(bucket.all_records()) {
+        assert!(sent.get(&record).is_some_and(|s| *s >= n), "{record}");
+    }
+}
