@@ -2,7 +2,8 @@
 //! `sluice serve` → a TCP relay that can be cut → the moto S3 server, read back with an
 //! independent client. Every record the simulator sent is in the bucket exactly once: in a
 //! normal run, through an outage followed by a SIGKILL of the server and a restart on the same
-//! data folder, and through a stop while the store is down followed by a start once it is up.
+//! data folder, through a stop while the store is down followed by a start once it is up, and
+//! through quick stop/start and replace cycles (no run may reuse the last run's keys).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
