@@ -84,6 +84,9 @@ pub async fn run(path: &Path, shutdown: CancellationToken) -> anyhow::Result<Run
         stats.clone(),
     )
     .with_context(|| format!("{}: cannot start the writer", path.display()))?;
+    // A run of the same file that ended just before must not share a stream second with this
+    // one (its objects' keys would be reused).
+    crate::pipeline::store::wait_for_next_second().await;
     let pipeline = Pipeline::build(&config, Some(sink.clone()), stats.clone())
         .await
         .with_context(|| format!("{}: cannot build the pipeline", path.display()))?;

@@ -375,6 +375,13 @@ async fn supervise(id: String, config: ExporterConfig, live: Arc<Live>, cancel: 
     let mut backoff = BACKOFF_INITIAL;
     loop {
         live.set(RunState::Starting, None);
+        // The run before (in this process, or in one that ended before it started) has stopped:
+        // this run's streams must start in a later second, or its first objects would take the
+        // keys of that run's first objects and overwrite them in the store.
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            () = crate::pipeline::store::wait_for_next_second() => {}
+        }
         let started = Instant::now();
         // The writer is built here, not by the pipeline, so that it can be closed (its spool
         // drained, its folder lock released) after the pipeline's last flush.

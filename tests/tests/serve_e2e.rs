@@ -780,7 +780,11 @@ fn stop_replace_delete_and_shutdown_flush_what_is_buffered() {
         flushed.keys().all(|k| k.starts_with("bucket/logs/")),
         "{flushed:?}"
     );
-    assert_eq!(status(&put)["state"], "running");
+    // The new run starts in the next whole second (its keys never reuse the old run's).
+    wait_for("the new definition running", WAIT, || {
+        (status(&put)["state"] == "running").then_some(())
+    })
+    .unwrap();
     let before = status(&put)["counters"]["received"].as_u64().unwrap();
     wait_for("flows for the new definition", WAIT, || {
         (status(&put)["counters"]["received"].as_u64().unwrap() > before).then_some(())

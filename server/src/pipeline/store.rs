@@ -1,9 +1,14 @@
 //! Store: batch each tag's records into objects (`buffered`) or write them at once (`direct`).
 //!
 //! `buffered` follows upstream's flush rules (spec §9.1) with its bugs fixed (design §2): a
-//! flush keeps the remainder pending, zero limits are refused at config load, objects flushed
-//! in the same millisecond never share a key, every tag's timer is honoured, and a failed write
-//! is retried with backoff instead of on every message.
+//! flush keeps the remainder pending, zero limits are refused at config load, two objects never
+//! share a key (a stream started in the same second continues: stream ids have one-second
+//! resolution), every tag's timer is honoured, and a failed write is retried with backoff
+//! instead of on every message.
+//!
+//! Keys are unique within a run; across runs of a pipeline (a restart, a stop and start, a
+//! replace) the caller waits for [`wait_for_next_second`] before building the next run, so its
+//! streams start in a later second than any stream of the run before.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -14,6 +19,23 @@ use crate::metrics::DropReason;
 
 const RETRY_INITIAL_MS: i64 = 1_000;
 const RETRY_MAX_MS: i64 = 30_000;
+
+/// Waits until the wall clock is in a later second than at the call. Call it after the last run
+/// of a pipeline has stopped and before building the next: every stream of the new run then
+/// starts in a later second than every stream of the old one. Stream ids (in keys) have
+/// one-second resolution and a new run numbers its objects from 0 again, so without this a run
+/// started within the same second as the last one's first stream would overwrite its objects.
+pub async fn wait_for_next_second() {
+    let second = crate::now_ms().div_euclid(1000);
+    loop {
+        let now = crate::now_ms();
+        if now.div_euclid(1000) > second {
+            return;
+        }
+        let left = 1000 - now.rem_euclid(1000);
+        tokio::time::sleep(std::time::Duration::from_millis(left as u64 + 1)).await;
+    }
+}
 
 /// A configured store.
 #[derive(Debug)]
@@ -141,9 +163,12 @@ impl BufferedStore {
                 let n = state.pending.len().min(per_object);
                 let records = state.pending.make_contiguous();
                 // A new stream starts when the current one is old enough; one started in this
-                // same millisecond continues, so two objects never share a key.
+                // same second (its id in the key) continues, so two objects never share a key.
                 let (stream_start, seq) = match state.stream {
-                    Some((start, seq)) if now_ms - start < stream_ms || start == now_ms => {
+                    Some((start, seq))
+                        if now_ms - start < stream_ms
+                            || start.div_euclid(1000) == now_ms.div_euclid(1000) =>
+                    {
                         (start, seq)
                     }
                     _ => (now_ms, 0),

@@ -228,6 +228,42 @@ async fn zero_stream_seconds_never_reuses_a_key() {
     );
 }
 
+/// Stream ids have one-second resolution: a stream started in the same second continues,
+/// whatever the millisecond (two new streams in one second would both number from 0).
+#[tokio::test]
+async fn zero_stream_seconds_never_reuses_a_key_within_a_second() {
+    let sink = MemorySink::default();
+    let mut out = output(&sink, "logs", "bucket");
+    let mut store = Store::Buffered(store::BufferedStore::new(buffered(2, 0, 0, 100)));
+    for (i, dt) in [0, 400, 999, 1000, 1500].into_iter().enumerate() {
+        let records = vec![record(&format!("f{i}a")), record(&format!("f{i}b"))];
+        store
+            .store(T0 + dt, vec![("other", records)], &mut out)
+            .await;
+    }
+    let keys: Vec<String> = sink.take().into_iter().map(|o| o.key).collect();
+    assert_eq!(keys.len(), 5);
+    let unique: std::collections::BTreeSet<_> = keys.iter().collect();
+    assert_eq!(unique.len(), 5, "{keys:?}");
+    assert!(
+        keys[2].ends_with("20190101T102030Z/00000002.gz"),
+        "{keys:?}"
+    );
+    assert!(
+        keys[4].ends_with("20190101T102031Z/00000001.gz"),
+        "{keys:?}"
+    );
+}
+
+#[tokio::test]
+async fn wait_for_next_second_crosses_a_second_boundary() {
+    let before = crate::now_ms().div_euclid(1000);
+    let started = std::time::Instant::now();
+    store::wait_for_next_second().await;
+    assert!(crate::now_ms().div_euclid(1000) > before);
+    assert!(started.elapsed() < std::time::Duration::from_millis(1500));
+}
+
 #[tokio::test]
 async fn failed_write_backs_off_then_recovers_without_loss() {
     let sink = MemorySink::default();
