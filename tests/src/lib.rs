@@ -176,6 +176,18 @@ fn rand_suffix() -> u32 {
         .map_or(0, |d| d.subsec_nanos())
 }
 
+/// Canonical text of each record (keys sorted), counted: sent and exported records compare as
+/// multisets, so a record lost or written twice shows.
+pub fn multiset(
+    records: impl IntoIterator<Item = serde_json::Value>,
+) -> std::collections::BTreeMap<String, usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for r in records {
+        *m.entry(r.to_string()).or_default() += 1;
+    }
+    m
+}
+
 /// Reads an NDJSON file, ignoring a torn last line.
 pub fn read_ndjson(path: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();

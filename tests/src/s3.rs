@@ -645,3 +645,104 @@ pub fn start_run_env(config: &Path, env: &[(&str, &Path)]) -> anyhow::Result<Pro
     }
     Ok(Process::spawn(cmd)?.0)
 }
+
+/// A bucket as the end-to-end tests read it: every key once, with its object and the JSON
+/// records of its (gunzipped) content.
+pub struct Bucket<'a> {
+    moto: &'a MotoServer,
+    /// The bucket name.
+    pub name: &'a str,
+    /// Key → object and its records.
+    pub seen: BTreeMap<String, (S3Object, Vec<serde_json::Value>)>,
+}
+
+impl<'a> Bucket<'a> {
+    /// An empty view of `name` on `moto`.
+    pub fn new(moto: &'a MotoServer, name: &'a str) -> Self {
+        Bucket {
+            moto,
+            name,
+            seen: BTreeMap::new(),
+        }
+    }
+
+    /// Reads the keys not seen yet; returns the records held.
+    pub fn refresh(&mut self) -> usize {
+        for key in self.moto.keys(self.name) {
+            if !self.seen.contains_key(&key) {
+                let object = self.moto.get(self.name, &key).unwrap();
+                let records: Vec<serde_json::Value> = serde_json::from_slice(&object.content)
+                    .unwrap_or_else(|e| panic!("{key}: not a JSON array after gunzip: {e}"));
+                self.seen.insert(key, (object, records));
+            }
+        }
+        self.records()
+    }
+
+    /// Records held.
+    pub fn records(&self) -> usize {
+        self.seen.values().map(|(_, r)| r.len()).sum()
+    }
+
+    /// Waits until the bucket holds `n` records; on timeout panics with `log()` (the process's
+    /// stderr).
+    pub fn wait_records(&mut self, n: usize, timeout: Duration, log: impl Fn() -> String) {
+        let what = format!("{n} records in bucket {}", self.name);
+        crate::wait_for(&what, timeout, || {
+            std::thread::sleep(Duration::from_millis(200));
+            (self.refresh() >= n).then_some(())
+        })
+        .unwrap_or_else(|e| panic!("{e} (have {})\n{}", self.records(), log()));
+    }
+
+    /// Every record held.
+    pub fn all_records(&self) -> Vec<serde_json::Value> {
+        self.seen.values().flat_map(|(_, r)| r.clone()).collect()
+    }
+
+    /// Keys `logs/<tag>/<stream>/<seq 8 digits>.gz`, seqs 0..n per stream, gzip JSON bodies,
+    /// and exactly the user metadata `first-timestamp`, `last-timestamp`, `num-records`.
+    pub fn check_objects(&self) {
+        let mut seqs: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
+        for (key, (object, records)) in &self.seen {
+            let parts: Vec<&str> = key.split('/').collect();
+            assert_eq!(parts.len(), 4, "{key}");
+            assert_eq!(parts[0], "logs");
+            assert!(
+                ["internal", "egress", "ingress", "other"].contains(&parts[1]),
+                "{key}"
+            );
+            assert!(
+                parts[2].len() == 16 && parts[2].ends_with('Z') && parts[2].as_bytes()[8] == b'T',
+                "{key}"
+            );
+            let (seq, ext) = parts[3].split_once('.').unwrap();
+            assert_eq!((seq.len(), ext), (8, "gz"), "{key}");
+            seqs.entry((parts[1].into(), parts[2].into()))
+                .or_default()
+                .push(seq.parse().unwrap());
+            assert_eq!(object.content_type.as_deref(), Some("application/json"));
+            assert_eq!(object.content_encoding.as_deref(), Some("gzip"));
+            assert_eq!(&object.raw[..2], b"\x1f\x8b", "{key}: gzip bytes");
+            let m = &object.metadata;
+            assert_eq!(
+                m.keys().map(String::as_str).collect::<Vec<_>>(),
+                ["first-timestamp", "last-timestamp", "num-records"],
+                "{key}"
+            );
+            assert_eq!(m["num-records"], records.len().to_string(), "{key}");
+            assert!(!records.is_empty(), "{key}");
+            let first: i64 = m["first-timestamp"].parse().unwrap();
+            let last: i64 = m["last-timestamp"].parse().unwrap();
+            assert!(first <= last && first > 1_500_000_000_000, "{key}: {m:?}");
+        }
+        for ((tag, stream), mut s) in seqs {
+            s.sort();
+            assert_eq!(
+                s,
+                (0..s.len() as u64).collect::<Vec<_>>(),
+                "{tag}/{stream}: seqs must be 0..n"
+            );
+        }
+    }
+}

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use sluice_tests::{Sim, read_objects, received_total, sluice_bin, start_run, wait_for};
+use sluice_tests::{Sim, multiset, read_objects, received_total, sluice_bin, start_run, wait_for};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -51,15 +51,6 @@ fn write_config(dir: &Path, sim: &Sim, per_object: u32, object_secs: u32) -> std
     );
     std::fs::write(&path, text).unwrap();
     path
-}
-
-/// Canonical text of a flow (keys sorted), to compare sent and exported records as multisets.
-fn multiset(flows: impl IntoIterator<Item = serde_json::Value>) -> BTreeMap<String, usize> {
-    let mut m = BTreeMap::new();
-    for f in flows {
-        *m.entry(f.to_string()).or_default() += 1;
-    }
-    m
 }
 
 fn exported(dir: &Path) -> Vec<(String, serde_json::Value, Vec<serde_json::Value>)> {

@@ -2,12 +2,12 @@
 //! loopback, read back with an independent client. Every flow the simulator sent must be in
 //! the bucket, through outages, crashes, bad credentials, a missing bucket and IBM IAM tokens.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sluice_tests::s3::{FakeIam, MotoServer, S3Object, TcpProxy, start_run_env};
-use sluice_tests::{Process, Sim, received_total, wait_for};
+use sluice_tests::s3::{Bucket, FakeIam, MotoServer, TcpProxy, start_run_env};
+use sluice_tests::{Process, Sim, multiset, received_total, wait_for};
 
 const WAIT: Duration = Duration::from_secs(120);
 const BUCKET: &str = "flows";
@@ -75,102 +75,6 @@ fn start_sim(dir: &Path, rate: u32, total: u32, seed: u32) -> Sim {
         ],
     )
     .unwrap()
-}
-
-/// The bucket's objects, read once each (objects are immutable once written).
-struct Bucket<'a> {
-    moto: &'a MotoServer,
-    seen: BTreeMap<String, (S3Object, Vec<serde_json::Value>)>,
-}
-
-impl<'a> Bucket<'a> {
-    fn new(moto: &'a MotoServer) -> Self {
-        Bucket {
-            moto,
-            seen: BTreeMap::new(),
-        }
-    }
-
-    fn refresh(&mut self) -> usize {
-        for key in self.moto.keys(BUCKET) {
-            if !self.seen.contains_key(&key) {
-                let object = self.moto.get(BUCKET, &key).unwrap();
-                let records: Vec<serde_json::Value> = serde_json::from_slice(&object.content)
-                    .unwrap_or_else(|e| panic!("{key}: not a JSON array after gunzip: {e}"));
-                self.seen.insert(key, (object, records));
-            }
-        }
-        self.records()
-    }
-
-    fn records(&self) -> usize {
-        self.seen.values().map(|(_, r)| r.len()).sum()
-    }
-
-    fn wait_records(&mut self, n: usize, run: &Process) {
-        wait_for(&format!("{n} records in the bucket"), WAIT, || {
-            std::thread::sleep(Duration::from_millis(200));
-            (self.refresh() >= n).then_some(())
-        })
-        .unwrap_or_else(|e| panic!("{e} (have {})\n{}", self.records(), run.stderr()));
-    }
-
-    fn all_records(&self) -> Vec<serde_json::Value> {
-        self.seen.values().flat_map(|(_, r)| r.clone()).collect()
-    }
-}
-
-fn multiset(flows: impl IntoIterator<Item = serde_json::Value>) -> BTreeMap<String, usize> {
-    let mut m = BTreeMap::new();
-    for f in flows {
-        *m.entry(f.to_string()).or_default() += 1;
-    }
-    m
-}
-
-/// Keys `logs/<tag>/<stream>/<seq 8 digits>.gz`, seqs 0..n per stream, gzip JSON, metadata.
-fn check_objects(bucket: &Bucket) {
-    let mut seqs: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
-    for (key, (object, records)) in &bucket.seen {
-        let parts: Vec<&str> = key.split('/').collect();
-        assert_eq!(parts.len(), 4, "{key}");
-        assert_eq!(parts[0], "logs");
-        assert!(
-            ["internal", "egress", "ingress", "other"].contains(&parts[1]),
-            "{key}"
-        );
-        assert!(
-            parts[2].len() == 16 && parts[2].ends_with('Z') && parts[2].as_bytes()[8] == b'T',
-            "{key}"
-        );
-        let (seq, ext) = parts[3].split_once('.').unwrap();
-        assert_eq!((seq.len(), ext), (8, "gz"), "{key}");
-        seqs.entry((parts[1].into(), parts[2].into()))
-            .or_default()
-            .push(seq.parse().unwrap());
-        assert_eq!(object.content_type.as_deref(), Some("application/json"));
-        assert_eq!(object.content_encoding.as_deref(), Some("gzip"));
-        assert_eq!(&object.raw[..2], b"\x1f\x8b", "{key}: gzip bytes");
-        let m = &object.metadata;
-        assert_eq!(
-            m.keys().map(String::as_str).collect::<Vec<_>>(),
-            ["first-timestamp", "last-timestamp", "num-records"],
-            "{key}"
-        );
-        assert_eq!(m["num-records"], records.len().to_string(), "{key}");
-        assert!(!records.is_empty(), "{key}");
-        let first: i64 = m["first-timestamp"].parse().unwrap();
-        let last: i64 = m["last-timestamp"].parse().unwrap();
-        assert!(first <= last && first > 1_500_000_000_000, "{key}: {m:?}");
-    }
-    for ((tag, stream), mut s) in seqs {
-        s.sort();
-        assert_eq!(
-            s,
-            (0..s.len() as u64).collect::<Vec<_>>(),
-            "{tag}/{stream}: seqs must be 0..n"
-        );
-    }
 }
 
 /// Spool files under `dir` (recursively) and the records they hold.
@@ -251,11 +155,11 @@ fn objects_land_with_keys_bodies_and_metadata() {
     );
     let run = start_run_env(&config, &[]).unwrap();
     wait_received(&run, 400);
-    let mut bucket = Bucket::new(&moto);
-    bucket.wait_records(400, &run);
+    let mut bucket = Bucket::new(&moto, BUCKET);
+    bucket.wait_records(400, WAIT, || run.stderr());
     stop(run);
     bucket.refresh();
-    check_objects(&bucket);
+    bucket.check_objects();
     assert!(bucket.seen.len() >= 10, "{} objects", bucket.seen.len());
     assert_eq!(multiset(bucket.all_records()), multiset(sim.sent()));
     assert_eq!(spooled(&spool), (0, 0), "the spool is empty after uploads");
@@ -287,9 +191,9 @@ fn sigterm_flushes_pending_records_into_the_bucket() {
         "nothing is due before the signal"
     );
     stop(run);
-    let mut bucket = Bucket::new(&moto);
+    let mut bucket = Bucket::new(&moto, BUCKET);
     assert_eq!(bucket.refresh(), 150, "SIGTERM uploads before exit");
-    check_objects(&bucket);
+    bucket.check_objects();
     assert_eq!(multiset(bucket.all_records()), multiset(sim.sent()));
 }
 
@@ -314,8 +218,8 @@ fn store_outage_loses_nothing() {
         },
     );
     let mut run = start_run_env(&config, &[]).unwrap();
-    let mut bucket = Bucket::new(&moto);
-    bucket.wait_records(1, &run);
+    let mut bucket = Bucket::new(&moto, BUCKET);
+    bucket.wait_records(1, WAIT, || run.stderr());
     proxy.cut();
     // The simulator keeps sending while the store is unreachable.
     wait_for("objects spooled during the outage", WAIT, || {
@@ -334,7 +238,7 @@ fn store_outage_loses_nothing() {
     );
     proxy.restore();
     wait_received(&run, 1200);
-    bucket.wait_records(1200, &run);
+    bucket.wait_records(1200, WAIT, || run.stderr());
     let log = stop(run);
     assert!(
         log.lines().any(|l| l.contains("upload failed")
@@ -344,7 +248,7 @@ fn store_outage_loses_nothing() {
         "failures name the key, bucket and endpoint: {log}"
     );
     bucket.refresh();
-    check_objects(&bucket);
+    bucket.check_objects();
     assert_eq!(multiset(bucket.all_records()), multiset(sim.sent()));
     assert_eq!(spooled(&spool), (0, 0));
 }
@@ -396,15 +300,15 @@ fn killed_with_spooled_objects_then_restarted_uploads_them() {
 
     proxy.restore();
     let run = start_run_env(&config, &env).unwrap();
-    let mut bucket = Bucket::new(&moto);
-    bucket.wait_records(300, &run);
+    let mut bucket = Bucket::new(&moto, BUCKET);
+    bucket.wait_records(300, WAIT, || run.stderr());
     let log = stop(run);
     assert!(
         log.contains("spool holds objects from a previous run"),
         "{log}"
     );
     bucket.refresh();
-    check_objects(&bucket);
+    bucket.check_objects();
     assert_eq!(multiset(bucket.all_records()), multiset(sim.sent()));
     assert_eq!(spooled(&spool_root), (0, 0));
 }
@@ -445,11 +349,11 @@ fn missing_bucket_is_reported_and_retried_until_created() {
     wait_received(&run, 200);
     assert_running(&mut run);
     moto.create_bucket(BUCKET).unwrap();
-    let mut bucket = Bucket::new(&moto);
-    bucket.wait_records(200, &run);
+    let mut bucket = Bucket::new(&moto, BUCKET);
+    bucket.wait_records(200, WAIT, || run.stderr());
     stop(run);
     bucket.refresh();
-    check_objects(&bucket);
+    bucket.check_objects();
     assert_eq!(multiset(bucket.all_records()), multiset(sim.sent()));
 }
 
@@ -495,11 +399,11 @@ fn wrong_credentials_are_reported_and_a_fixed_config_uploads_the_spool() {
     let _ = run.wait(WAIT);
     let config = write_config(dir.path(), &sim, &pipe(&moto.secret_key));
     let run = start_run_env(&config, &[]).unwrap();
-    let mut bucket = Bucket::new(&moto);
-    bucket.wait_records(200, &run);
+    let mut bucket = Bucket::new(&moto, BUCKET);
+    bucket.wait_records(200, WAIT, || run.stderr());
     stop(run);
     bucket.refresh();
-    check_objects(&bucket);
+    bucket.check_objects();
     assert_eq!(multiset(bucket.all_records()), multiset(sim.sent()));
 }
 
@@ -529,8 +433,8 @@ fn ibm_iam_token_is_fetched_once_reused_refreshed_and_replaced_when_refused() {
         },
     );
     let run = start_run_env(&config, &[]).unwrap();
-    let mut bucket = Bucket::new(&moto);
-    bucket.wait_records(300, &run);
+    let mut bucket = Bucket::new(&moto, BUCKET);
+    bucket.wait_records(300, WAIT, || run.stderr());
     let (issued, refused, uploads) = iam.log(|l| {
         (
             l.tokens_issued,
@@ -554,10 +458,10 @@ fn ibm_iam_token_is_fetched_once_reused_refreshed_and_replaced_when_refused() {
     })
     .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", iam.log(|l| format!("{l:?}")), run.stderr()));
     iam.revoke_all();
-    bucket.wait_records(1500, &run);
+    bucket.wait_records(1500, WAIT, || run.stderr());
     let log = stop(run);
     bucket.refresh();
-    check_objects(&bucket);
+    bucket.check_objects();
     assert_eq!(multiset(bucket.all_records()), multiset(sim.sent()));
     iam.log(|l| {
         assert!(

@@ -5,13 +5,12 @@
 //! data folder, through a stop while the store is down followed by a start once it is up, and
 //! through quick stop/start and replace cycles (no run may reuse the last run's keys).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sluice_tests::s3::{MotoServer, S3Object, TcpProxy};
-use sluice_tests::{Serve, Sim, http_request, wait_for};
+use sluice_tests::s3::{Bucket, MotoServer, TcpProxy};
+use sluice_tests::{Serve, Sim, http_request, multiset, wait_for};
 
 /// Every wait of these tests is bounded by this.
 const WAIT: Duration = Duration::from_secs(90);
@@ -131,65 +130,6 @@ fn wait_all_written(serve: &Serve, token: &str, id: &str, sim: &Sim, total: usiz
     .unwrap_or_else(|e| panic!("{e}: {last}\n{}", serve.process.stderr()))
 }
 
-/// A bucket's objects, read once each (a key is written again only with the same content).
-struct Bucket<'a> {
-    moto: &'a MotoServer,
-    name: &'a str,
-    seen: BTreeMap<String, (S3Object, Vec<Value>)>,
-}
-
-impl<'a> Bucket<'a> {
-    fn new(moto: &'a MotoServer, name: &'a str) -> Self {
-        Bucket {
-            moto,
-            name,
-            seen: BTreeMap::new(),
-        }
-    }
-
-    fn refresh(&mut self) -> usize {
-        for key in self.moto.keys(self.name) {
-            if !self.seen.contains_key(&key) {
-                let object = self.moto.get(self.name, &key).unwrap();
-                let records: Vec<Value> = serde_json::from_slice(&object.content)
-                    .unwrap_or_else(|e| panic!("{key}: not a JSON array after gunzip: {e}"));
-                self.seen.insert(key, (object, records));
-            }
-        }
-        self.records()
-    }
-
-    fn records(&self) -> usize {
-        self.seen.values().map(|(_, r)| r.len()).sum()
-    }
-
-    fn wait_records(&mut self, n: usize, serve: &Serve) {
-        wait_for(
-            &format!("{n} records in bucket {}", self.name),
-            WAIT,
-            || {
-                std::thread::sleep(Duration::from_millis(200));
-                (self.refresh() >= n).then_some(())
-            },
-        )
-        .unwrap_or_else(|e| panic!("{e} (have {})\n{}", self.records(), serve.process.stderr()));
-    }
-
-    fn all_records(&self) -> Vec<Value> {
-        self.seen.values().flat_map(|(_, r)| r.clone()).collect()
-    }
-}
-
-/// Canonical text of each record, counted: sent and stored compare as multisets, so a record
-/// lost or stored twice shows.
-fn multiset(flows: impl IntoIterator<Item = Value>) -> BTreeMap<String, usize> {
-    let mut m = BTreeMap::new();
-    for f in flows {
-        *m.entry(f.to_string()).or_default() += 1;
-    }
-    m
-}
-
 /// Every record sent is in the bucket exactly once.
 fn assert_exactly_once(bucket: &Bucket, sim: &Sim) {
     let sent = sim.sent();
@@ -207,52 +147,6 @@ fn assert_exactly_once(bucket: &Bucket, sim: &Sim) {
         "bucket {}: the records stored differ from those sent",
         bucket.name
     );
-}
-
-/// Keys `logs/<tag>/<stream>/<seq 8 digits>.gz`, seqs 0..n per stream, gzip JSON bodies, and
-/// the user metadata `first-timestamp`, `last-timestamp`, `num-records`.
-fn check_objects(bucket: &Bucket) {
-    let mut seqs: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
-    for (key, (object, records)) in &bucket.seen {
-        let parts: Vec<&str> = key.split('/').collect();
-        assert_eq!(parts.len(), 4, "{key}");
-        assert_eq!(parts[0], "logs");
-        assert!(
-            ["internal", "egress", "ingress", "other"].contains(&parts[1]),
-            "{key}"
-        );
-        assert!(
-            parts[2].len() == 16 && parts[2].ends_with('Z') && parts[2].as_bytes()[8] == b'T',
-            "{key}"
-        );
-        let (seq, ext) = parts[3].split_once('.').unwrap();
-        assert_eq!((seq.len(), ext), (8, "gz"), "{key}");
-        seqs.entry((parts[1].into(), parts[2].into()))
-            .or_default()
-            .push(seq.parse().unwrap());
-        assert_eq!(object.content_type.as_deref(), Some("application/json"));
-        assert_eq!(object.content_encoding.as_deref(), Some("gzip"));
-        assert_eq!(&object.raw[..2], b"\x1f\x8b", "{key}: gzip bytes");
-        let m = &object.metadata;
-        assert_eq!(
-            m.keys().map(String::as_str).collect::<Vec<_>>(),
-            ["first-timestamp", "last-timestamp", "num-records"],
-            "{key}"
-        );
-        assert_eq!(m["num-records"], records.len().to_string(), "{key}");
-        assert!(!records.is_empty(), "{key}");
-        let first: i64 = m["first-timestamp"].parse().unwrap();
-        let last: i64 = m["last-timestamp"].parse().unwrap();
-        assert!(first <= last && first > 1_500_000_000_000, "{key}: {m:?}");
-    }
-    for ((tag, stream), mut s) in seqs {
-        s.sort();
-        assert_eq!(
-            s,
-            (0..s.len() as u64).collect::<Vec<_>>(),
-            "{tag}/{stream}: seqs must be 0..n"
-        );
-    }
 }
 
 /// Lines of the server's log with `needle`.
@@ -295,7 +189,7 @@ fn two_tenants_s3_pipelines_deliver_every_record_once_each_with_its_own_spool() 
     ] {
         let s = wait_all_written(&serve, token, id, sim, total as usize);
         assert_eq!(dropped(&s), 0, "{s}");
-        bucket.wait_records(total as usize, &serve);
+        bucket.wait_records(total as usize, WAIT, || serve.process.stderr());
         let s = status(&serve, token, id);
         assert_eq!(s["state"], "running", "{s}");
         assert_eq!(s["connected"], true, "{s}");
@@ -322,7 +216,7 @@ fn two_tenants_s3_pipelines_deliver_every_record_once_each_with_its_own_spool() 
 
     for (bucket, sim) in [(&mut bucket_a, &sim_a), (&mut bucket_b, &sim_b)] {
         bucket.refresh();
-        check_objects(bucket);
+        bucket.check_objects();
         assert!(bucket.seen.len() >= 10, "{} objects", bucket.seen.len());
         assert_exactly_once(bucket, sim);
     }
@@ -346,7 +240,7 @@ fn outage_then_sigkill_then_restart_uploads_everything_spooled() {
     );
     let spool = spool_dir(&serve, &id);
     let mut bucket = Bucket::new(&moto, "flows");
-    bucket.wait_records(1, &serve);
+    bucket.wait_records(1, WAIT, || serve.process.stderr());
 
     // The store goes away while the simulator is still sending (~5 s of flows).
     proxy.cut();
@@ -380,7 +274,7 @@ fn outage_then_sigkill_then_restart_uploads_everything_spooled() {
 
     proxy.restore();
     let serve = Serve::start(&data, ADMIN).unwrap();
-    bucket.wait_records(total as usize, &serve);
+    bucket.wait_records(total as usize, WAIT, || serve.process.stderr());
     wait_for("the spool to empty", WAIT, || {
         (spooled(&spool) == (0, 0)).then_some(())
     })
@@ -399,7 +293,7 @@ fn outage_then_sigkill_then_restart_uploads_everything_spooled() {
     assert_eq!(s["desired_state"], "running", "{s}");
 
     bucket.refresh();
-    check_objects(&bucket);
+    bucket.check_objects();
     assert_exactly_once(&bucket, &sim);
 }
 
@@ -481,7 +375,7 @@ fn stop_with_the_store_down_keeps_the_spool_and_start_uploads_it() {
     );
     assert_eq!(r.status, 200, "{}", r.text());
     let mut bucket = Bucket::new(&moto, "flows");
-    bucket.wait_records(total as usize, &serve);
+    bucket.wait_records(total as usize, WAIT, || serve.process.stderr());
     wait_for("the spool to empty", WAIT, || {
         (spooled(&spool) == (0, 0)).then_some(())
     })
@@ -490,7 +384,7 @@ fn stop_with_the_store_down_keeps_the_spool_and_start_uploads_it() {
     assert_eq!(s["state"], "running", "{s}");
     assert_eq!(s["desired_state"], "running", "{s}");
     bucket.refresh();
-    check_objects(&bucket);
+    bucket.check_objects();
     assert_exactly_once(&bucket, &sim);
 }
 
@@ -536,7 +430,7 @@ fn quick_restarts_never_overwrite_an_object() {
     let written = counter(&s, "records_written") as usize;
     let mut bucket = Bucket::new(&moto, "flows");
     bucket.refresh();
-    check_objects(&bucket);
+    bucket.check_objects();
     assert_eq!(
         bucket.records(),
         written,
