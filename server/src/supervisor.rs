@@ -16,7 +16,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, info, warn};
 
-use crate::config::{AccountType, ConfigError, ExporterConfig, WriteType};
+use crate::config::{
+    AccountType, ConfigError, ExporterConfig, MangleType, TransformType, WriteType,
+};
 use crate::metrics::{Counters, DropReason, PipelineStats};
 use crate::pipeline::Pipeline;
 use crate::sinks::Sink;
@@ -179,18 +181,55 @@ impl Supervisor {
         self.inner.settings.data_dir.join("pipelines").join(id)
     }
 
+    /// The folder of uploaded modules (`<data_dir>/modules`).
+    pub fn modules_dir(&self) -> PathBuf {
+        self.inner.settings.data_dir.join("modules")
+    }
+
+    /// The file of an uploaded module.
+    pub fn module_path(&self, digest: &str) -> PathBuf {
+        self.modules_dir().join(format!("{digest}.wasm"))
+    }
+
+    /// The modules a tenant owns: digest → world.
+    pub async fn owned_modules(&self, tenant_id: &str) -> sqlx::Result<HashMap<String, String>> {
+        Ok(
+            crate::store::modules::list(self.inner.store.pool(), Some(tenant_id))
+                .await?
+                .into_iter()
+                .map(|m| (m.digest, m.world))
+                .collect(),
+        )
+    }
+
     /// Checks a definition's paths for `sluice serve` and resolves them into the pipeline's
-    /// folder (see [`resolve_for_serve`]).
+    /// folder (see [`resolve_for_serve`]); a wasm stage's module digest becomes the path of
+    /// the tenant's uploaded module (`owned`: digest → world, from [`Supervisor::owned_modules`]).
     pub fn resolve(
         &self,
         id: &str,
         config: &ExporterConfig,
+        owned: &HashMap<String, String>,
     ) -> Result<ExporterConfig, Vec<ConfigError>> {
-        resolve_for_serve(
+        let resolved = resolve_for_serve(
             config,
             &self.pipeline_dir(id),
             self.inner.settings.allow_absolute_paths,
-        )
+        );
+        let module_errors = match &resolved {
+            Ok(c) => {
+                let mut c = c.clone();
+                let errors = resolve_modules(&mut c, owned, &self.modules_dir());
+                if errors.is_empty() {
+                    return Ok(c);
+                }
+                errors
+            }
+            Err(_) => resolve_modules(&mut config.clone(), owned, &self.modules_dir()),
+        };
+        let mut errors = resolved.err().unwrap_or_default();
+        errors.extend(module_errors);
+        Err(errors)
     }
 
     /// The live side of a pipeline, if it is registered.
@@ -263,10 +302,20 @@ impl Supervisor {
         if task.is_some() {
             return;
         }
+        let owned = match self.owned_modules(&live.tenant_id).await {
+            Ok(owned) => owned,
+            Err(e) => {
+                live.set(
+                    RunState::Failed,
+                    Some(format!("cannot read the tenant's modules: {e}")),
+                );
+                return;
+            }
+        };
         let config = ExporterConfig::load(definition)
             .map_err(|e| e.to_string())
             .and_then(|c| {
-                self.resolve(id, &c).map_err(|errors| {
+                self.resolve(id, &c, &owned).map_err(|errors| {
                     errors
                         .iter()
                         .map(ToString::to_string)
@@ -549,6 +598,63 @@ pub fn resolve_for_serve(
     } else {
         Err(errors)
     }
+}
+
+/// Resolves the module of each wasm stage (`pipeline.{transform,mangle}.wasm.module`, a digest
+/// in `sluice serve`) to the file of the tenant's uploaded module in `modules_dir`, checking the
+/// tenant owns it (`owned`: digest → world) and that its world fits the stage.
+pub fn resolve_modules(
+    config: &mut ExporterConfig,
+    owned: &HashMap<String, String>,
+    modules_dir: &Path,
+) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    let p = &mut config.pipeline;
+    let stages = [
+        (
+            "transform",
+            "transformer",
+            p.transform.kind == TransformType::Wasm,
+            &mut p.transform.wasm,
+        ),
+        (
+            "mangle",
+            "mangler",
+            p.mangle.kind == MangleType::Wasm,
+            &mut p.mangle.wasm,
+        ),
+    ];
+    for (section, want, is_wasm, wasm) in stages {
+        let Some(wasm) = wasm.as_mut().filter(|_| is_wasm) else {
+            continue;
+        };
+        let digest = wasm.module.trim().to_ascii_lowercase();
+        let path = format!("pipeline.{section}.wasm.module");
+        match owned.get(&digest) {
+            None => errors.push(ConfigError {
+                path,
+                line: None,
+                message: format!(
+                    "no module `{}`: in sluice serve this is the id of a module uploaded with POST /v1/modules",
+                    wasm.module
+                ),
+            }),
+            Some(world) if world != want => errors.push(ConfigError {
+                path,
+                line: None,
+                message: format!(
+                    "module `{digest}` implements the {world} world; pipeline.{section} needs a {want}"
+                ),
+            }),
+            Some(_) => {
+                wasm.module = modules_dir
+                    .join(format!("{digest}.wasm"))
+                    .display()
+                    .to_string();
+            }
+        }
+    }
+    errors
 }
 
 /// The (analyzer, host_id) a pipeline must lease, if any: `""` and a missing host_id are never
