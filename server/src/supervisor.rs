@@ -679,6 +679,42 @@ mod tests {
     }
 
     #[test]
+    fn module_digests_resolve_to_the_tenants_files_of_the_right_world() {
+        let mut c = config("out");
+        c.pipeline.transform.kind = TransformType::Wasm;
+        c.pipeline.transform.wasm = Some(crate::config::WasmOptions {
+            module: "AB12".into(),
+            ..Default::default()
+        });
+        let owned: HashMap<String, String> = [("ab12".to_string(), "transformer".to_string())]
+            .into_iter()
+            .collect();
+        let mut ok = c.clone();
+        assert!(resolve_modules(&mut ok, &owned, Path::new("/d/modules")).is_empty());
+        assert_eq!(
+            ok.pipeline.transform.wasm.unwrap().module,
+            "/d/modules/ab12.wasm"
+        );
+        let mangler: HashMap<String, String> = [("ab12".to_string(), "mangler".to_string())]
+            .into_iter()
+            .collect();
+        let errors = resolve_modules(&mut c.clone(), &mangler, Path::new("/d"));
+        assert_eq!(errors[0].path, "pipeline.transform.wasm.module");
+        assert!(
+            errors[0].message.contains("mangler"),
+            "{}",
+            errors[0].message
+        );
+        let errors = resolve_modules(&mut c.clone(), &HashMap::new(), Path::new("/d"));
+        assert_eq!(errors[0].path, "pipeline.transform.wasm.module");
+        assert!(
+            errors[0].message.contains("no module"),
+            "{}",
+            errors[0].message
+        );
+    }
+
+    #[test]
     fn relative_dirs_go_inside_the_pipeline_folder() {
         let c = resolve_for_serve(&config("out"), Path::new("/data/pipelines/p1"), false).unwrap();
         assert_eq!(c.pipeline.write.file.dir, "/data/pipelines/p1/out");
@@ -709,15 +745,30 @@ mod tests {
     #[sqlx::test(migrator = "crate::store::MIGRATOR")]
     async fn a_failing_pipeline_is_restarted_with_backoff_until_stopped(pool: sqlx::SqlitePool) {
         let dir = tempfile::tempdir().unwrap();
+        let store = Store::from_pool(pool.clone());
+        let tenant = crate::store::Tenant {
+            id: "t1".into(),
+            name: "one".into(),
+            created_at: 0,
+        };
+        store.create_tenant(&tenant, "k1", "hash1").await.unwrap();
+        // The tenant owns the module, but its file is gone: the pipeline never builds.
+        let module = crate::store::ModuleRow {
+            digest: "ab12".into(),
+            tenant_id: "t1".into(),
+            size: 1,
+            world: "transformer".into(),
+            created_at: 0,
+        };
+        crate::store::modules::insert(&pool, &module).await.unwrap();
         let supervisor = Supervisor::new(
-            Store::from_pool(pool),
+            store,
             SupervisorSettings {
                 data_dir: dir.path().to_path_buf(),
                 allow_absolute_paths: false,
             },
         );
-        // A wasm transform whose module does not exist never builds.
-        let definition = "pipeline:\n  subscriber:\n    url: ws://127.0.0.1:9/ws/subscriber/flow\n  transform:\n    type: wasm\n    wasm:\n      module: missing\n  store:\n    buffered:\n      dirname: b\n      max_flows_per_object: 10\n      max_flow_array_size: 100\n  write:\n    type: file\n    file:\n      dir: out\n";
+        let definition = "pipeline:\n  subscriber:\n    url: ws://127.0.0.1:9/ws/subscriber/flow\n  transform:\n    type: wasm\n    wasm:\n      module: ab12\n  store:\n    buffered:\n      dirname: b\n      max_flows_per_object: 10\n      max_flow_array_size: 100\n  write:\n    type: file\n    file:\n      dir: out\n";
         let row = PipelineRow {
             id: "p1".into(),
             tenant_id: "t1".into(),
