@@ -242,6 +242,9 @@ fn bad_modules_get_a_4xx_that_says_which() {
     assert_error(&r, 400, "not_wasm", "not a WebAssembly binary");
     let r = upload(&serve, Some(&a), b"\0asm\x01\0\0\0");
     assert_error(&r, 400, "core_module", "core WebAssembly module");
+    // A component of neither world (an empty one).
+    let r = upload(&serve, Some(&a), b"\0asm\x0d\0\x01\0");
+    assert_error(&r, 400, "unknown_world", "sluice:guest");
     let r = serve.request(
         "POST",
         "/v1/modules",
