@@ -268,6 +268,22 @@ fn bad_modules_get_a_4xx_that_says_which() {
     );
     assert_error(&r, 400, "invalid_config", "pipeline.transform.wasm.module");
     assert!(r.text().contains("mangler"), "{}", r.text());
+    // As a mangler it is fine, and then it is in use.
+    let mangled = pipeline_yaml(url, "", &enrich).replace(
+        "  transform:\n    type: wasm\n    wasm:\n",
+        "  mangle:\n    type: wasm\n    wasm:\n",
+    );
+    assert!(mangled.contains("mangle:"), "{mangled}");
+    let r = serve.yaml(
+        "POST",
+        "/v1/pipelines?desired_state=stopped",
+        Some(&a),
+        &mangled,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let p = r.json()["id"].as_str().unwrap().to_string();
+    let r = serve.request("DELETE", &format!("/v1/modules/{enrich}"), Some(&a), None);
+    assert_error(&r, 409, "module_in_use", &p);
     // An unknown digest.
     let r = serve.yaml(
         "POST",
