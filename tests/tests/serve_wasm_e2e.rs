@@ -235,7 +235,7 @@ fn small_limit_config(dir: &Path) -> String {
 fn bad_modules_get_a_4xx_that_says_which() {
     let dir = tempfile::tempdir().unwrap();
     let serve = Serve::start(&dir.path().join("data"), ADMIN).unwrap();
-    let (_, a) = serve.tenant("alpha");
+    let (a_id, a) = serve.tenant("alpha");
     let url = "ws://127.0.0.1:9/ws/subscriber/flow";
 
     let r = upload(&serve, Some(&a), b"definitely not wasm");
@@ -292,6 +292,15 @@ fn bad_modules_get_a_4xx_that_says_which() {
         &pipeline_yaml(url, "", &"0".repeat(64)),
     );
     assert_error(&r, 400, "invalid_config", "pipeline.transform.wasm.module");
+    // Deleting the tenant removes its module files.
+    let module_file = serve
+        .data_dir
+        .join("modules")
+        .join(format!("{enrich}.wasm"));
+    assert!(module_file.exists());
+    let r = serve.request("DELETE", &format!("/v1/tenants/{a_id}"), Some(ADMIN), None);
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert!(!module_file.exists());
     drop(serve);
 
     // Too large for the server's limit.

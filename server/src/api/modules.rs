@@ -241,15 +241,33 @@ async fn delete_module(
     }
     let _files = FILES.lock().await;
     modules::delete(app.store.pool(), tenant, &module.digest).await?;
-    if modules::owners(app.store.pool(), &module.digest).await? == 0 {
-        let path = app.supervisor.module_path(&module.digest);
+    drop_if_unowned(&app, &module.digest).await?;
+    tracing::info!(module = %module.digest, tenant = %tenant, "Module deleted.");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Removes a module's file and compiled form once no tenant owns it (call with [`FILES`] held).
+async fn drop_if_unowned(app: &App, digest: &str) -> Result<(), ApiError> {
+    if modules::owners(app.store.pool(), digest).await? == 0 {
+        let path = app.supervisor.module_path(digest);
         if let Err(e) = tokio::fs::remove_file(&path).await {
             tracing::warn!(path = %path.display(), error = %e, "Cannot remove a module file.");
         }
-        WasmHost::global().forget(&module.digest);
+        WasmHost::global().forget(digest);
     }
-    tracing::info!(module = %module.digest, tenant = %tenant, "Module deleted.");
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
+}
+
+/// Deletes a tenant (its rows go by cascade), then the files of its modules no other tenant
+/// owns. Its pipelines must be gone already.
+pub async fn delete_tenant(app: &App, tenant: &str) -> Result<(), ApiError> {
+    let _files = FILES.lock().await;
+    let owned = modules::list(app.store.pool(), Some(tenant)).await?;
+    crate::store::tenants::delete(app.store.pool(), tenant).await?;
+    for m in owned {
+        drop_if_unowned(app, &m.digest).await?;
+    }
+    Ok(())
 }
 
 /// Whether a pipeline's wasm transform or mangler names `digest`.
