@@ -69,6 +69,13 @@ impl Server {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
         let admin_token = admin_token(&config)?;
+        // Before any pipeline is built: the wasm host takes the server's module limit.
+        crate::wasm::WasmHost::install(crate::wasm::HostSettings {
+            max_module_bytes: config.limits.max_module_bytes,
+            ..Default::default()
+        });
+        std::fs::create_dir_all(config.data_dir.join("modules"))
+            .with_context(|| format!("cannot create {}/modules", config.data_dir.display()))?;
         let db = config.data_dir.join("sluice.db");
         let store = Store::open(&db)
             .await

@@ -16,7 +16,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, info, warn};
 
-use crate::config::{AccountType, ConfigError, ExporterConfig, WriteType};
+use crate::config::{
+    AccountType, ConfigError, ExporterConfig, MangleType, TransformType, WriteType,
+};
 use crate::metrics::{Counters, DropReason, PipelineStats};
 use crate::pipeline::Pipeline;
 use crate::sinks::Sink;
@@ -179,18 +181,55 @@ impl Supervisor {
         self.inner.settings.data_dir.join("pipelines").join(id)
     }
 
+    /// The folder of uploaded modules (`<data_dir>/modules`).
+    pub fn modules_dir(&self) -> PathBuf {
+        self.inner.settings.data_dir.join("modules")
+    }
+
+    /// The file of an uploaded module.
+    pub fn module_path(&self, digest: &str) -> PathBuf {
+        self.modules_dir().join(format!("{digest}.wasm"))
+    }
+
+    /// The modules a tenant owns: digest → world.
+    pub async fn owned_modules(&self, tenant_id: &str) -> sqlx::Result<HashMap<String, String>> {
+        Ok(
+            crate::store::modules::list(self.inner.store.pool(), Some(tenant_id))
+                .await?
+                .into_iter()
+                .map(|m| (m.digest, m.world))
+                .collect(),
+        )
+    }
+
     /// Checks a definition's paths for `sluice serve` and resolves them into the pipeline's
-    /// folder (see [`resolve_for_serve`]).
+    /// folder (see [`resolve_for_serve`]); a wasm stage's module digest becomes the path of
+    /// the tenant's uploaded module (`owned`: digest → world, from [`Supervisor::owned_modules`]).
     pub fn resolve(
         &self,
         id: &str,
         config: &ExporterConfig,
+        owned: &HashMap<String, String>,
     ) -> Result<ExporterConfig, Vec<ConfigError>> {
-        resolve_for_serve(
+        let resolved = resolve_for_serve(
             config,
             &self.pipeline_dir(id),
             self.inner.settings.allow_absolute_paths,
-        )
+        );
+        let module_errors = match &resolved {
+            Ok(c) => {
+                let mut c = c.clone();
+                let errors = resolve_modules(&mut c, owned, &self.modules_dir());
+                if errors.is_empty() {
+                    return Ok(c);
+                }
+                errors
+            }
+            Err(_) => resolve_modules(&mut config.clone(), owned, &self.modules_dir()),
+        };
+        let mut errors = resolved.err().unwrap_or_default();
+        errors.extend(module_errors);
+        Err(errors)
     }
 
     /// The live side of a pipeline, if it is registered.
@@ -263,10 +302,20 @@ impl Supervisor {
         if task.is_some() {
             return;
         }
+        let owned = match self.owned_modules(&live.tenant_id).await {
+            Ok(owned) => owned,
+            Err(e) => {
+                live.set(
+                    RunState::Failed,
+                    Some(format!("cannot read the tenant's modules: {e}")),
+                );
+                return;
+            }
+        };
         let config = ExporterConfig::load(definition)
             .map_err(|e| e.to_string())
             .and_then(|c| {
-                self.resolve(id, &c).map_err(|errors| {
+                self.resolve(id, &c, &owned).map_err(|errors| {
                     errors
                         .iter()
                         .map(ToString::to_string)
@@ -551,6 +600,63 @@ pub fn resolve_for_serve(
     }
 }
 
+/// Resolves the module of each wasm stage (`pipeline.{transform,mangle}.wasm.module`, a digest
+/// in `sluice serve`) to the file of the tenant's uploaded module in `modules_dir`, checking the
+/// tenant owns it (`owned`: digest → world) and that its world fits the stage.
+pub fn resolve_modules(
+    config: &mut ExporterConfig,
+    owned: &HashMap<String, String>,
+    modules_dir: &Path,
+) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    let p = &mut config.pipeline;
+    let stages = [
+        (
+            "transform",
+            "transformer",
+            p.transform.kind == TransformType::Wasm,
+            &mut p.transform.wasm,
+        ),
+        (
+            "mangle",
+            "mangler",
+            p.mangle.kind == MangleType::Wasm,
+            &mut p.mangle.wasm,
+        ),
+    ];
+    for (section, want, is_wasm, wasm) in stages {
+        let Some(wasm) = wasm.as_mut().filter(|_| is_wasm) else {
+            continue;
+        };
+        let digest = wasm.module.trim().to_ascii_lowercase();
+        let path = format!("pipeline.{section}.wasm.module");
+        match owned.get(&digest) {
+            None => errors.push(ConfigError {
+                path,
+                line: None,
+                message: format!(
+                    "no module `{}`: in sluice serve this is the id of a module uploaded with POST /v1/modules",
+                    wasm.module
+                ),
+            }),
+            Some(world) if world != want => errors.push(ConfigError {
+                path,
+                line: None,
+                message: format!(
+                    "module `{digest}` implements the {world} world; pipeline.{section} needs a {want}"
+                ),
+            }),
+            Some(_) => {
+                wasm.module = modules_dir
+                    .join(format!("{digest}.wasm"))
+                    .display()
+                    .to_string();
+            }
+        }
+    }
+    errors
+}
+
 /// The (analyzer, host_id) a pipeline must lease, if any: `""` and a missing host_id are never
 /// leased.
 pub fn lease_key(config: &ExporterConfig) -> Option<crate::store::LeaseKey> {
@@ -570,6 +676,42 @@ mod tests {
             "pipeline:\n  subscriber:\n    url: ws://127.0.0.1:1/ws/subscriber/flow\n  store:\n    buffered:\n      dirname: b\n      max_flows_per_object: 10\n      max_flow_array_size: 100\n  write:\n    type: file\n    file:\n      dir: {dir}\n"
         );
         ExporterConfig::load(&text).unwrap()
+    }
+
+    #[test]
+    fn module_digests_resolve_to_the_tenants_files_of_the_right_world() {
+        let mut c = config("out");
+        c.pipeline.transform.kind = TransformType::Wasm;
+        c.pipeline.transform.wasm = Some(crate::config::WasmOptions {
+            module: "AB12".into(),
+            ..Default::default()
+        });
+        let owned: HashMap<String, String> = [("ab12".to_string(), "transformer".to_string())]
+            .into_iter()
+            .collect();
+        let mut ok = c.clone();
+        assert!(resolve_modules(&mut ok, &owned, Path::new("/d/modules")).is_empty());
+        assert_eq!(
+            ok.pipeline.transform.wasm.unwrap().module,
+            "/d/modules/ab12.wasm"
+        );
+        let mangler: HashMap<String, String> = [("ab12".to_string(), "mangler".to_string())]
+            .into_iter()
+            .collect();
+        let errors = resolve_modules(&mut c.clone(), &mangler, Path::new("/d"));
+        assert_eq!(errors[0].path, "pipeline.transform.wasm.module");
+        assert!(
+            errors[0].message.contains("mangler"),
+            "{}",
+            errors[0].message
+        );
+        let errors = resolve_modules(&mut c.clone(), &HashMap::new(), Path::new("/d"));
+        assert_eq!(errors[0].path, "pipeline.transform.wasm.module");
+        assert!(
+            errors[0].message.contains("no module"),
+            "{}",
+            errors[0].message
+        );
     }
 
     #[test]
@@ -603,15 +745,30 @@ mod tests {
     #[sqlx::test(migrator = "crate::store::MIGRATOR")]
     async fn a_failing_pipeline_is_restarted_with_backoff_until_stopped(pool: sqlx::SqlitePool) {
         let dir = tempfile::tempdir().unwrap();
+        let store = Store::from_pool(pool.clone());
+        let tenant = crate::store::Tenant {
+            id: "t1".into(),
+            name: "one".into(),
+            created_at: 0,
+        };
+        store.create_tenant(&tenant, "k1", "hash1").await.unwrap();
+        // The tenant owns the module, but its file is gone: the pipeline never builds.
+        let module = crate::store::ModuleRow {
+            digest: "ab12".into(),
+            tenant_id: "t1".into(),
+            size: 1,
+            world: "transformer".into(),
+            created_at: 0,
+        };
+        crate::store::modules::insert(&pool, &module).await.unwrap();
         let supervisor = Supervisor::new(
-            Store::from_pool(pool),
+            store,
             SupervisorSettings {
                 data_dir: dir.path().to_path_buf(),
                 allow_absolute_paths: false,
             },
         );
-        // A wasm transform whose module does not exist never builds.
-        let definition = "pipeline:\n  subscriber:\n    url: ws://127.0.0.1:9/ws/subscriber/flow\n  transform:\n    type: wasm\n    wasm:\n      module: missing\n  store:\n    buffered:\n      dirname: b\n      max_flows_per_object: 10\n      max_flow_array_size: 100\n  write:\n    type: file\n    file:\n      dir: out\n";
+        let definition = "pipeline:\n  subscriber:\n    url: ws://127.0.0.1:9/ws/subscriber/flow\n  transform:\n    type: wasm\n    wasm:\n      module: ab12\n  store:\n    buffered:\n      dirname: b\n      max_flows_per_object: 10\n      max_flow_array_size: 100\n  write:\n    type: file\n    file:\n      dir: out\n";
         let row = PipelineRow {
             id: "p1".into(),
             tenant_id: "t1".into(),

@@ -49,6 +49,9 @@ pub enum ApiError {
     /// 413: the body is larger than `limits.max_body_bytes`.
     #[error("request body larger than the {0} bytes allowed (limits.max_body_bytes)")]
     PayloadTooLarge(usize),
+    /// 413: an uploaded module is larger than `limits.max_module_bytes`.
+    #[error("module larger than the {0} bytes allowed (limits.max_module_bytes)")]
+    ModuleTooLarge(usize),
     /// 415: a body type this route doesn't read.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -95,7 +98,9 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
-            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge(_) | ApiError::ModuleTooLarge(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -113,6 +118,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::PayloadTooLarge(_) => "body_too_large",
+            ApiError::ModuleTooLarge(_) => "module_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Timeout(_) => "timeout",
             ApiError::Store(_) | ApiError::Internal(_) => "internal",

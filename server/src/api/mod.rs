@@ -11,6 +11,7 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod health;
+pub mod modules;
 pub mod openapi;
 pub mod pipelines;
 pub mod tenants;
@@ -67,6 +68,7 @@ pub fn routes() -> (Router<Arc<App>>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(tenants::router())
         .merge(pipelines::router())
+        .merge(modules::router())
         .merge(admin::router())
         .merge(health::router())
         .merge(openapi::router())

@@ -18,6 +18,7 @@ use super::App;
     tags(
         (name = "tenants", description = "Tenants and their tokens (admin)"),
         (name = "pipelines", description = "A tenant's pipelines"),
+        (name = "modules", description = "A tenant's WebAssembly modules"),
         (name = "admin", description = "Server-wide views (admin)"),
         (name = "health", description = "Liveness, readiness, metrics (no token)"),
     )

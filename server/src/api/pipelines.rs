@@ -345,8 +345,9 @@ async fn create_pipeline(
     };
     let (config, definition) = parse_definition(&body)?;
     let id = new_id("pl_");
+    let owned = app.supervisor.owned_modules(&tenant_id).await?;
     app.supervisor
-        .resolve(&id, &config)
+        .resolve(&id, &config, &owned)
         .map_err(ApiError::InvalidConfig)?;
     let now = crate::now_ms();
     let row = PipelineRow {
@@ -414,8 +415,9 @@ async fn replace_pipeline(
 ) -> Result<Json<PipelineView>, ApiError> {
     let mut row = find(&app, &caller, &id).await?;
     let (config, definition) = parse_definition(&body)?;
+    let owned = app.supervisor.owned_modules(&row.tenant_id).await?;
     app.supervisor
-        .resolve(&id, &config)
+        .resolve(&id, &config, &owned)
         .map_err(ApiError::InvalidConfig)?;
     row.definition = definition;
     row.updated_at = crate::now_ms();
@@ -548,8 +550,14 @@ async fn test_pipeline(
             }),
         }
     }
-    let mut config =
-        ExporterConfig::load(&row.definition).map_err(|e| ApiError::InvalidConfig(e.0))?;
+    let config = ExporterConfig::load(&row.definition).map_err(|e| ApiError::InvalidConfig(e.0))?;
+    // Module digests become the tenant's module files (paths are resolved too; a dry run
+    // writes nothing there).
+    let owned = app.supervisor.owned_modules(&row.tenant_id).await?;
+    let mut config = app
+        .supervisor
+        .resolve(&id, &config, &owned)
+        .map_err(ApiError::InvalidConfig)?;
     // A dry run writes nothing: no account file either.
     config.pipeline.account.kind = AccountType::None;
     let sink = MemorySink::default();

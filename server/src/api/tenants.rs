@@ -189,7 +189,8 @@ async fn delete_tenant(
         app.supervisor.remove(&p.id).await;
         app.store.delete_pipeline(&p.id).await?;
     }
-    tenants::delete(app.store.pool(), &id).await?;
+    // With its modules (and their files no other tenant owns).
+    super::modules::delete_tenant(&app, &id).await?;
     tracing::info!(tenant = %id, "Tenant deleted.");
     Ok(StatusCode::NO_CONTENT)
 }

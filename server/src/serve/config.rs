@@ -53,6 +53,9 @@ pub struct Limits {
     /// Seconds between saves of each pipeline's counters to the `account` table.
     #[serde(default = "default_account_save_secs")]
     pub account_save_secs: u64,
+    /// Largest WebAssembly module accepted by `POST /v1/modules` (larger gets 413).
+    #[serde(default = "default_max_module_bytes")]
+    pub max_module_bytes: usize,
 }
 
 impl Default for Limits {
@@ -62,6 +65,7 @@ impl Default for Limits {
             pipelines_per_tenant: default_pipelines_per_tenant(),
             lease_ttl_secs: default_lease_ttl_secs(),
             account_save_secs: default_account_save_secs(),
+            max_module_bytes: default_max_module_bytes(),
         }
     }
 }
@@ -101,6 +105,10 @@ fn default_lease_ttl_secs() -> u64 {
 
 fn default_account_save_secs() -> u64 {
     10
+}
+
+fn default_max_module_bytes() -> usize {
+    16 << 20
 }
 
 impl ServerConfig {

@@ -8,6 +8,7 @@
 
 pub mod account;
 pub mod leases;
+pub mod modules;
 pub mod pipelines;
 pub mod tenants;
 pub mod tokens;
@@ -20,6 +21,7 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 pub use leases::{Lease, LeaseKey};
+pub use modules::ModuleRow;
 pub use pipelines::{DesiredState, PipelineRow};
 pub use tenants::Tenant;
 

@@ -368,3 +368,61 @@ async fn account_saves_loads_and_deletes(pool: SqlitePool) {
 async fn ping_answers(pool: SqlitePool) {
     assert!(Store::from_pool(pool).ping().await);
 }
+
+fn module(digest: &str, tenant: &str, created_at: i64) -> ModuleRow {
+    ModuleRow {
+        digest: digest.into(),
+        tenant_id: tenant.into(),
+        size: 42,
+        world: "transformer".into(),
+        created_at,
+    }
+}
+
+#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+async fn modules_insert_get_list_delete_per_tenant(pool: SqlitePool) {
+    with_tenants(&pool).await;
+    assert!(
+        modules::insert(&pool, &module("aa", "t1", 1))
+            .await
+            .unwrap()
+    );
+    // The same bytes again: nothing changes, the first row stays.
+    assert!(
+        !modules::insert(&pool, &module("aa", "t1", 5))
+            .await
+            .unwrap()
+    );
+    assert!(
+        modules::insert(&pool, &module("bb", "t1", 2))
+            .await
+            .unwrap()
+    );
+    // Another tenant may own the same digest.
+    assert!(
+        modules::insert(&pool, &module("aa", "t2", 3))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        modules::get(&pool, "t1", "aa").await.unwrap(),
+        Some(module("aa", "t1", 1))
+    );
+    assert_eq!(modules::get(&pool, "t2", "bb").await.unwrap(), None);
+    let t1: Vec<_> = modules::list(&pool, Some("t1"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.digest)
+        .collect();
+    assert_eq!(t1, ["aa", "bb"]);
+    assert_eq!(modules::list(&pool, None).await.unwrap().len(), 3);
+    assert_eq!(modules::owners(&pool, "aa").await.unwrap(), 2);
+    assert!(!modules::delete(&pool, "t2", "bb").await.unwrap());
+    assert!(modules::delete(&pool, "t1", "aa").await.unwrap());
+    assert_eq!(modules::owners(&pool, "aa").await.unwrap(), 1);
+    assert_eq!(modules::get(&pool, "t1", "aa").await.unwrap(), None);
+    // A deleted tenant's modules go with it.
+    assert!(tenants::delete(&pool, "t2").await.unwrap());
+    assert_eq!(modules::owners(&pool, "aa").await.unwrap(), 0);
+}
