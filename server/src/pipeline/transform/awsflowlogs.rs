@@ -18,23 +18,6 @@ pub const DEFAULT_ACCOUNT_ID: &str = "12345678";
 /// AWS's marker for a field that does not apply or cannot be computed.
 const ABSENT: &str = "-";
 
-const HEADER_V2: &[&str] = &[
-    "version",
-    "account-id",
-    "interface-id",
-    "srcaddr",
-    "dstaddr",
-    "srcport",
-    "dstport",
-    "protocol",
-    "packets",
-    "bytes",
-    "start",
-    "end",
-    "action",
-    "log-status",
-];
-
 const HEADER_V3: &[&str] = &[
     "version",
     "account-id",
@@ -57,23 +40,6 @@ const HEADER_V3: &[&str] = &[
     "type",
     "pkt-srcaddr",
     "pkt-dstaddr",
-];
-
-const HEADER_V2_UPSTREAM: &[&str] = &[
-    "version",
-    "account-id",
-    "interface-id",
-    "srcadr",
-    "dstaddr",
-    "srcport",
-    "dstport",
-    "protocol",
-    "packets",
-    "bytes",
-    "start",
-    "end",
-    "action",
-    "log-status",
 ];
 
 const HEADER_V3_UPSTREAM: &[&str] = &[
@@ -99,6 +65,11 @@ const HEADER_V3_UPSTREAM: &[&str] = &[
     "pkt-srcadr",
     "pkt-dstaddr",
 ];
+
+/// Version 2's fields are the first 14 of version 3's.
+const V2_FIELDS: usize = 14;
+const HEADER_V2: &[&str] = HEADER_V3.split_at(V2_FIELDS).0;
+const HEADER_V2_UPSTREAM: &[&str] = HEADER_V3_UPSTREAM.split_at(V2_FIELDS).0;
 
 /// The configured `awsflowlogs` transform.
 #[derive(Debug, Clone)]
