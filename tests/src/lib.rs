@@ -159,6 +159,42 @@ impl Sim {
         })
     }
 
+    /// A time-compressed simulator (0.5 s updates, 2 s expiry, 0.3 s batches) that keeps
+    /// `flows` flows alive and sends `total` records at `rate` per second, then nothing more.
+    pub fn start_fast(
+        dir: &Path,
+        flows: u32,
+        rate: u32,
+        total: u32,
+        seed: u32,
+    ) -> anyhow::Result<Sim> {
+        let (flows, rate, total, seed) = (
+            flows.to_string(),
+            rate.to_string(),
+            total.to_string(),
+            seed.to_string(),
+        );
+        Self::start(
+            dir,
+            &[
+                "--rate",
+                &rate,
+                "--flows",
+                &flows,
+                "--update-secs",
+                "0.5",
+                "--expire-secs",
+                "2",
+                "--batch-secs",
+                "0.3",
+                "--total",
+                &total,
+                "--seed",
+                &seed,
+            ],
+        )
+    }
+
     /// The subscriber URL.
     pub fn ws_url(&self) -> String {
         format!("ws://{}/ws/subscriber/flow", self.addr)

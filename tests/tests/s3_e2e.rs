@@ -54,29 +54,6 @@ fn write_config(dir: &Path, sim: &Sim, pipe: &Pipe) -> PathBuf {
     path
 }
 
-fn start_sim(dir: &Path, rate: u32, total: u32, seed: u32) -> Sim {
-    Sim::start(
-        dir,
-        &[
-            "--rate",
-            &rate.to_string(),
-            "--flows",
-            "30",
-            "--update-secs",
-            "0.5",
-            "--expire-secs",
-            "2",
-            "--batch-secs",
-            "0.3",
-            "--total",
-            &total.to_string(),
-            "--seed",
-            &seed.to_string(),
-        ],
-    )
-    .unwrap()
-}
-
 /// Spool files under `dir` (recursively) and the records they hold.
 fn spooled(dir: &Path) -> (usize, usize) {
     let (mut files, mut records) = (0, 0);
@@ -139,7 +116,7 @@ fn objects_land_with_keys_bodies_and_metadata() {
     let dir = tempfile::tempdir().unwrap();
     let moto = MotoServer::start().unwrap();
     moto.create_bucket(BUCKET).unwrap();
-    let sim = start_sim(dir.path(), 400, 400, 3);
+    let sim = Sim::start_fast(dir.path(), 30, 400, 400, 3).unwrap();
     let spool = dir.path().join("spool");
     let endpoint = moto.endpoint();
     let config = write_config(
@@ -170,7 +147,7 @@ fn sigterm_flushes_pending_records_into_the_bucket() {
     let dir = tempfile::tempdir().unwrap();
     let moto = MotoServer::start().unwrap();
     moto.create_bucket(BUCKET).unwrap();
-    let sim = start_sim(dir.path(), 500, 150, 9);
+    let sim = Sim::start_fast(dir.path(), 30, 500, 150, 9).unwrap();
     let endpoint = moto.endpoint();
     let spool = dir.path().join("spool");
     let config = write_config(
@@ -203,7 +180,7 @@ fn store_outage_loses_nothing() {
     let moto = MotoServer::start().unwrap();
     moto.create_bucket(BUCKET).unwrap();
     let proxy = TcpProxy::start(moto.addr).unwrap();
-    let sim = start_sim(dir.path(), 200, 1200, 5);
+    let sim = Sim::start_fast(dir.path(), 30, 200, 1200, 5).unwrap();
     let endpoint = proxy.endpoint();
     let spool = dir.path().join("spool");
     let config = write_config(
@@ -261,7 +238,7 @@ fn killed_with_spooled_objects_then_restarted_uploads_them() {
     moto.create_bucket(BUCKET).unwrap();
     let proxy = TcpProxy::start(moto.addr).unwrap();
     proxy.cut();
-    let sim = start_sim(dir.path(), 300, 300, 11);
+    let sim = Sim::start_fast(dir.path(), 30, 300, 300, 11).unwrap();
     let endpoint = proxy.endpoint();
     // The default spool folder: $XDG_STATE_HOME/sluice/spool/<bucket>-<hash of the config path>.
     let config = write_config(
@@ -317,7 +294,7 @@ fn killed_with_spooled_objects_then_restarted_uploads_them() {
 fn missing_bucket_is_reported_and_retried_until_created() {
     let dir = tempfile::tempdir().unwrap();
     let moto = MotoServer::start().unwrap();
-    let sim = start_sim(dir.path(), 300, 200, 13);
+    let sim = Sim::start_fast(dir.path(), 30, 300, 200, 13).unwrap();
     let endpoint = moto.endpoint();
     let spool = dir.path().join("spool");
     let config = write_config(
@@ -362,7 +339,7 @@ fn wrong_credentials_are_reported_and_a_fixed_config_uploads_the_spool() {
     let dir = tempfile::tempdir().unwrap();
     let moto = MotoServer::start_with_auth().unwrap();
     moto.create_bucket(BUCKET).unwrap();
-    let sim = start_sim(dir.path(), 300, 200, 17);
+    let sim = Sim::start_fast(dir.path(), 30, 300, 200, 17).unwrap();
     let endpoint = moto.endpoint();
     let spool = dir.path().join("spool");
     let pipe = |secret| Pipe {
@@ -414,7 +391,7 @@ fn ibm_iam_token_is_fetched_once_reused_refreshed_and_replaced_when_refused() {
     moto.create_bucket(BUCKET).unwrap();
     let iam = FakeIam::start("test-api-key", Duration::from_secs(4), moto.addr).unwrap();
     // ~15 s of flows, an object per tag per second.
-    let sim = start_sim(dir.path(), 100, 1500, 19);
+    let sim = Sim::start_fast(dir.path(), 30, 100, 1500, 19).unwrap();
     let endpoint = iam.cos_endpoint();
     let token_url = iam.token_url();
     let spool = dir.path().join("spool");

@@ -26,30 +26,6 @@ fn s3_yaml(url: &str, endpoint: &str, bucket: &str, per_object: u32) -> String {
     )
 }
 
-/// A simulator that sends `total` records at `rate` per second, then nothing more.
-fn start_sim(dir: &Path, rate: u32, total: u32, seed: u32) -> Sim {
-    Sim::start(
-        dir,
-        &[
-            "--rate",
-            &rate.to_string(),
-            "--flows",
-            "30",
-            "--update-secs",
-            "0.5",
-            "--expire-secs",
-            "2",
-            "--batch-secs",
-            "0.3",
-            "--total",
-            &total.to_string(),
-            "--seed",
-            &seed.to_string(),
-        ],
-    )
-    .unwrap()
-}
-
 fn create(serve: &Serve, token: &str, yaml: &str) -> String {
     let r = serve.yaml("POST", "/v1/pipelines", Some(token), yaml);
     assert_eq!(r.status, 201, "{}", r.text());
@@ -162,8 +138,8 @@ fn two_tenants_s3_pipelines_deliver_every_record_once_each_with_its_own_spool() 
     let endpoint = proxy.endpoint();
     // One simulator per pipeline: each sends its `total` to its one subscriber.
     let total = 600;
-    let sim_a = start_sim(dir.path(), 300, total, 21);
-    let sim_b = start_sim(dir.path(), 300, total, 22);
+    let sim_a = Sim::start_fast(dir.path(), 30, 300, total, 21).unwrap();
+    let sim_b = Sim::start_fast(dir.path(), 30, 300, total, 22).unwrap();
     for bucket in ["flows-a", "flows-b"] {
         moto.create_bucket(bucket).unwrap();
     }
@@ -230,7 +206,7 @@ fn outage_then_sigkill_then_restart_uploads_everything_spooled() {
     moto.create_bucket("flows").unwrap();
     let proxy = TcpProxy::start(moto.addr).unwrap();
     let total = 1000;
-    let sim = start_sim(dir.path(), 200, total, 31);
+    let sim = Sim::start_fast(dir.path(), 30, 200, total, 31).unwrap();
     let serve = Serve::start(&data, ADMIN).unwrap();
     let (_, token) = serve.tenant("alpha");
     let id = create(
@@ -330,7 +306,7 @@ fn stop_with_the_store_down_keeps_the_spool_and_start_uploads_it() {
     let proxy = TcpProxy::start(moto.addr).unwrap();
     proxy.cut();
     let total = 400;
-    let sim = start_sim(dir.path(), 300, total, 41);
+    let sim = Sim::start_fast(dir.path(), 30, 300, total, 41).unwrap();
     let serve = Serve::start(&dir.path().join("data"), ADMIN).unwrap();
     let (_, token) = serve.tenant("alpha");
     let id = create(
@@ -396,7 +372,7 @@ fn quick_restarts_never_overwrite_an_object() {
     let dir = tempfile::tempdir().unwrap();
     let moto = MotoServer::start().unwrap();
     moto.create_bucket("flows").unwrap();
-    let sim = start_sim(dir.path(), 300, 1_000_000, 51);
+    let sim = Sim::start_fast(dir.path(), 30, 300, 1_000_000, 51).unwrap();
     let serve = Serve::start(&dir.path().join("data"), ADMIN).unwrap();
     let (_, token) = serve.tenant("alpha");
     // Small objects: each message of the simulator (every 0.3 s) fills some at once.

@@ -76,26 +76,7 @@ fn exported(serve: &Serve, pipeline: &str) -> Vec<Value> {
 #[test]
 fn an_uploaded_module_anonymizes_a_tenants_pipeline_and_stays_its_own() {
     let dir = tempfile::tempdir().unwrap();
-    let sim = Sim::start(
-        dir.path(),
-        &[
-            "--rate",
-            "300",
-            "--flows",
-            "20",
-            "--update-secs",
-            "0.5",
-            "--expire-secs",
-            "2",
-            "--batch-secs",
-            "0.3",
-            "--total",
-            "300",
-            "--seed",
-            "11",
-        ],
-    )
-    .unwrap();
+    let sim = Sim::start_fast(dir.path(), 20, 300, 300, 11).unwrap();
     let serve = Serve::start(&dir.path().join("data"), ADMIN).unwrap();
     let (_, a) = serve.tenant("alpha");
     let (_, b) = serve.tenant("beta");

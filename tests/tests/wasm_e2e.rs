@@ -29,26 +29,7 @@ fn key(uuid: &serde_json::Value, src: String, dst: String) -> String {
 fn run_with_a_wasm_transform_exports_every_flow_anonymized() {
     let guest = sluice::wasm::test_guests::path("anonymize");
     let dir = tempfile::tempdir().unwrap();
-    let sim = Sim::start(
-        dir.path(),
-        &[
-            "--rate",
-            "300",
-            "--flows",
-            "20",
-            "--update-secs",
-            "0.5",
-            "--expire-secs",
-            "2",
-            "--batch-secs",
-            "0.3",
-            "--total",
-            "300",
-            "--seed",
-            "11",
-        ],
-    )
-    .unwrap();
+    let sim = Sim::start_fast(dir.path(), 20, 300, 300, 11).unwrap();
     let config = dir.path().join("pipeline.yml");
     std::fs::write(
         &config,
