@@ -11,6 +11,10 @@
 //!
 //! Run: `cargo bench -p sluice --bench density` (optionally `-- 2000` for another count).
 
+// The binary's allocator (server/src/main.rs), so the numbers are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::Duration;
 
 use sluice::serve::Server;

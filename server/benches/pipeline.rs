@@ -16,6 +16,10 @@
 //!   (5 min TTL), flows are UPDATED and the logstatus mangler adds a SKIPDATA record for each.
 //!   This is the steady state.
 
+// The binary's allocator (server/src/main.rs), so the numbers are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};

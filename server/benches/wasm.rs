@@ -10,6 +10,10 @@
 //!
 //! The guests are built from `guests/` on first use.
 
+// The binary's allocator (server/src/main.rs), so the numbers are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};

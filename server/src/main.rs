@@ -7,6 +7,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+// Cargo.toml says why; the benches set the same allocator so their numbers are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Multi-tenant network-flow export for Skydive.
 #[derive(Debug, Parser)]
 #[command(name = "sluice", version)]

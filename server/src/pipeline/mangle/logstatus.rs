@@ -33,7 +33,7 @@ const MAX_TAGS: usize = 64;
 struct TagState {
     links: BTreeSet<i64>,
     /// UUID → whether that flow's last record had a `Metric`.
-    had_metric: TtlCache<String, bool>,
+    had_metric: TtlCache<bool>,
 }
 
 impl Default for TagState {
@@ -94,7 +94,7 @@ impl LogStatus {
             if let Record::SecAdvisor(r) = record {
                 state
                     .had_metric
-                    .insert(r.uuid.clone(), r.metric.is_some(), UUID_TTL_MS, now_ms);
+                    .insert(r.uuid.as_str(), r.metric.is_some(), UUID_TTL_MS, now_ms);
             }
         }
         let nodata: Vec<Record> = state

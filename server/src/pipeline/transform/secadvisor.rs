@@ -14,7 +14,7 @@ use crate::flow::{FinishType, Flow};
 use crate::pipeline::ttl_cache::{DEFAULT_CAPACITY, TtlCache};
 use crate::topology::{TopologyClient, TopologyError};
 use extend::{ExtendConfigError, Extender};
-use record::{PeerContexts, SecAdvisorLayer, SecAdvisorRecord, VERSION, legacy_name};
+use record::{PeerContexts, SecAdvisorLayer, SecAdvisorRecord, Text, VERSION, legacy_name};
 use resolve::Resolver;
 
 /// How long a flow's update count lives after a sighting (upstream: 10 min).
@@ -38,7 +38,7 @@ pub enum SecAdvisorBuildError {
 #[derive(Debug)]
 pub struct SecAdvisor {
     exclude_started_flows: bool,
-    counts: TtlCache<String, i64>,
+    counts: TtlCache<i64>,
     resolver: Resolver,
     extender: Extender,
 }
@@ -102,14 +102,14 @@ impl SecAdvisor {
             None => None,
         };
         let network = flow.network.map(|n| SecAdvisorLayer {
-            protocol: n.protocol.as_str().to_string(),
+            protocol: n.protocol.as_str().into(),
             a: n.a,
             b: n.b,
             a_name: legacy_name(context.as_ref().and_then(|c| c.a.as_ref())),
             b_name: legacy_name(context.as_ref().and_then(|c| c.b.as_ref())),
         });
         let transport = flow.transport.map(|t| SecAdvisorLayer {
-            protocol: t.protocol.as_str().to_string(),
+            protocol: t.protocol.as_str().into(),
             a: t.a.to_string(),
             b: t.b.to_string(),
             ..Default::default()
@@ -119,9 +119,9 @@ impl SecAdvisor {
             link_id: flow.link.map_or(0, |l| l.id),
             l3_tracking_id: flow.l3_tracking_id,
             layers_path: flow.layers_path,
-            version: VERSION.to_string(),
-            status: status.to_string(),
-            finish_type: finish_type_name(flow.finish_type).to_string(),
+            version: VERSION.into(),
+            status: status.into(),
+            finish_type: finish_type_name(flow.finish_type).into(),
             network,
             transport,
             context,
@@ -131,7 +131,7 @@ impl SecAdvisor {
             last: flow.last,
             update_count,
             node_type,
-            log_status: String::new(),
+            log_status: Text::default(),
             extend: Default::default(),
         };
         self.extender.apply(&mut record, now_ms).await;
@@ -151,11 +151,11 @@ impl SecAdvisor {
             }
             FinishType::NotFinished => {
                 self.counts
-                    .insert(flow.uuid.clone(), count + 1, UPDATE_TTL_MS, now_ms)
+                    .insert(flow.uuid.as_str(), count + 1, UPDATE_TTL_MS, now_ms)
             }
             FinishType::TcpFin | FinishType::TcpRst => {
                 self.counts
-                    .insert(flow.uuid.clone(), count + 1, FINISHED_TTL_MS, now_ms)
+                    .insert(flow.uuid.as_str(), count + 1, FINISHED_TTL_MS, now_ms)
             }
         }
         count

@@ -132,7 +132,7 @@ pub struct ExtendConfigError {
 pub struct Extender {
     client: Arc<TopologyClient>,
     templates: Vec<(String, Template)>,
-    cache: TtlCache<String, String>,
+    cache: TtlCache<String>,
 }
 
 impl Extender {
@@ -166,7 +166,7 @@ impl Extender {
     /// Stores a result as if it had been queried (tests seed the cache as upstream's do).
     pub fn seed(&mut self, query: &str, value: &str, now_ms: i64) {
         self.cache
-            .insert(query.to_string(), value.to_string(), EXTEND_TTL_MS, now_ms);
+            .insert(query, value.to_string(), EXTEND_TTL_MS, now_ms);
     }
 
     /// Evaluates every entry in order against the record as it stands.
@@ -180,7 +180,7 @@ impl Extender {
                 Some(v) => v.clone(),
                 None => {
                     let v = first_string(&self.client, &query).await;
-                    self.cache.insert(query, v.clone(), EXTEND_TTL_MS, now_ms);
+                    self.cache.insert(&query, v.clone(), EXTEND_TTL_MS, now_ms);
                     v
                 }
             };

@@ -44,9 +44,13 @@ impl fmt::Display for PeerType {
     }
 }
 
-fn is_empty(s: &str) -> bool {
-    s.is_empty()
+fn is_empty<S: AsRef<str> + ?Sized>(s: &S) -> bool {
+    s.as_ref().is_empty()
 }
+
+/// A text field whose value is nearly always one of a few constants (`STARTED`, `IPV4`, `OK`):
+/// borrowing those saves an allocation per record on the per-flow path.
+pub type Text = Cow<'static, str>;
 
 /// Who a peer is: `{Type, Name, Set}`, empty members omitted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,7 +82,7 @@ pub struct PeerContexts {
 pub struct SecAdvisorLayer {
     /// e.g. `IPV4`, `TCP`.
     #[serde(rename = "Protocol", default, skip_serializing_if = "is_empty")]
-    pub protocol: String,
+    pub protocol: Text,
     /// Address or port (decimal) of A.
     #[serde(rename = "A", default, skip_serializing_if = "is_empty")]
     pub a: String,
@@ -113,13 +117,13 @@ pub struct SecAdvisorRecord {
     pub layers_path: String,
     /// [`VERSION`] for records made by the transform.
     #[serde(rename = "Version", default, skip_serializing_if = "is_empty")]
-    pub version: String,
+    pub version: Text,
     /// STARTED, UPDATED or ENDED.
     #[serde(rename = "Status", default, skip_serializing_if = "is_empty")]
-    pub status: String,
+    pub status: Text,
     /// SYN_FIN, SYN_RST, Timeout, or empty.
     #[serde(rename = "FinishType", default, skip_serializing_if = "is_empty")]
-    pub finish_type: String,
+    pub finish_type: Text,
     /// Addresses, with legacy pod names.
     #[serde(rename = "Network", default, skip_serializing_if = "Option::is_none")]
     pub network: Option<SecAdvisorLayer>,
@@ -153,7 +157,7 @@ pub struct SecAdvisorRecord {
     pub node_type: String,
     /// OK, NODATA or SKIPDATA (logstatus mangler).
     #[serde(rename = "LogStatus", default, skip_serializing_if = "is_empty")]
-    pub log_status: String,
+    pub log_status: Text,
     /// `extend` results, keys sorted.
     #[serde(rename = "Extend", default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extend: BTreeMap<String, String>,
@@ -270,7 +274,7 @@ impl SecAdvisorRecord {
         row.push(&self.finish_type);
         match &self.network {
             Some(l) => {
-                for v in [&l.protocol, &l.a, &l.b, &l.a_name, &l.b_name] {
+                for v in [&*l.protocol, &l.a, &l.b, &l.a_name, &l.b_name] {
                     row.push(v);
                 }
             }
@@ -278,7 +282,7 @@ impl SecAdvisorRecord {
         }
         match &self.transport {
             Some(l) => {
-                for v in [&l.protocol, &l.a, &l.b] {
+                for v in [&*l.protocol, &l.a, &l.b] {
                     row.push(v);
                 }
             }

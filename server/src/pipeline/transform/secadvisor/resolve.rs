@@ -159,8 +159,10 @@ pub async fn pod_of_container(
 pub struct Resolver {
     client: Arc<TopologyClient>,
     backends: Vec<Backend>,
-    contexts: TtlCache<String, Option<PeerContext>>,
-    types: TtlCache<String, String>,
+    contexts: TtlCache<Option<PeerContext>>,
+    types: TtlCache<String>,
+    /// Scratch for building `contexts` keys without allocating on every lookup.
+    key: String,
 }
 
 impl Resolver {
@@ -176,6 +178,7 @@ impl Resolver {
             backends,
             contexts: TtlCache::new(DEFAULT_CAPACITY),
             types: TtlCache::new(DEFAULT_CAPACITY),
+            key: String::new(),
         }
     }
 
@@ -190,8 +193,11 @@ impl Resolver {
         if ip.is_empty() {
             return None;
         }
-        let key = format!("{ip},{node_tid}");
-        if let Some(hit) = self.contexts.get(&key, now_ms) {
+        self.key.clear();
+        self.key.push_str(ip);
+        self.key.push(',');
+        self.key.push_str(node_tid);
+        if let Some(hit) = self.contexts.get(self.key.as_str(), now_ms) {
             return hit.clone();
         }
         let mut found = None;
@@ -205,7 +211,7 @@ impl Resolver {
             }
         }
         self.contexts
-            .insert(key, found.clone(), RESOLVE_TTL_MS, now_ms);
+            .insert(self.key.as_str(), found.clone(), RESOLVE_TTL_MS, now_ms);
         found
     }
 
@@ -227,7 +233,7 @@ impl Resolver {
             }
         }
         self.types
-            .insert(tid.to_string(), found.clone(), RESOLVE_TTL_MS, now_ms);
+            .insert(tid, found.clone(), RESOLVE_TTL_MS, now_ms);
         found
     }
 
@@ -239,13 +245,17 @@ impl Resolver {
         context: Option<PeerContext>,
         now_ms: i64,
     ) {
-        self.contexts
-            .insert(format!("{ip},{node_tid}"), context, RESOLVE_TTL_MS, now_ms);
+        self.contexts.insert(
+            format!("{ip},{node_tid}").as_str(),
+            context,
+            RESOLVE_TTL_MS,
+            now_ms,
+        );
     }
 
     /// Caches a node type as if resolved.
     pub fn seed_type(&mut self, tid: &str, kind: &str, now_ms: i64) {
         self.types
-            .insert(tid.to_string(), kind.to_string(), RESOLVE_TTL_MS, now_ms);
+            .insert(tid, kind.to_string(), RESOLVE_TTL_MS, now_ms);
     }
 }

@@ -99,9 +99,9 @@ async fn golden_basic_flow() {
         c["derived_internal_fields"]["L3TrackingID"]
     );
     let a = &c["asserted"];
-    assert_eq!(r.version, a["Version"]);
+    assert_eq!(*r.version, a["Version"]);
     assert_eq!(r.update_count, a["UpdateCount"].as_i64().unwrap());
-    assert_eq!(r.status, a["Status"]);
+    assert_eq!(*r.status, a["Status"]);
     assert_eq!(r.node_type, a["NodeType"]);
     let network = r.network.as_ref().unwrap();
     assert_eq!(network.a_name, a["Network.A_Name"]);
@@ -130,7 +130,7 @@ async fn golden_update_count_and_status_sequence() {
     {
         let r = t.transform(flow(&c["input_flow"]), NOW).await.unwrap();
         assert_eq!(r.update_count, step["UpdateCount"].as_i64().unwrap());
-        assert_eq!(r.status, statuses[i]);
+        assert_eq!(*r.status, statuses[i]);
     }
     assert_eq!(statuses.len(), c["calls"].as_u64().unwrap() as usize);
 }
@@ -152,25 +152,25 @@ async fn golden_status_updates_and_count_ttls() {
             }
         }
         let r = t.transform(flow(&input), NOW).await.unwrap();
-        assert_eq!(r.status, step["asserted"]["Status"]);
+        assert_eq!(*r.status, step["asserted"]["Status"]);
         assert_eq!(
             r.update_count,
             step["derived"]["UpdateCount"].as_i64().unwrap()
         );
-        assert_eq!(r.finish_type, step["derived"]["FinishType"]);
+        assert_eq!(*r.finish_type, step["derived"]["FinishType"]);
     }
     // After TCP_FIN the count (3) lives one minute, not ten.
     let uuid = input["UUID"].as_str().unwrap();
     let mut probe = flow(&input);
     probe.finish_type = FinishType::NotFinished;
     let r = t.transform(probe.clone(), NOW + 60_000).await.unwrap();
-    assert_eq!((r.update_count, r.status.as_str()), (3, "UPDATED"));
+    assert_eq!((r.update_count, &*r.status), (3, "UPDATED"));
     let r = t
         .transform(probe.clone(), NOW + 60_000 + 10 * 60_000 + 1)
         .await
         .unwrap();
     assert_eq!(
-        (r.update_count, r.status.as_str()),
+        (r.update_count, &*r.status),
         (0, "STARTED"),
         "{uuid} expired"
     );
@@ -180,7 +180,7 @@ async fn golden_status_updates_and_count_ttls() {
     let later = NOW + 20 * 60_000;
     let r = t.transform(timeout, later).await.unwrap();
     assert_eq!(
-        (r.update_count, r.status.as_str(), r.finish_type.as_str()),
+        (r.update_count, &*r.status, &*r.finish_type),
         (1, "ENDED", "Timeout")
     );
     let r = t.transform(probe, later).await.unwrap();
@@ -195,16 +195,13 @@ async fn exclude_started_flows_drops_the_first_sighting_only() {
     let mut t = fake_resolver_transform(&mock, true).await;
     assert!(t.transform(flow(&c["input_flow"]), NOW).await.is_none());
     let r = t.transform(flow(&c["input_flow"]), NOW).await.unwrap();
-    assert_eq!((r.update_count, r.status.as_str()), (1, "UPDATED"));
+    assert_eq!((r.update_count, &*r.status), (1, "UPDATED"));
     // Already finished at first sighting: ENDED, reported.
     let mut ended = flow(&c["input_flow"]);
     ended.uuid = "other".into();
     ended.finish_type = FinishType::TcpRst;
     let r = t.transform(ended, NOW).await.unwrap();
-    assert_eq!(
-        (r.status.as_str(), r.finish_type.as_str()),
-        ("ENDED", "SYN_RST")
-    );
+    assert_eq!((&*r.status, &*r.finish_type), ("ENDED", "SYN_RST"));
 }
 
 /// The mock analyzer answers of one `resolvers.json` case.
