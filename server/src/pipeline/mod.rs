@@ -143,7 +143,8 @@ impl Pipeline {
         // Tags in order of first appearance, so output order is deterministic.
         let mut groups: Vec<(Tag, Vec<Flow>)> = Vec::new();
         let mut filtered = 0;
-        for flow in flows {
+        let total = flows.len();
+        for (i, flow) in flows.into_iter().enumerate() {
             let tag = self.classifier.tag(&flow);
             if self.filter.is_excluded(tag) {
                 filtered += 1;
@@ -151,7 +152,13 @@ impl Pipeline {
             }
             match groups.iter_mut().find(|(t, _)| *t == tag) {
                 Some((_, group)) => group.push(flow),
-                None => groups.push((tag, vec![flow])),
+                None => {
+                    // Room for the rest of the batch: flows are large, and growing the
+                    // group step by step would copy them several times over.
+                    let mut group = Vec::with_capacity(total - i);
+                    group.push(flow);
+                    groups.push((tag, group));
+                }
             }
         }
         stats.count_drop(DropReason::Filtered, filtered);

@@ -64,13 +64,16 @@ struct Slot<V> {
     seq: u64,
 }
 
+/// `(deadline, seq, hash)` per insert or refresh, soonest first.
+type Deadlines = BinaryHeap<Reverse<(i64, u64, u64)>>;
+
 /// A map from string keys to `V` where each entry lives until its own deadline (ms since the
 /// epoch).
 pub struct TtlCache<V> {
     slots: HashTable<Slot<V>>,
     hasher: RandomState,
     /// `(deadline, seq, hash)` per insert or refresh: the eviction order.
-    deadlines: BinaryHeap<Reverse<(i64, u64, u64)>>,
+    deadlines: Deadlines,
     capacity: usize,
     next_seq: u64,
 }
@@ -113,36 +116,54 @@ impl<V> TtlCache<V> {
     /// Stores `value` for `ttl_ms` from `now_ms`, replacing any previous entry. The key is
     /// copied only when it is new.
     pub fn insert(&mut self, key: &str, value: V, ttl_ms: i64, now_ms: i64) {
+        self.update(key, ttl_ms, now_ms, |_| value);
+    }
+
+    /// Stores `f(live value or None)` for `ttl_ms` from `now_ms` and returns it: a read and a
+    /// write for one lookup, where [`get`](Self::get) then [`insert`](Self::insert) take two.
+    pub fn update(
+        &mut self,
+        key: &str,
+        ttl_ms: i64,
+        now_ms: i64,
+        f: impl FnOnce(Option<&V>) -> V,
+    ) -> &V {
+        // Expired entries go first, so whatever `f` is shown is live.
         self.purge_expired(now_ms);
+        self.compact();
         let hash = self.hasher.hash_one(key.as_bytes());
         let expires_ms = now_ms.saturating_add(ttl_ms);
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.deadlines.push(Reverse((expires_ms, seq, hash)));
-        if let Some(slot) = self
+        let found = self
             .slots
-            .find_mut(hash, |s| s.key.as_bytes() == key.as_bytes())
-        {
-            slot.value = value;
-            slot.expires_ms = expires_ms;
-            slot.seq = seq;
-        } else {
-            while self.slots.len() >= self.capacity {
-                if !self.evict_soonest() {
-                    break;
-                }
+            .find_entry(hash, |s| s.key.as_bytes() == key.as_bytes());
+        let slot = match found {
+            Ok(entry) => {
+                let slot = entry.into_mut();
+                slot.value = f(Some(&slot.value));
+                slot.expires_ms = expires_ms;
+                slot.seq = seq;
+                slot
             }
-            let slot = Slot {
-                key: Key::new(key),
-                value,
-                expires_ms,
-                seq,
-            };
-            let hasher = &self.hasher;
-            self.slots
-                .insert_unique(hash, slot, |s| hasher.hash_one(s.key.as_bytes()));
-        }
-        self.compact();
+            Err(absent) => {
+                let slots = absent.into_table();
+                while slots.len() >= self.capacity && evict_soonest(slots, &mut self.deadlines) {}
+                let slot = Slot {
+                    key: Key::new(key),
+                    value: f(None),
+                    expires_ms,
+                    seq,
+                };
+                let hasher = &self.hasher;
+                slots
+                    .insert_unique(hash, slot, |s| hasher.hash_one(s.key.as_bytes()))
+                    .into_mut()
+            }
+        };
+        // Pushed last: an eviction above must not pop this entry's own item.
+        self.deadlines.push(Reverse((expires_ms, seq, hash)));
+        &slot.value
     }
 
     /// Removes `key`, returning its value (expired or not).
@@ -172,20 +193,8 @@ impl<V> TtlCache<V> {
             if deadline >= now_ms {
                 break;
             }
-            self.evict_soonest();
+            evict_soonest(&mut self.slots, &mut self.deadlines);
         }
-    }
-
-    /// Pops the soonest heap item and removes its entry if the item is that entry's live one;
-    /// false when the heap is empty.
-    fn evict_soonest(&mut self) -> bool {
-        let Some(Reverse((_, seq, hash))) = self.deadlines.pop() else {
-            return false;
-        };
-        if let Ok(entry) = self.slots.find_entry(hash, |s| s.seq == seq) {
-            entry.remove();
-        }
-        true
     }
 
     /// Rebuilds the heap from the live entries once stale items outnumber them, so refreshes
@@ -201,6 +210,18 @@ impl<V> TtlCache<V> {
             .map(|s| Reverse((s.expires_ms, s.seq, hasher.hash_one(s.key.as_bytes()))))
             .collect();
     }
+}
+
+/// Pops the soonest heap item and removes its entry if the item is that entry's live one;
+/// false when the heap is empty.
+fn evict_soonest<V>(slots: &mut HashTable<Slot<V>>, deadlines: &mut Deadlines) -> bool {
+    let Some(Reverse((_, seq, hash))) = deadlines.pop() else {
+        return false;
+    };
+    if let Ok(entry) = slots.find_entry(hash, |s| s.seq == seq) {
+        entry.remove();
+    }
+    true
 }
 
 #[cfg(test)]
@@ -244,6 +265,27 @@ mod tests {
         assert_eq!(c.len(), 1, "due after 100_009, not before");
         c.purge_expired(100_010);
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn update_sees_only_live_values() {
+        let mut c = TtlCache::new(10);
+        assert_eq!(*c.update("a", 10, 0, |old| old.map_or(1, |n| n + 1)), 1);
+        assert_eq!(*c.update("a", 10, 5, |old| old.map_or(1, |n| n + 1)), 2);
+        // Refreshed at 5: live until 15, gone after.
+        assert_eq!(*c.update("a", 10, 15, |old| old.map_or(1, |n| n + 1)), 3);
+        assert_eq!(*c.update("a", 10, 26, |old| old.map_or(1, |n| n + 1)), 1);
+    }
+
+    #[test]
+    fn a_new_entry_in_a_full_cache_keeps_its_own_deadline() {
+        let mut c = TtlCache::new(1);
+        c.insert("old", (), 100, 0);
+        // Its deadline (1) is sooner than the one it evicts (100).
+        c.insert("new", (), 1, 0);
+        assert!(c.get("old", 0).is_none());
+        c.purge_expired(2);
+        assert!(c.is_empty(), "the new entry expired on time");
     }
 
     #[test]

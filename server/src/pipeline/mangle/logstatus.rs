@@ -32,15 +32,31 @@ const MAX_TAGS: usize = 64;
 #[derive(Debug)]
 struct TagState {
     links: BTreeSet<i64>,
-    /// UUID → whether that flow's last record had a `Metric`.
-    had_metric: TtlCache<bool>,
+    /// UUID → what is known of that flow's records.
+    seen: TtlCache<Seen>,
+    /// Batches mangled, numbering them for [`Seen::batch`].
+    batches: u64,
+}
+
+/// A flow's records so far: one cache entry, read and written with one lookup per record.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    /// Whether its last record had a `Metric`.
+    had_metric: bool,
+    /// The batch of that last record.
+    batch: u64,
+    /// `had_metric` as it stood before that batch (`None`: first seen in it). Upstream
+    /// compares a record with the state before its batch, even when the batch holds the same
+    /// UUID twice.
+    before_batch: Option<bool>,
 }
 
 impl Default for TagState {
     fn default() -> Self {
         TagState {
             links: BTreeSet::new(),
-            had_metric: TtlCache::new(DEFAULT_CAPACITY),
+            seen: TtlCache::new(DEFAULT_CAPACITY),
+            batches: 0,
         }
     }
 }
@@ -67,6 +83,8 @@ impl LogStatus {
             self.scratch = TagState::default();
             &mut self.scratch
         };
+        state.batches += 1;
+        let batch = state.batches;
         let mut batch_links = BTreeSet::new();
         let mut skipped = Vec::new();
         for record in &mut records {
@@ -75,7 +93,17 @@ impl LogStatus {
             };
             r.log_status = "OK".into();
             batch_links.insert(r.link_id);
-            if let Some(&previous_had_metric) = state.had_metric.get(r.uuid.as_str(), now_ms)
+            let had_metric = r.metric.is_some();
+            let seen = state.seen.update(&r.uuid, UUID_TTL_MS, now_ms, |old| Seen {
+                had_metric,
+                batch,
+                before_batch: match old {
+                    Some(old) if old.batch == batch => old.before_batch,
+                    Some(old) => Some(old.had_metric),
+                    None => None,
+                },
+            });
+            if let Some(previous_had_metric) = seen.before_batch
                 && (r.last_update_metric.is_some() || previous_had_metric)
             {
                 skipped.push(Record::SecAdvisor(Box::new(SecAdvisorRecord {
@@ -88,13 +116,6 @@ impl LogStatus {
                     log_status: "SKIPDATA".into(),
                     ..Default::default()
                 })));
-            }
-        }
-        for record in &records {
-            if let Record::SecAdvisor(r) = record {
-                state
-                    .had_metric
-                    .insert(r.uuid.as_str(), r.metric.is_some(), UUID_TTL_MS, now_ms);
             }
         }
         let nodata: Vec<Record> = state
@@ -233,6 +254,29 @@ mod tests {
                 "{{\"UUID\":\"A\",\"Start\":{now},\"Last\":{now},\"UpdateCount\":0,\"LogStatus\":\"SKIPDATA\"}}"
             )
         );
+    }
+
+    #[test]
+    fn a_uuid_twice_in_a_batch_is_judged_against_the_batches_before() {
+        let skipdata = |out: &[Record]| {
+            out.iter()
+                .filter(|r| secadvisor(r).log_status == "SKIPDATA")
+                .count()
+        };
+        let mut m = LogStatus::new();
+        // First seen twice in one batch: neither record was seen before that batch.
+        let with_metric = serde_json::json!({"UUID": "A", "Metric": {"Start": 1}});
+        let out = m.mangle("t", vec![record(&with_metric), record(&with_metric)], NOW);
+        assert_eq!(skipdata(&out), 0);
+        // Then, before this batch, A's last record had a Metric: both get SKIPDATA, although
+        // the first of them has none.
+        let bare = serde_json::json!({"UUID": "A"});
+        let out = m.mangle("t", vec![record(&bare), record(&bare)], NOW);
+        assert_eq!(skipdata(&out), 2);
+        // The last record wins: A's last record had no Metric, and these have no
+        // LastUpdateMetric.
+        let out = m.mangle("t", vec![record(&bare)], NOW);
+        assert_eq!(skipdata(&out), 0);
     }
 
     #[test]

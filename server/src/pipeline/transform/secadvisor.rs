@@ -140,25 +140,18 @@ impl SecAdvisor {
 
     /// The count before this sighting; then stores count+1 (or forgets the flow on timeout).
     fn update_count(&mut self, flow: &Flow, now_ms: i64) -> i64 {
-        let count = self
-            .counts
-            .get(flow.uuid.as_str(), now_ms)
-            .copied()
-            .unwrap_or(0);
-        match flow.finish_type {
+        let ttl_ms = match flow.finish_type {
             FinishType::Timeout => {
-                self.counts.remove(flow.uuid.as_str());
+                let count = self.counts.get(&flow.uuid, now_ms).copied().unwrap_or(0);
+                self.counts.remove(&flow.uuid);
+                return count;
             }
-            FinishType::NotFinished => {
-                self.counts
-                    .insert(flow.uuid.as_str(), count + 1, UPDATE_TTL_MS, now_ms)
-            }
-            FinishType::TcpFin | FinishType::TcpRst => {
-                self.counts
-                    .insert(flow.uuid.as_str(), count + 1, FINISHED_TTL_MS, now_ms)
-            }
-        }
-        count
+            FinishType::NotFinished => UPDATE_TTL_MS,
+            FinishType::TcpFin | FinishType::TcpRst => FINISHED_TTL_MS,
+        };
+        self.counts.update(&flow.uuid, ttl_ms, now_ms, |count| {
+            count.map_or(1, |c| c + 1)
+        }) - 1
     }
 }
 
