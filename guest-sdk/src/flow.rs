@@ -1,6 +1,51 @@
 //! Typed, zero-copy views of the flows in a batch (ENCODING.md §2).
+//!
+//! A flow's strings are checked as UTF-8 when they are read, not when the flow is: a guest
+//! pays only for the strings it uses (in wasm every byte checked costs fuel).
 
 use crate::wire::{Reader, WireError};
+
+/// A string's bytes in the batch, checked when read. The host only sends UTF-8; bytes that
+/// are not read as empty.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Text<'a>(&'a [u8]);
+
+impl<'a> Text<'a> {
+    pub(crate) fn get(self) -> &'a str {
+        std::str::from_utf8(self.0).unwrap_or("")
+    }
+
+    fn read(r: &mut Reader<'a>) -> Result<Self, WireError> {
+        let n = r.u32()? as usize;
+        r.bytes(n).map(Text)
+    }
+}
+
+impl std::fmt::Debug for Text<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.get(), f)
+    }
+}
+
+/// A link or network layer as read, its addresses not checked yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RawLayer<'a> {
+    protocol: Protocol,
+    id: i64,
+    a: Text<'a>,
+    b: Text<'a>,
+}
+
+impl<'a> RawLayer<'a> {
+    fn get(self) -> Layer<'a> {
+        Layer {
+            protocol: self.protocol,
+            a: self.a.get(),
+            b: self.b.get(),
+            id: self.id,
+        }
+    }
+}
 
 /// Skydive's `FlowProtocol`, the protocol of a layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -226,63 +271,63 @@ pub struct IpMetric {
 /// One Skydive flow, borrowed from the batch.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Flow<'a> {
-    pub(crate) uuid: &'a str,
-    pub(crate) layers_path: &'a str,
-    pub(crate) application: &'a str,
-    pub(crate) tracking_id: &'a str,
-    pub(crate) l3_tracking_id: &'a str,
-    pub(crate) parent_uuid: &'a str,
-    pub(crate) node_tid: &'a str,
-    pub(crate) capture_id: &'a str,
+    pub(crate) uuid: Text<'a>,
+    pub(crate) layers_path: Text<'a>,
+    pub(crate) application: Text<'a>,
+    pub(crate) tracking_id: Text<'a>,
+    pub(crate) l3_tracking_id: Text<'a>,
+    pub(crate) parent_uuid: Text<'a>,
+    pub(crate) node_tid: Text<'a>,
+    pub(crate) capture_id: Text<'a>,
     pub(crate) start: i64,
     pub(crate) last: i64,
     pub(crate) raw_packets_captured: i64,
     pub(crate) finish_type: FinishType,
-    pub(crate) link: Option<Layer<'a>>,
-    pub(crate) network: Option<Layer<'a>>,
+    pub(crate) link: Option<RawLayer<'a>>,
+    pub(crate) network: Option<RawLayer<'a>>,
     pub(crate) transport: Option<Transport>,
     pub(crate) icmp: Option<Icmp>,
     pub(crate) last_update_metric: Option<Metric>,
     pub(crate) metric: Option<Metric>,
     pub(crate) tcp_metric: Option<TcpMetric>,
     pub(crate) ip_metric: Option<IpMetric>,
-    pub(crate) dhcpv4: Option<&'a str>,
-    pub(crate) dns: Option<&'a str>,
-    pub(crate) vrrpv2: Option<&'a str>,
+    pub(crate) dhcpv4: Option<Text<'a>>,
+    pub(crate) dns: Option<Text<'a>>,
+    pub(crate) vrrpv2: Option<Text<'a>>,
 }
 
 impl<'a> Flow<'a> {
     /// Flow id, unique per capture point.
     pub fn uuid(&self) -> &'a str {
-        self.uuid
+        self.uuid.get()
     }
     /// Layers of the first packet, e.g. `Ethernet/IPv4/TCP`.
     pub fn layers_path(&self) -> &'a str {
-        self.layers_path
+        self.layers_path.get()
     }
     /// Application name.
     pub fn application(&self) -> &'a str {
-        self.application
+        self.application.get()
     }
     /// Direction-independent L2–L4 hash.
     pub fn tracking_id(&self) -> &'a str {
-        self.tracking_id
+        self.tracking_id.get()
     }
     /// The same hash without the link layer.
     pub fn l3_tracking_id(&self) -> &'a str {
-        self.l3_tracking_id
+        self.l3_tracking_id.get()
     }
     /// UUID of the outer flow for tunnelled traffic.
     pub fn parent_uuid(&self) -> &'a str {
-        self.parent_uuid
+        self.parent_uuid.get()
     }
     /// Topology id of the capturing interface.
     pub fn node_tid(&self) -> &'a str {
-        self.node_tid
+        self.node_tid.get()
     }
     /// The capture that produced the flow.
     pub fn capture_id(&self) -> &'a str {
-        self.capture_id
+        self.capture_id.get()
     }
     /// First packet, ms since the epoch.
     pub fn start(&self) -> i64 {
@@ -302,11 +347,11 @@ impl<'a> Flow<'a> {
     }
     /// Ethernet layer.
     pub fn link(&self) -> Option<Layer<'a>> {
-        self.link
+        self.link.map(RawLayer::get)
     }
     /// IP layer.
     pub fn network(&self) -> Option<Layer<'a>> {
-        self.network
+        self.network.map(RawLayer::get)
     }
     /// TCP/UDP/SCTP layer.
     pub fn transport(&self) -> Option<Transport> {
@@ -334,15 +379,15 @@ impl<'a> Flow<'a> {
     }
     /// The DHCPv4 layer's JSON text.
     pub fn dhcpv4(&self) -> Option<&'a str> {
-        self.dhcpv4
+        self.dhcpv4.map(Text::get)
     }
     /// The DNS layer's JSON text.
     pub fn dns(&self) -> Option<&'a str> {
-        self.dns
+        self.dns.map(Text::get)
     }
     /// The VRRPv2 layer's JSON text.
     pub fn vrrpv2(&self) -> Option<&'a str> {
-        self.vrrpv2
+        self.vrrpv2.map(Text::get)
     }
 }
 
@@ -443,12 +488,12 @@ fn metric(r: &mut Reader<'_>) -> Result<Metric, WireError> {
     })
 }
 
-fn layer<'a>(r: &mut Reader<'a>) -> Result<Layer<'a>, WireError> {
-    Ok(Layer {
+fn layer<'a>(r: &mut Reader<'a>) -> Result<RawLayer<'a>, WireError> {
+    Ok(RawLayer {
         protocol: Protocol::from_ordinal(r.u8()?),
         id: r.i64()?,
-        a: r.str()?,
-        b: r.str()?,
+        a: Text::read(r)?,
+        b: Text::read(r)?,
     })
 }
 
@@ -461,14 +506,14 @@ fn decode_flow(body: &[u8]) -> Result<Flow<'_>, WireError> {
     let last = r.i64()?;
     let raw_packets_captured = r.i64()?;
     let mut f = Flow {
-        uuid: r.str()?,
-        layers_path: r.str()?,
-        application: r.str()?,
-        tracking_id: r.str()?,
-        l3_tracking_id: r.str()?,
-        parent_uuid: r.str()?,
-        node_tid: r.str()?,
-        capture_id: r.str()?,
+        uuid: Text::read(&mut r)?,
+        layers_path: Text::read(&mut r)?,
+        application: Text::read(&mut r)?,
+        tracking_id: Text::read(&mut r)?,
+        l3_tracking_id: Text::read(&mut r)?,
+        parent_uuid: Text::read(&mut r)?,
+        node_tid: Text::read(&mut r)?,
+        capture_id: Text::read(&mut r)?,
         start,
         last,
         raw_packets_captured,
@@ -516,13 +561,13 @@ fn decode_flow(body: &[u8]) -> Result<Flow<'_>, WireError> {
         });
     }
     if has(8) {
-        f.dhcpv4 = Some(r.str()?);
+        f.dhcpv4 = Some(Text::read(&mut r)?);
     }
     if has(9) {
-        f.dns = Some(r.str()?);
+        f.dns = Some(Text::read(&mut r)?);
     }
     if has(10) {
-        f.vrrpv2 = Some(r.str()?);
+        f.vrrpv2 = Some(Text::read(&mut r)?);
     }
     Ok(f)
 }
