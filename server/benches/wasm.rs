@@ -323,8 +323,9 @@ fn instantiation(rt: &tokio::runtime::Runtime) {
         }
         calls
     });
+    let fuel = stats.wasm_fuel_used.load(Ordering::Relaxed) / (3 * calls as u64);
     println!(
-        "instantiation per batch (fresh store + instantiate + init + empty transform): {:.1} µs",
+        "instantiation per batch (fresh store + instantiate + init + empty transform): {:.1} µs, {fuel} fuel",
         d.as_secs_f64() * 1e6 / calls as f64
     );
 }
