@@ -1,6 +1,9 @@
 //! Output records: ordered fields written by [`Output::record`], and read back by [`Records`]
 //! (ENCODING.md §3).
 
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use crate::wire::{KIND_RECORDS, Reader, WireError, Writer};
 
 const HEADER: usize = 16;
@@ -145,9 +148,53 @@ impl Value<'_> {
     }
 }
 
-/// The records a stage returns. Build each with [`Output::record`].
+/// A record shape declared once (in `init`, or a `static`-like field of the stage): its
+/// fields' names and CSV columns. [`Output::row`] then writes records of it by position, with
+/// no name compared per field: the fast way to write many records of one shape.
+///
+/// ```
+/// use sluice_guest::{Output, Schema};
+/// let schema = Schema::new([("SrcAddr", "srcaddr"), ("DstPort", "dstport")]);
+/// let mut out = Output::default();
+/// out.row(&schema).str("10.0.0.1").int(443);
+/// ```
+#[derive(Debug)]
+pub struct Schema {
+    fields: Vec<FieldName>,
+    /// Its index in the last [`Output`] that used it: (output id, index).
+    slot: Cell<(u32, u32)>,
+}
+
+impl Schema {
+    /// A shape from its field names (`&str`, or `(json, csv)` pairs), in order.
+    pub fn new<'n, N: Into<Name<'n>>>(names: impl IntoIterator<Item = N>) -> Self {
+        Schema {
+            fields: names
+                .into_iter()
+                .map(|n| FieldName::own(n.into()))
+                .collect(),
+            slot: Cell::new((0, 0)),
+        }
+    }
+
+    /// How many fields.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// Whether it has no field.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+}
+
+/// Ids of outputs, so a [`Schema`] remembers its index in the current one (0: none).
+static OUTPUTS: AtomicU32 = AtomicU32::new(1);
+
+/// The records a stage returns. Build each with [`Output::record`] (or [`Output::row`]).
 #[derive(Debug)]
 pub struct Output {
+    id: u32,
     buf: Vec<u8>,
     count: u32,
     schemas: Vec<Vec<FieldName>>,
@@ -166,10 +213,38 @@ impl Output {
         let mut buf = Vec::with_capacity(HEADER + bytes);
         buf.resize(HEADER, 0);
         Output {
+            id: OUTPUTS.fetch_add(1, Ordering::Relaxed),
             buf,
             count: 0,
             schemas: Vec::new(),
             last: None,
+        }
+    }
+
+    /// Starts a record of `schema`: add its values in the schema's order, e.g.
+    /// `out.row(&schema).str(addr).int(80);`. Fields left out at the end are `null`; a value
+    /// past the schema's last field panics (the batch fails).
+    pub fn row<'o>(&'o mut self, schema: &'o Schema) -> RowBuilder<'o> {
+        let (id, index) = schema.slot.get();
+        let index = if id == self.id {
+            index as usize
+        } else {
+            let index = match self.schemas.iter().position(|s| *s == schema.fields) {
+                Some(i) => i,
+                None => {
+                    self.schemas.push(schema.fields.clone());
+                    self.schemas.len() - 1
+                }
+            };
+            schema.slot.set((self.id, index as u32));
+            index
+        };
+        self.buf.put_u32(index as u32);
+        self.count += 1;
+        self.last = Some(index);
+        RowBuilder {
+            out: self,
+            left: schema.fields.len(),
         }
     }
 
@@ -222,6 +297,83 @@ impl Output {
         header.put_u32(self.schemas.len() as u32);
         self.buf[..HEADER].copy_from_slice(&header);
         self.buf
+    }
+}
+
+/// Adds the values of one record of a [`Schema`], in order; finished when dropped.
+#[derive(Debug)]
+pub struct RowBuilder<'o> {
+    out: &'o mut Output,
+    left: usize,
+}
+
+impl RowBuilder<'_> {
+    /// Adds the next field's value.
+    pub fn value(mut self, value: Value<'_>) -> Self {
+        self.next();
+        value.write(&mut self.out.buf);
+        self
+    }
+
+    /// Adds the next field, written as `value` in JSON and as the text `csv` in CSV (see
+    /// [`RecordBuilder::value_csv`]).
+    pub fn value_csv(mut self, value: Value<'_>, csv: &str) -> Self {
+        self.next();
+        self.out.buf.put_u8(TAG_CSV);
+        self.out.buf.put_str(csv);
+        value.write(&mut self.out.buf);
+        self
+    }
+
+    /// Adds a string.
+    pub fn str(self, value: &str) -> Self {
+        self.value(Value::Str(value))
+    }
+
+    /// Adds a signed integer.
+    pub fn int(self, value: i64) -> Self {
+        self.value(Value::Int(value))
+    }
+
+    /// Adds an unsigned integer.
+    pub fn uint(self, value: u64) -> Self {
+        self.value(Value::UInt(value))
+    }
+
+    /// Adds a float.
+    pub fn float(self, value: f64) -> Self {
+        self.value(Value::Float(value))
+    }
+
+    /// Adds a boolean.
+    pub fn bool(self, value: bool) -> Self {
+        self.value(Value::Bool(value))
+    }
+
+    /// Adds a `null`.
+    pub fn null(self) -> Self {
+        self.value(Value::Null)
+    }
+
+    /// Adds a JSON text (an object or array), embedded as is.
+    pub fn json(self, json_text: &str) -> Self {
+        self.value(Value::Json(json_text))
+    }
+
+    fn next(&mut self) {
+        assert!(
+            self.left > 0,
+            "a record has more values than its schema has fields"
+        );
+        self.left -= 1;
+    }
+}
+
+impl Drop for RowBuilder<'_> {
+    fn drop(&mut self) {
+        for _ in 0..self.left {
+            self.out.buf.put_u8(0);
+        }
     }
 }
 

@@ -8,7 +8,9 @@
 //! Config: `{"version": 3, "account_id": "...", "upstream_names": true}`, all optional
 //! (version 2, account `12345678`, AWS's column names).
 
-use sluice_guest::{Config, Error, Flow, Flows, Output, Protocol, RecordBuilder, Transform, Value};
+use sluice_guest::{
+    Config, Error, Flow, Flows, Output, Protocol, RowBuilder, Schema, Transform, Value,
+};
 
 /// Upstream's constant account id.
 pub const DEFAULT_ACCOUNT_ID: &str = "12345678";
@@ -54,23 +56,26 @@ const FIELDS_UPSTREAM: [(&str, &str); 21] = {
 pub struct AwsFlowLogs {
     v3: bool,
     account_id: String,
-    fields: &'static [(&'static str, &'static str); 21],
+    /// Version 2's or 3's fields: records are written by position.
+    schema: Schema,
 }
 
 impl Transform for AwsFlowLogs {
     fn init(config: &Config) -> Result<Self, Error> {
+        let v3 = config.u64("version") == Some(3);
+        let fields = if config.bool("upstream_names") == Some(true) {
+            &FIELDS_UPSTREAM
+        } else {
+            &FIELDS
+        };
         Ok(AwsFlowLogs {
-            v3: config.u64("version") == Some(3),
+            v3,
             account_id: config
                 .str("account_id")
                 .filter(|id| !id.is_empty())
                 .unwrap_or(DEFAULT_ACCOUNT_ID)
                 .to_owned(),
-            fields: if config.bool("upstream_names") == Some(true) {
-                &FIELDS_UPSTREAM
-            } else {
-                &FIELDS
-            },
+            schema: Schema::new(fields[..if v3 { 21 } else { 14 }].iter().copied()),
         })
     }
 
@@ -122,19 +127,19 @@ fn tcp_flags(flow: &Flow<'_>) -> Option<i64> {
     Some(flags)
 }
 
-/// An integer field, or `0` in JSON and `-` in CSV.
-fn int<'o>(b: RecordBuilder<'o>, name: (&str, &str), v: Option<i64>) -> RecordBuilder<'o> {
+/// An integer, or `0` in JSON and `-` in CSV.
+fn int(r: RowBuilder<'_>, v: Option<i64>) -> RowBuilder<'_> {
     match v {
-        Some(v) => b.int(name, v),
-        None => b.value_csv(name, Value::Int(0), ABSENT),
+        Some(v) => r.int(v),
+        None => r.value_csv(Value::Int(0), ABSENT),
     }
 }
 
-/// A string field, or `""` in JSON and `-` in CSV when missing or empty.
-fn str<'o>(b: RecordBuilder<'o>, name: (&str, &str), v: Option<&str>) -> RecordBuilder<'o> {
+/// A string, or `""` in JSON and `-` in CSV when missing or empty.
+fn str<'o>(r: RowBuilder<'o>, v: Option<&str>) -> RowBuilder<'o> {
     match v.filter(|v| !v.is_empty()) {
-        Some(v) => b.str(name, v),
-        None => b.value_csv(name, Value::Str(""), ABSENT),
+        Some(v) => r.str(v),
+        None => r.value_csv(Value::Str(""), ABSENT),
     }
 }
 
@@ -159,7 +164,6 @@ fn decimal(v: i64, buf: &mut [u8; 20]) -> &str {
 
 impl AwsFlowLogs {
     fn record(&self, flow: &Flow<'_>, out: &mut Output) {
-        let f = self.fields;
         let network = flow.network();
         let (srcport, dstport, protocol) = match flow.transport() {
             Some(t) => (Some(t.a), Some(t.b), t.protocol.iana_number()),
@@ -177,29 +181,22 @@ impl AwsFlowLogs {
         };
         let mut buf = [0; 20];
         let interface = flow.link().map(|l| decimal(l.id, &mut buf));
-        let mut r = out.record().int(f[0], if self.v3 { 3 } else { 2 });
-        r = r.str(f[1], &self.account_id);
-        r = str(r, f[2], interface);
-        r = str(r, f[3], network.map(|n| n.a));
-        r = str(r, f[4], network.map(|n| n.b));
-        r = int(r, f[5], srcport);
-        r = int(r, f[6], dstport);
-        r = int(r, f[7], protocol.map(i64::from));
+        let mut r = out
+            .row(&self.schema)
+            .int(if self.v3 { 3 } else { 2 })
+            .str(&self.account_id);
+        r = str(r, interface);
+        r = str(r, network.map(|n| n.a));
+        r = str(r, network.map(|n| n.b));
+        r = int(r, srcport);
+        r = int(r, dstport);
+        r = int(r, protocol.map(i64::from));
         r = int(
             r,
-            f[8],
             counters.map(|m| m.ab_packets.saturating_add(m.ba_packets)),
         );
-        r = int(
-            r,
-            f[9],
-            counters.map(|m| m.ab_bytes.saturating_add(m.ba_bytes)),
-        );
-        r = r
-            .int(f[10], start / 1000)
-            .int(f[11], end / 1000)
-            .str(f[12], "ACCEPT")
-            .str(f[13], "OK");
+        r = int(r, counters.map(|m| m.ab_bytes.saturating_add(m.ba_bytes)));
+        r = r.int(start / 1000).int(end / 1000).str("ACCEPT").str("OK");
         if self.v3 {
             let ip_type = match network.map(|n| n.protocol) {
                 Some(Protocol::Ipv4) => Some("IPv4"),
@@ -208,13 +205,10 @@ impl AwsFlowLogs {
             };
             // vpc-id, subnet-id, instance-id: no Skydive equivalent; pkt-srcaddr and
             // pkt-dstaddr are not computed (as upstream).
-            r = str(r, f[14], None);
-            r = str(r, f[15], None);
-            r = str(r, f[16], None);
-            r = int(r, f[17], tcp_flags(flow));
-            r = str(r, f[18], ip_type);
-            r = str(r, f[19], None);
-            str(r, f[20], None);
+            r = str(str(str(r, None), None), None);
+            r = int(r, tcp_flags(flow));
+            r = str(r, ip_type);
+            str(str(r, None), None);
         }
     }
 }
