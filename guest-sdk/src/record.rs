@@ -1,6 +1,7 @@
 //! Output records: ordered fields written by [`Output::record`], and read back by [`Records`]
 //! (ENCODING.md §3).
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -48,11 +49,12 @@ impl<'n> From<(&'n str, &'n str)> for Name<'n> {
     }
 }
 
-/// A schema's field: JSON key and CSV column (when different).
+/// A schema's field: JSON key and CSV column (when different). Borrowed when `'static`, so a
+/// [`Schema::new_static`] costs no allocation in each batch's `init`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct FieldName {
-    json: String,
-    csv: Option<String>,
+    json: Cow<'static, str>,
+    csv: Option<Cow<'static, str>>,
 }
 
 impl FieldName {
@@ -62,8 +64,15 @@ impl FieldName {
 
     fn own(name: Name<'_>) -> Self {
         FieldName {
-            json: name.json.to_owned(),
-            csv: name.csv.map(str::to_owned),
+            json: Cow::Owned(name.json.to_owned()),
+            csv: name.csv.map(|c| Cow::Owned(c.to_owned())),
+        }
+    }
+
+    fn borrowed(name: Name<'static>) -> Self {
+        FieldName {
+            json: Cow::Borrowed(name.json),
+            csv: name.csv.map(Cow::Borrowed),
         }
     }
 }
@@ -172,6 +181,17 @@ impl Schema {
             fields: names
                 .into_iter()
                 .map(|n| FieldName::own(n.into()))
+                .collect(),
+            slot: Cell::new((0, 0)),
+        }
+    }
+
+    /// The same from `'static` names, without copying them.
+    pub fn new_static<N: Into<Name<'static>> + Copy>(names: &'static [N]) -> Self {
+        Schema {
+            fields: names
+                .iter()
+                .map(|n| FieldName::borrowed((*n).into()))
                 .collect(),
             slot: Cell::new((0, 0)),
         }

@@ -75,7 +75,7 @@ impl Transform for AwsFlowLogs {
                 .filter(|id| !id.is_empty())
                 .unwrap_or(DEFAULT_ACCOUNT_ID)
                 .to_owned(),
-            schema: Schema::new(fields[..if v3 { 21 } else { 14 }].iter().copied()),
+            schema: Schema::new_static(&fields[..if v3 { 21 } else { 14 }]),
         })
     }
 
