@@ -713,3 +713,54 @@ impl<'r> RecordView<'r> {
         self.csv.get(i).copied().flatten()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{ValueData, decode_records};
+
+    #[test]
+    fn rows_share_the_schema_of_named_records_and_pad_with_nulls() {
+        static FIELDS: [(&str, &str); 3] = [("A", "a"), ("B", "b"), ("C", "c")];
+        let schema = Schema::new_static(&FIELDS);
+        let mut out = Output::default();
+        out.row(&schema)
+            .int(1)
+            .value_csv(Value::Str(""), "-")
+            .str("x");
+        out.record()
+            .int(("A", "a"), 2)
+            .str(("B", "b"), "y")
+            .null(("C", "c"));
+        out.row(&schema).int(3);
+        let records = decode_records(&out.finish()).unwrap();
+        assert_eq!(records.len(), 3);
+        for r in &records {
+            assert_eq!(r.columns(), ["a", "b", "c"]);
+        }
+        assert_eq!(records[0].to_csv_fields(), ["1", "-", "x"]);
+        assert_eq!(records[0].to_json_text(), r#"{"A":1,"B":"","C":"x"}"#);
+        assert_eq!(records[1].to_json_text(), r#"{"A":2,"B":"y","C":null}"#);
+        assert_eq!(records[2].get("C"), Some(&ValueData::Null));
+        // Schemas in the batch: one for the three records above; the same names without CSV
+        // columns are another.
+        let schemas = |batch: &[u8]| u32::from_le_bytes(batch[12..16].try_into().unwrap());
+        let mut again = Output::default();
+        again.row(&schema).int(1);
+        again.row(&Schema::new(["A", "B", "C"])).int(1);
+        assert_eq!(schemas(&again.finish()), 2);
+        let mut out = Output::default();
+        out.row(&schema).int(1);
+        out.record().int(("A", "a"), 2);
+        out.row(&schema).int(3);
+        assert_eq!(schemas(&out.finish()), 2);
+    }
+
+    #[test]
+    #[should_panic(expected = "more values than its schema has fields")]
+    fn a_row_longer_than_its_schema_panics() {
+        let schema = Schema::new(["A"]);
+        let mut out = Output::default();
+        out.row(&schema).int(1).int(2);
+    }
+}

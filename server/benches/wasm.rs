@@ -152,23 +152,35 @@ fn aws_config(transform: &str, encode: &str) -> ExporterConfig {
     ExporterConfig::load(&text).expect("bench config")
 }
 
-/// Every message parsed and run through `p`, then flushed: (flows in, the objects written).
+/// Every message parsed and run through the pipeline, then flushed, in a task on a runtime
+/// worker as `sluice run` drives a pipeline: (flows in, the objects written).
 fn run_messages(
-    p: &mut Pipeline,
-    sink: &MemorySink,
-    messages: &[String],
+    side: &mut Side,
+    messages: &Arc<[String]>,
     rt: &tokio::runtime::Runtime,
 ) -> (usize, Vec<sluice::sinks::Object>) {
-    let mut flows = 0;
-    rt.block_on(async {
-        for m in messages {
-            let parsed = parse(m);
-            flows += parsed.len();
-            p.process(parsed, 1_546_338_030_000).await;
-        }
-        p.flush_all(1_546_338_090_000).await;
-    });
-    (flows, sink.take())
+    let mut p = side.pipeline.take().expect("pipeline");
+    let messages = messages.clone();
+    let (p, flows) = rt
+        .block_on(rt.spawn(async move {
+            let mut flows = 0;
+            for m in messages.iter() {
+                let parsed = parse(m);
+                flows += parsed.len();
+                p.process(parsed, 1_546_338_030_000).await;
+            }
+            p.flush_all(1_546_338_090_000).await;
+            (p, flows)
+        }))
+        .expect("pipeline task");
+    side.pipeline = Some(p);
+    (flows, side.sink.take())
+}
+
+/// A pipeline over a memory sink.
+struct Side {
+    pipeline: Option<Pipeline>,
+    sink: MemorySink,
 }
 
 fn unzip(body: &[u8]) -> Vec<u8> {
@@ -180,7 +192,7 @@ fn unzip(body: &[u8]) -> Vec<u8> {
 /// The headline: the builtin `awsflowlogs` transform against the guest in the same pipeline,
 /// end to end (Skydive messages as received → parse → classify → transform → logstatus →
 /// store → encode → gzip → memory sink), best of [`ROUNDS`] rounds alternating the two.
-fn builtin_vs_guest(rt: &tokio::runtime::Runtime, messages: &[String], encode: &str) -> f64 {
+fn builtin_vs_guest(rt: &tokio::runtime::Runtime, messages: &Arc<[String]>, encode: &str) -> f64 {
     let guest = format!(
         "    type: wasm\n    wasm:\n      module: {}\n",
         test_guests::path("awsflowlogs").display()
@@ -195,12 +207,15 @@ fn builtin_vs_guest(rt: &tokio::runtime::Runtime, messages: &[String], encode: &
                 Arc::default(),
             ))
             .expect("pipeline");
-        sides.push((p, sink));
+        sides.push(Side {
+            pipeline: Some(p),
+            sink,
+        });
     }
     // Warm-up round, and the guest's objects must be the builtin's.
     let mut objects = Vec::new();
-    for (p, sink) in &mut sides {
-        objects.push(run_messages(p, sink, messages, rt).1);
+    for side in &mut sides {
+        objects.push(run_messages(side, messages, rt).1);
     }
     let same = objects[0].len() == objects[1].len()
         && objects[0]
@@ -210,9 +225,9 @@ fn builtin_vs_guest(rt: &tokio::runtime::Runtime, messages: &[String], encode: &
     let mut best = [Duration::MAX; 2];
     let mut flows = 0;
     for _ in 0..ROUNDS {
-        for (i, (p, sink)) in sides.iter_mut().enumerate() {
+        for (i, side) in sides.iter_mut().enumerate() {
             let t = Instant::now();
-            let (n, written) = run_messages(p, sink, messages, rt);
+            let (n, written) = run_messages(side, messages, rt);
             best[i] = best[i].min(t.elapsed());
             let records: usize = written.iter().map(|o| o.records).sum();
             assert_eq!(records, n, "every flow is written");
@@ -398,7 +413,7 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .collect();
     let wanted = |section: &str| words.is_empty() || words.iter().any(|w| w == section);
-    let messages = messages();
+    let messages: Arc<[String]> = messages().into();
     // The runtime `sluice run` and `sluice serve` use: multi-thread, one worker per core.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
