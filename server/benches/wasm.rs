@@ -382,15 +382,20 @@ fn neighbour(rt: &tokio::runtime::Runtime, spinning: bool, window: Duration) -> 
         let mut p = Pipeline::build(&config, Some(Sink::Memory(sink.clone())), Arc::default())
             .await
             .unwrap();
-        let flows: Vec<Flow> = (0..BATCH).map(flow).collect();
-        let started = Instant::now();
-        let mut n = 0;
-        while started.elapsed() < window {
-            p.process(flows.clone(), 1_546_338_030_000).await;
-            sink.take();
-            n += BATCH;
-        }
-        let rate = per_sec(n, started.elapsed());
+        // A task on a runtime worker, as `sluice run` and `sluice serve` drive a pipeline.
+        let rate = tokio::spawn(async move {
+            let flows: Vec<Flow> = (0..BATCH).map(flow).collect();
+            let started = Instant::now();
+            let mut n = 0;
+            while started.elapsed() < window {
+                p.process(flows.clone(), 1_546_338_030_000).await;
+                sink.take();
+                n += BATCH;
+            }
+            per_sec(n, started.elapsed())
+        })
+        .await
+        .unwrap();
         stop.store(true, Ordering::Relaxed);
         if let Some(h) = spin {
             let s = h.await.unwrap();
