@@ -226,7 +226,7 @@ pub struct WasmStage {
     schemas: SchemaCache,
 }
 
-/// What one call returns from the blocking thread.
+/// What one call returns.
 struct CallResult {
     /// The guest's record batch, not decoded yet (empty for a check).
     outcome: Result<Vec<u8>, BatchFailure>,
@@ -460,8 +460,8 @@ fn classify(e: &wasmtime::Error, options: &StageOptions) -> BatchFailure {
     }
 }
 
-/// One batch in a fresh store: instantiate, `init(config)`, then the call. Runs on a blocking
-/// thread; never panics on guest behaviour.
+/// One batch in a fresh store: instantiate, `init(config)`, then the call. Runs where blocking
+/// is allowed (`block_in_place` or the blocking pool); never panics on guest behaviour.
 fn call(
     module: &LoadedModule,
     config: &str,
