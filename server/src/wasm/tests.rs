@@ -766,6 +766,10 @@ fn csv_columns_and_texts_round_trip_between_host_and_sdk() {
         },
     ];
     let bytes = sluice_guest::testing::encode_records(&sdk);
+    // Cut anywhere (in a CSV text, in the column lists), it is refused, never panicked on.
+    for cut in 0..bytes.len() {
+        assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
+    }
     let host = decode(&bytes).unwrap();
     assert_eq!(&*host[0].columns()[0], "srcaddr");
     assert_eq!(&*host[1].columns()[0], "Other");
