@@ -1,4 +1,9 @@
 //! Typed, zero-copy views of the flows in a batch (ENCODING.md §2).
+//!
+//! A [`Flow`] is a small view of its bytes: reading it finds where its sections are, and each
+//! accessor decodes its part when called (strings are checked as UTF-8 then). A guest pays,
+//! in fuel, only for what it reads, and moving a flow around copies a few words, not every
+//! decoded field.
 
 use crate::wire::{Reader, WireError};
 
@@ -224,125 +229,236 @@ pub struct IpMetric {
 }
 
 /// One Skydive flow, borrowed from the batch.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
 pub struct Flow<'a> {
-    pub(crate) uuid: &'a str,
-    pub(crate) layers_path: &'a str,
-    pub(crate) application: &'a str,
-    pub(crate) tracking_id: &'a str,
-    pub(crate) l3_tracking_id: &'a str,
-    pub(crate) parent_uuid: &'a str,
-    pub(crate) node_tid: &'a str,
-    pub(crate) capture_id: &'a str,
-    pub(crate) start: i64,
-    pub(crate) last: i64,
-    pub(crate) raw_packets_captured: i64,
-    pub(crate) finish_type: FinishType,
-    pub(crate) link: Option<Layer<'a>>,
-    pub(crate) network: Option<Layer<'a>>,
-    pub(crate) transport: Option<Transport>,
-    pub(crate) icmp: Option<Icmp>,
-    pub(crate) last_update_metric: Option<Metric>,
-    pub(crate) metric: Option<Metric>,
-    pub(crate) tcp_metric: Option<TcpMetric>,
-    pub(crate) ip_metric: Option<IpMetric>,
-    pub(crate) dhcpv4: Option<&'a str>,
-    pub(crate) dns: Option<&'a str>,
-    pub(crate) vrrpv2: Option<&'a str>,
+    body: &'a [u8],
+    present: u16,
+    /// Where each present section (ENCODING.md §2 bits 0–10) starts in `body`.
+    at: [u32; SECTIONS],
+}
+
+/// Optional sections of a flow.
+const SECTIONS: usize = 11;
+/// `present`, `finish_type`, `start`, `last`, `raw_packets_captured`.
+const FIXED: usize = 27;
+/// Bytes of a metric section.
+const METRIC: usize = 56;
+
+/// Bytes of the `str` at the start of `r`, skipped.
+fn skip_str(r: &mut Reader<'_>) -> Result<(), WireError> {
+    let n = r.u32()? as usize;
+    r.bytes(n).map(drop)
+}
+
+fn text(bytes: &[u8]) -> &str {
+    // The host only sends UTF-8; bytes that are not read as empty.
+    std::str::from_utf8(bytes).unwrap_or("")
 }
 
 impl<'a> Flow<'a> {
+    /// Finds the sections of a flow's body, checking every length once.
+    fn new(body: &'a [u8]) -> Result<Self, WireError> {
+        let mut r = Reader::new(body);
+        let present = r.u16()?;
+        r.bytes(FIXED - 2)?;
+        for _ in 0..8 {
+            skip_str(&mut r)?;
+        }
+        let mut at = [0; SECTIONS];
+        for (bit, slot) in at.iter_mut().enumerate() {
+            if present & (1 << bit) == 0 {
+                continue;
+            }
+            *slot = (body.len() - r.rest().len()) as u32;
+            match bit {
+                0 | 1 => {
+                    r.bytes(9)?;
+                    skip_str(&mut r)?;
+                    skip_str(&mut r)?;
+                }
+                2 => drop(r.bytes(25)?),
+                3 => drop(r.bytes(9)?),
+                4 | 5 => drop(r.bytes(METRIC)?),
+                6 => drop(r.bytes(22 * 8)?),
+                7 => drop(r.bytes(16)?),
+                _ => skip_str(&mut r)?,
+            }
+        }
+        Ok(Flow { body, present, at })
+    }
+
+    /// A reader at section `bit`, if the flow has it.
+    fn section(&self, bit: usize) -> Option<Reader<'a>> {
+        if self.present & (1 << bit) == 0 {
+            return None;
+        }
+        self.body.get(self.at[bit] as usize..).map(Reader::new)
+    }
+
+    /// The `i`th of the eight strings.
+    fn string(&self, i: usize) -> &'a str {
+        let mut r = Reader::new(self.body.get(FIXED..).unwrap_or_default());
+        for _ in 0..i {
+            if skip_str(&mut r).is_err() {
+                return "";
+            }
+        }
+        r.u32().and_then(|n| r.bytes(n as usize)).map_or("", text)
+    }
+
+    fn fixed_i64(&self, at: usize) -> i64 {
+        self.body
+            .get(at..at + 8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, i64::from_le_bytes)
+    }
+
+    fn layer(&self, bit: usize) -> Option<Layer<'a>> {
+        let mut r = self.section(bit)?;
+        let protocol = Protocol::from_ordinal(r.u8().ok()?);
+        let id = r.i64().ok()?;
+        let a = r.str().unwrap_or("");
+        let b = r.str().unwrap_or("");
+        Some(Layer { protocol, a, b, id })
+    }
+
+    fn metric_at(&self, bit: usize) -> Option<Metric> {
+        metric(&mut self.section(bit)?).ok()
+    }
+
+    fn raw(&self, bit: usize) -> Option<&'a str> {
+        let mut r = self.section(bit)?;
+        Some(r.str().unwrap_or(""))
+    }
+
     /// Flow id, unique per capture point.
     pub fn uuid(&self) -> &'a str {
-        self.uuid
+        self.string(0)
     }
     /// Layers of the first packet, e.g. `Ethernet/IPv4/TCP`.
     pub fn layers_path(&self) -> &'a str {
-        self.layers_path
+        self.string(1)
     }
     /// Application name.
     pub fn application(&self) -> &'a str {
-        self.application
+        self.string(2)
     }
     /// Direction-independent L2–L4 hash.
     pub fn tracking_id(&self) -> &'a str {
-        self.tracking_id
+        self.string(3)
     }
     /// The same hash without the link layer.
     pub fn l3_tracking_id(&self) -> &'a str {
-        self.l3_tracking_id
+        self.string(4)
     }
     /// UUID of the outer flow for tunnelled traffic.
     pub fn parent_uuid(&self) -> &'a str {
-        self.parent_uuid
+        self.string(5)
     }
     /// Topology id of the capturing interface.
     pub fn node_tid(&self) -> &'a str {
-        self.node_tid
+        self.string(6)
     }
     /// The capture that produced the flow.
     pub fn capture_id(&self) -> &'a str {
-        self.capture_id
+        self.string(7)
     }
     /// First packet, ms since the epoch.
     pub fn start(&self) -> i64 {
-        self.start
+        self.fixed_i64(3)
     }
     /// Last packet, ms since the epoch.
     pub fn last(&self) -> i64 {
-        self.last
+        self.fixed_i64(11)
     }
     /// Raw packets kept.
     pub fn raw_packets_captured(&self) -> i64 {
-        self.raw_packets_captured
+        self.fixed_i64(19)
     }
     /// How the flow ended.
     pub fn finish_type(&self) -> FinishType {
-        self.finish_type
+        FinishType::from_code(self.body.get(2).copied().unwrap_or(0))
     }
     /// Ethernet layer.
     pub fn link(&self) -> Option<Layer<'a>> {
-        self.link
+        self.layer(0)
     }
     /// IP layer.
     pub fn network(&self) -> Option<Layer<'a>> {
-        self.network
+        self.layer(1)
     }
     /// TCP/UDP/SCTP layer.
     pub fn transport(&self) -> Option<Transport> {
-        self.transport
+        let mut r = self.section(2)?;
+        Some(Transport {
+            protocol: Protocol::from_ordinal(r.u8().ok()?),
+            a: r.i64().ok()?,
+            b: r.i64().ok()?,
+            id: r.i64().ok()?,
+        })
     }
     /// ICMP layer.
     pub fn icmp(&self) -> Option<Icmp> {
-        self.icmp
+        let mut r = self.section(3)?;
+        Some(Icmp {
+            kind: r.u8().ok()?,
+            code: r.u32().ok()?,
+            id: r.u32().ok()?,
+        })
     }
     /// Counters of the last update window.
     pub fn last_update_metric(&self) -> Option<Metric> {
-        self.last_update_metric
+        self.metric_at(4)
     }
     /// Cumulative counters.
     pub fn metric(&self) -> Option<Metric> {
-        self.metric
+        self.metric_at(5)
     }
     /// Extra TCP counters.
     pub fn tcp_metric(&self) -> Option<TcpMetric> {
-        self.tcp_metric
+        let mut r = self.section(6)?;
+        let mut values = [0; 22];
+        for v in &mut values {
+            *v = r.i64().ok()?;
+        }
+        Some(TcpMetric { values })
     }
     /// Defragmentation counters.
     pub fn ip_metric(&self) -> Option<IpMetric> {
-        self.ip_metric
+        let mut r = self.section(7)?;
+        Some(IpMetric {
+            fragments: r.i64().ok()?,
+            fragment_errors: r.i64().ok()?,
+        })
     }
     /// The DHCPv4 layer's JSON text.
     pub fn dhcpv4(&self) -> Option<&'a str> {
-        self.dhcpv4
+        self.raw(8)
     }
     /// The DNS layer's JSON text.
     pub fn dns(&self) -> Option<&'a str> {
-        self.dns
+        self.raw(9)
     }
     /// The VRRPv2 layer's JSON text.
     pub fn vrrpv2(&self) -> Option<&'a str> {
-        self.vrrpv2
+        self.raw(10)
+    }
+}
+
+impl std::fmt::Debug for Flow<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Flow")
+            .field("uuid", &self.uuid())
+            .field("layers_path", &self.layers_path())
+            .field("start", &self.start())
+            .field("last", &self.last())
+            .field("link", &self.link())
+            .field("network", &self.network())
+            .field("transport", &self.transport())
+            .field("icmp", &self.icmp())
+            .field("last_update_metric", &self.last_update_metric())
+            .field("metric", &self.metric())
+            .finish_non_exhaustive()
     }
 }
 
@@ -419,7 +535,7 @@ impl<'a> Iterator for FlowIter<'a> {
             .r
             .u32()
             .and_then(|size| self.r.bytes(size as usize))
-            .and_then(decode_flow);
+            .and_then(Flow::new);
         if result.is_err() {
             self.left = 0;
         }
@@ -441,88 +557,4 @@ fn metric(r: &mut Reader<'_>) -> Result<Metric, WireError> {
         last: r.i64()?,
         rtt: r.i64()?,
     })
-}
-
-fn layer<'a>(r: &mut Reader<'a>) -> Result<Layer<'a>, WireError> {
-    Ok(Layer {
-        protocol: Protocol::from_ordinal(r.u8()?),
-        id: r.i64()?,
-        a: r.str()?,
-        b: r.str()?,
-    })
-}
-
-fn decode_flow(body: &[u8]) -> Result<Flow<'_>, WireError> {
-    let mut r = Reader::new(body);
-    let present = r.u16()?;
-    let has = |bit: u16| present & (1 << bit) != 0;
-    let finish_type = FinishType::from_code(r.u8()?);
-    let start = r.i64()?;
-    let last = r.i64()?;
-    let raw_packets_captured = r.i64()?;
-    let mut f = Flow {
-        uuid: r.str()?,
-        layers_path: r.str()?,
-        application: r.str()?,
-        tracking_id: r.str()?,
-        l3_tracking_id: r.str()?,
-        parent_uuid: r.str()?,
-        node_tid: r.str()?,
-        capture_id: r.str()?,
-        start,
-        last,
-        raw_packets_captured,
-        finish_type,
-        ..Flow::default()
-    };
-    if has(0) {
-        f.link = Some(layer(&mut r)?);
-    }
-    if has(1) {
-        f.network = Some(layer(&mut r)?);
-    }
-    if has(2) {
-        f.transport = Some(Transport {
-            protocol: Protocol::from_ordinal(r.u8()?),
-            a: r.i64()?,
-            b: r.i64()?,
-            id: r.i64()?,
-        });
-    }
-    if has(3) {
-        f.icmp = Some(Icmp {
-            kind: r.u8()?,
-            code: r.u32()?,
-            id: r.u32()?,
-        });
-    }
-    if has(4) {
-        f.last_update_metric = Some(metric(&mut r)?);
-    }
-    if has(5) {
-        f.metric = Some(metric(&mut r)?);
-    }
-    if has(6) {
-        let mut values = [0; 22];
-        for v in &mut values {
-            *v = r.i64()?;
-        }
-        f.tcp_metric = Some(TcpMetric { values });
-    }
-    if has(7) {
-        f.ip_metric = Some(IpMetric {
-            fragments: r.i64()?,
-            fragment_errors: r.i64()?,
-        });
-    }
-    if has(8) {
-        f.dhcpv4 = Some(r.str()?);
-    }
-    if has(9) {
-        f.dns = Some(r.str()?);
-    }
-    if has(10) {
-        f.vrrpv2 = Some(r.str()?);
-    }
-    Ok(f)
 }

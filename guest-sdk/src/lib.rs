@@ -43,7 +43,7 @@ pub use config::Config;
 pub use flow::{
     FinishType, Flow, Flows, Icmp, IpMetric, Layer, Metric, Protocol, TcpMetric, Transport,
 };
-pub use record::{Output, RecordBuilder, RecordView, Records, Value};
+pub use record::{Name, Output, RecordBuilder, RecordView, Records, RowBuilder, Schema, Value};
 pub use serde_json as json;
 
 use std::cell::{Cell, RefCell};

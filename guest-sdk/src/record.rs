@@ -1,11 +1,81 @@
 //! Output records: ordered fields written by [`Output::record`], and read back by [`Records`]
 //! (ENCODING.md §3).
 
+use std::borrow::Cow;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use crate::wire::{KIND_RECORDS, Reader, WireError, Writer};
 
 const HEADER: usize = 16;
 /// Most fields in one record.
 pub const MAX_FIELDS: usize = 1024;
+/// Record batch flag: the schema table is followed by the CSV column names (ENCODING.md §3).
+const FLAG_COLUMNS: u16 = 1;
+/// Value tag: a CSV text, then the field's value.
+const TAG_CSV: u8 = 8;
+
+/// A field's name: its JSON key, and the CSV column name when that differs. A `&str` is both;
+/// `("SrcAddr", "srcaddr")` is the key `SrcAddr` under the CSV column `srcaddr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Name<'n> {
+    /// The JSON key.
+    pub json: &'n str,
+    /// The CSV column name, when not the JSON key.
+    pub csv: Option<&'n str>,
+}
+
+impl<'n> From<&'n str> for Name<'n> {
+    fn from(json: &'n str) -> Self {
+        Name { json, csv: None }
+    }
+}
+
+impl<'n> From<&'n String> for Name<'n> {
+    fn from(json: &'n String) -> Self {
+        Name {
+            json: json.as_str(),
+            csv: None,
+        }
+    }
+}
+
+impl<'n> From<(&'n str, &'n str)> for Name<'n> {
+    fn from((json, csv): (&'n str, &'n str)) -> Self {
+        Name {
+            json,
+            csv: Some(csv),
+        }
+    }
+}
+
+/// A schema's field: JSON key and CSV column (when different). Borrowed when `'static`, so a
+/// [`Schema::new_static`] costs no allocation in each batch's `init`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FieldName {
+    json: Cow<'static, str>,
+    csv: Option<Cow<'static, str>>,
+}
+
+impl FieldName {
+    fn matches(&self, name: Name<'_>) -> bool {
+        self.json == name.json && self.csv.as_deref() == name.csv
+    }
+
+    fn own(name: Name<'_>) -> Self {
+        FieldName {
+            json: Cow::Owned(name.json.to_owned()),
+            csv: name.csv.map(|c| Cow::Owned(c.to_owned())),
+        }
+    }
+
+    fn borrowed(name: Name<'static>) -> Self {
+        FieldName {
+            json: Cow::Borrowed(name.json),
+            csv: name.csv.map(Cow::Borrowed),
+        }
+    }
+}
 
 /// One field value.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -72,8 +142,8 @@ impl Value<'_> {
         }
     }
 
-    fn read<'a>(r: &mut Reader<'a>) -> Result<Value<'a>, WireError> {
-        Ok(match r.u8()? {
+    fn read<'a>(r: &mut Reader<'a>, tag: u8) -> Result<Value<'a>, WireError> {
+        Ok(match tag {
             0 => Value::Null,
             1 => Value::Bool(false),
             2 => Value::Bool(true),
@@ -87,12 +157,67 @@ impl Value<'_> {
     }
 }
 
-/// The records a stage returns. Build each with [`Output::record`].
+/// A record shape declared once (in `init`, or a `static`-like field of the stage): its
+/// fields' names and CSV columns. [`Output::row`] then writes records of it by position, with
+/// no name compared per field: the fast way to write many records of one shape.
+///
+/// ```
+/// use sluice_guest::{Output, Schema};
+/// let schema = Schema::new([("SrcAddr", "srcaddr"), ("DstPort", "dstport")]);
+/// let mut out = Output::default();
+/// out.row(&schema).str("10.0.0.1").int(443);
+/// ```
+#[derive(Debug)]
+pub struct Schema {
+    fields: Vec<FieldName>,
+    /// Its index in the last [`Output`] that used it: (output id, index).
+    slot: Cell<(u32, u32)>,
+}
+
+impl Schema {
+    /// A shape from its field names (`&str`, or `(json, csv)` pairs), in order.
+    pub fn new<'n, N: Into<Name<'n>>>(names: impl IntoIterator<Item = N>) -> Self {
+        Schema {
+            fields: names
+                .into_iter()
+                .map(|n| FieldName::own(n.into()))
+                .collect(),
+            slot: Cell::new((0, 0)),
+        }
+    }
+
+    /// The same from `'static` names, without copying them.
+    pub fn new_static<N: Into<Name<'static>> + Copy>(names: &'static [N]) -> Self {
+        Schema {
+            fields: names
+                .iter()
+                .map(|n| FieldName::borrowed((*n).into()))
+                .collect(),
+            slot: Cell::new((0, 0)),
+        }
+    }
+
+    /// How many fields.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// Whether it has no field.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+}
+
+/// Ids of outputs, so a [`Schema`] remembers its index in the current one (0: none).
+static OUTPUTS: AtomicU32 = AtomicU32::new(1);
+
+/// The records a stage returns. Build each with [`Output::record`] (or [`Output::row`]).
 #[derive(Debug)]
 pub struct Output {
+    id: u32,
     buf: Vec<u8>,
     count: u32,
-    schemas: Vec<Vec<String>>,
+    schemas: Vec<Vec<FieldName>>,
     last: Option<usize>,
 }
 
@@ -108,10 +233,38 @@ impl Output {
         let mut buf = Vec::with_capacity(HEADER + bytes);
         buf.resize(HEADER, 0);
         Output {
+            id: OUTPUTS.fetch_add(1, Ordering::Relaxed),
             buf,
             count: 0,
             schemas: Vec::new(),
             last: None,
+        }
+    }
+
+    /// Starts a record of `schema`: add its values in the schema's order, e.g.
+    /// `out.row(&schema).str(addr).int(80);`. Fields left out at the end are `null`; a value
+    /// past the schema's last field panics (the batch fails).
+    pub fn row<'o>(&'o mut self, schema: &'o Schema) -> RowBuilder<'o> {
+        let (id, index) = schema.slot.get();
+        let index = if id == self.id {
+            index as usize
+        } else {
+            let index = match self.schemas.iter().position(|s| *s == schema.fields) {
+                Some(i) => i,
+                None => {
+                    self.schemas.push(schema.fields.clone());
+                    self.schemas.len() - 1
+                }
+            };
+            schema.slot.set((self.id, index as u32));
+            index
+        };
+        self.buf.put_u32(index as u32);
+        self.count += 1;
+        self.last = Some(index);
+        RowBuilder {
+            out: self,
+            left: schema.fields.len(),
         }
     }
 
@@ -146,18 +299,101 @@ impl Output {
         for schema in &self.schemas {
             self.buf.put_u16(schema.len() as u16);
             for name in schema {
-                self.buf.put_str(name);
+                self.buf.put_str(&name.json);
+            }
+        }
+        let columns = self.schemas.iter().flatten().any(|n| n.csv.is_some());
+        if columns {
+            for name in self.schemas.iter().flatten() {
+                self.buf.put_str(name.csv.as_deref().unwrap_or(&name.json));
             }
         }
         let mut header = Vec::with_capacity(HEADER);
         header.put_u8(crate::ENCODING_VERSION);
         header.put_u8(KIND_RECORDS);
-        header.put_u16(0);
+        header.put_u16(if columns { FLAG_COLUMNS } else { 0 });
         header.put_u32(self.count);
         header.put_u32(schemas_offset);
         header.put_u32(self.schemas.len() as u32);
         self.buf[..HEADER].copy_from_slice(&header);
         self.buf
+    }
+}
+
+/// Adds the values of one record of a [`Schema`], in order; finished when dropped.
+#[derive(Debug)]
+pub struct RowBuilder<'o> {
+    out: &'o mut Output,
+    left: usize,
+}
+
+impl RowBuilder<'_> {
+    /// Adds the next field's value.
+    pub fn value(mut self, value: Value<'_>) -> Self {
+        self.next();
+        value.write(&mut self.out.buf);
+        self
+    }
+
+    /// Adds the next field, written as `value` in JSON and as the text `csv` in CSV (see
+    /// [`RecordBuilder::value_csv`]).
+    pub fn value_csv(mut self, value: Value<'_>, csv: &str) -> Self {
+        self.next();
+        self.out.buf.put_u8(TAG_CSV);
+        self.out.buf.put_str(csv);
+        value.write(&mut self.out.buf);
+        self
+    }
+
+    /// Adds a string.
+    pub fn str(self, value: &str) -> Self {
+        self.value(Value::Str(value))
+    }
+
+    /// Adds a signed integer.
+    pub fn int(self, value: i64) -> Self {
+        self.value(Value::Int(value))
+    }
+
+    /// Adds an unsigned integer.
+    pub fn uint(self, value: u64) -> Self {
+        self.value(Value::UInt(value))
+    }
+
+    /// Adds a float.
+    pub fn float(self, value: f64) -> Self {
+        self.value(Value::Float(value))
+    }
+
+    /// Adds a boolean.
+    pub fn bool(self, value: bool) -> Self {
+        self.value(Value::Bool(value))
+    }
+
+    /// Adds a `null`.
+    pub fn null(self) -> Self {
+        self.value(Value::Null)
+    }
+
+    /// Adds a JSON text (an object or array), embedded as is.
+    pub fn json(self, json_text: &str) -> Self {
+        self.value(Value::Json(json_text))
+    }
+
+    fn next(&mut self) {
+        assert!(
+            self.left > 0,
+            "a record has more values than its schema has fields"
+        );
+        self.left -= 1;
+    }
+}
+
+impl Drop for RowBuilder<'_> {
+    fn drop(&mut self) {
+        for _ in 0..self.left {
+            self.out.buf.put_u8(0);
+        }
     }
 }
 
@@ -170,78 +406,109 @@ pub struct RecordBuilder<'o> {
     /// The schema the names match so far (the previous record's, to start with).
     candidate: Option<usize>,
     /// The names, once they no longer match `candidate`.
-    names: Option<Vec<String>>,
+    names: Option<Vec<FieldName>>,
 }
 
 impl RecordBuilder<'_> {
-    fn name(&mut self, name: &str) {
+    fn name(&mut self, name: Name<'_>) {
         if let Some(names) = &mut self.names {
-            names.push(name.to_owned());
+            names.push(FieldName::own(name));
         } else if self
             .candidate
             .and_then(|c| self.out.schemas[c].get(self.field))
-            .is_some_and(|n| n == name)
+            .is_some_and(|n| n.matches(name))
         {
             // Still the candidate's names.
         } else {
-            let mut names: Vec<String> = match self.candidate {
+            let mut names: Vec<FieldName> = match self.candidate {
                 Some(c) => self.out.schemas[c][..self.field].to_vec(),
                 None => Vec::new(),
             };
-            names.push(name.to_owned());
+            names.push(FieldName::own(name));
             self.names = Some(names);
         }
         self.field += 1;
     }
 
     /// Adds a field with any [`Value`].
-    pub fn value(mut self, name: &str, value: Value<'_>) -> Self {
-        self.name(name);
+    pub fn value<'n>(mut self, name: impl Into<Name<'n>>, value: Value<'_>) -> Self {
+        self.name(name.into());
+        value.write(&mut self.out.buf);
+        self
+    }
+
+    /// Adds a field written as `value` in JSON and as the text `csv` in CSV: for formats whose
+    /// text form marks what a field lacks (AWS flow logs write `-`) where their JSON form has a
+    /// zero value.
+    pub fn value_csv<'n>(mut self, name: impl Into<Name<'n>>, value: Value<'_>, csv: &str) -> Self {
+        self.name(name.into());
+        self.out.buf.put_u8(TAG_CSV);
+        self.out.buf.put_str(csv);
         value.write(&mut self.out.buf);
         self
     }
 
     /// Adds a string field.
-    pub fn str(self, name: &str, value: &str) -> Self {
+    pub fn str<'n>(self, name: impl Into<Name<'n>>, value: &str) -> Self {
         self.value(name, Value::Str(value))
     }
 
     /// Adds a signed integer field.
-    pub fn int(self, name: &str, value: i64) -> Self {
+    pub fn int<'n>(self, name: impl Into<Name<'n>>, value: i64) -> Self {
         self.value(name, Value::Int(value))
     }
 
     /// Adds an unsigned integer field.
-    pub fn uint(self, name: &str, value: u64) -> Self {
+    pub fn uint<'n>(self, name: impl Into<Name<'n>>, value: u64) -> Self {
         self.value(name, Value::UInt(value))
     }
 
     /// Adds a float field.
-    pub fn float(self, name: &str, value: f64) -> Self {
+    pub fn float<'n>(self, name: impl Into<Name<'n>>, value: f64) -> Self {
         self.value(name, Value::Float(value))
     }
 
     /// Adds a boolean field.
-    pub fn bool(self, name: &str, value: bool) -> Self {
+    pub fn bool<'n>(self, name: impl Into<Name<'n>>, value: bool) -> Self {
         self.value(name, Value::Bool(value))
     }
 
     /// Adds a `null` field.
-    pub fn null(self, name: &str) -> Self {
+    pub fn null<'n>(self, name: impl Into<Name<'n>>) -> Self {
         self.value(name, Value::Null)
     }
 
     /// Adds a field holding a JSON text (an object or array), embedded as is.
-    pub fn json(self, name: &str, json_text: &str) -> Self {
+    pub fn json<'n>(self, name: impl Into<Name<'n>>, json_text: &str) -> Self {
         self.value(name, Value::Json(json_text))
     }
 
-    /// Adds every field of `record`, in its order (a mangler's pass-through).
+    /// Adds every field of `record`, in its order, with its CSV column names and texts (a
+    /// mangler's pass-through).
     pub fn fields_of(mut self, record: &RecordView<'_>) -> Self {
-        for (name, value) in record.fields() {
-            self = self.value(name, value);
+        for i in 0..record.names.len() {
+            self = self.field_of(record, i);
         }
         self
+    }
+
+    /// Adds the `i`th field of `record` (nothing if it has fewer), with its CSV column name and
+    /// text.
+    pub fn field_of(self, record: &RecordView<'_>, i: usize) -> Self {
+        let (Some(&json), Some(&value)) = (record.names.get(i), record.values.get(i)) else {
+            return self;
+        };
+        let name = Name {
+            json,
+            csv: record
+                .columns
+                .and_then(|c| c.get(i).copied())
+                .filter(|c| *c != json),
+        };
+        match record.csv.get(i).copied().flatten() {
+            Some(csv) => self.value_csv(name, value, csv),
+            None => self.value(name, value),
+        }
     }
 }
 
@@ -280,6 +547,8 @@ pub struct Records<'a> {
     count: u32,
     records: &'a [u8],
     schemas: Vec<Vec<&'a str>>,
+    /// CSV column names per schema, when the batch has them.
+    columns: Vec<Vec<&'a str>>,
 }
 
 impl<'a> Records<'a> {
@@ -294,7 +563,7 @@ impl<'a> Records<'a> {
         if kind != KIND_RECORDS {
             return Err(WireError::Kind(kind));
         }
-        r.u16()?;
+        let flags = r.u16()?;
         let count = r.u32()?;
         let offset = r.u32()? as usize;
         let schema_count = r.u32()?;
@@ -311,10 +580,21 @@ impl<'a> Records<'a> {
             }
             schemas.push(names);
         }
+        let mut columns = Vec::new();
+        if flags & FLAG_COLUMNS != 0 {
+            for names in &schemas {
+                let mut c = Vec::with_capacity(names.len());
+                for _ in 0..names.len() {
+                    c.push(s.str()?);
+                }
+                columns.push(c);
+            }
+        }
         Ok(Records {
             count,
             records: &batch[HEADER..offset],
             schemas,
+            columns,
         })
     }
 
@@ -362,10 +642,28 @@ impl<'r, 'a> Iterator for RecordIter<'r, 'a> {
                 .get(schema)
                 .ok_or(WireError::Invalid("unknown schema"))?;
             let mut values = Vec::with_capacity(names.len());
-            for _ in 0..names.len() {
-                values.push(Value::read(&mut self.r)?);
+            let mut csv = Vec::new();
+            for i in 0..names.len() {
+                let mut tag = self.r.u8()?;
+                if tag == TAG_CSV {
+                    // Only records with CSV texts pay for the list of them.
+                    csv.resize(i, None);
+                    csv.push(Some(self.r.str()?));
+                    tag = self.r.u8()?;
+                    if tag == TAG_CSV {
+                        return Err(WireError::Invalid("a CSV text inside a CSV text"));
+                    }
+                } else if !csv.is_empty() {
+                    csv.push(None);
+                }
+                values.push(Value::read(&mut self.r, tag)?);
             }
-            Ok(RecordView { names, values })
+            Ok(RecordView {
+                names,
+                columns: self.records.columns.get(schema).map(Vec::as_slice),
+                values,
+                csv,
+            })
         })();
         if result.is_err() {
             self.left = 0;
@@ -378,7 +676,10 @@ impl<'r, 'a> Iterator for RecordIter<'r, 'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordView<'r> {
     names: &'r [&'r str],
+    columns: Option<&'r [&'r str]>,
     values: Vec<Value<'r>>,
+    /// Each field's CSV text, if any field has one (else empty).
+    csv: Vec<Option<&'r str>>,
 }
 
 impl<'r> RecordView<'r> {
@@ -398,5 +699,68 @@ impl<'r> RecordView<'r> {
     /// The field names in order.
     pub fn names(&self) -> &'r [&'r str] {
         self.names
+    }
+
+    /// The CSV column names in order (the field names unless the record has its own).
+    pub fn columns(&self) -> &'r [&'r str] {
+        self.columns.unwrap_or(self.names)
+    }
+
+    /// The CSV text of the field `name`, when it has one apart from its value
+    /// ([`RecordBuilder::value_csv`]).
+    pub fn csv_text(&self, name: &str) -> Option<&'r str> {
+        let i = self.names.iter().position(|n| *n == name)?;
+        self.csv.get(i).copied().flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{ValueData, decode_records};
+
+    #[test]
+    fn rows_share_the_schema_of_named_records_and_pad_with_nulls() {
+        static FIELDS: [(&str, &str); 3] = [("A", "a"), ("B", "b"), ("C", "c")];
+        let schema = Schema::new_static(&FIELDS);
+        let mut out = Output::default();
+        out.row(&schema)
+            .int(1)
+            .value_csv(Value::Str(""), "-")
+            .str("x");
+        out.record()
+            .int(("A", "a"), 2)
+            .str(("B", "b"), "y")
+            .null(("C", "c"));
+        out.row(&schema).int(3);
+        let records = decode_records(&out.finish()).unwrap();
+        assert_eq!(records.len(), 3);
+        for r in &records {
+            assert_eq!(r.columns(), ["a", "b", "c"]);
+        }
+        assert_eq!(records[0].to_csv_fields(), ["1", "-", "x"]);
+        assert_eq!(records[0].to_json_text(), r#"{"A":1,"B":"","C":"x"}"#);
+        assert_eq!(records[1].to_json_text(), r#"{"A":2,"B":"y","C":null}"#);
+        assert_eq!(records[2].get("C"), Some(&ValueData::Null));
+        // Schemas in the batch: one for the three records above; the same names without CSV
+        // columns are another.
+        let schemas = |batch: &[u8]| u32::from_le_bytes(batch[12..16].try_into().unwrap());
+        let mut again = Output::default();
+        again.row(&schema).int(1);
+        again.row(&Schema::new(["A", "B", "C"])).int(1);
+        assert_eq!(schemas(&again.finish()), 2);
+        let mut out = Output::default();
+        out.row(&schema).int(1);
+        out.record().int(("A", "a"), 2);
+        out.row(&schema).int(3);
+        assert_eq!(schemas(&out.finish()), 2);
+    }
+
+    #[test]
+    #[should_panic(expected = "more values than its schema has fields")]
+    fn a_row_longer_than_its_schema_panics() {
+        let schema = Schema::new(["A"]);
+        let mut out = Output::default();
+        out.row(&schema).int(1).int(2);
     }
 }

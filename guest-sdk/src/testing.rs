@@ -377,11 +377,14 @@ pub enum ValueData {
     Str(String),
     /// A JSON text.
     Json(String),
+    /// A value that CSV writes as the text `csv` (`RecordBuilder::value_csv`).
+    WithCsv(Box<ValueData>, String),
 }
 
 impl ValueData {
     fn borrow(&self) -> Value<'_> {
         match self {
+            ValueData::WithCsv(v, _) => v.borrow(),
             ValueData::Null => Value::Null,
             ValueData::Bool(b) => Value::Bool(*b),
             ValueData::Int(v) => Value::Int(*v),
@@ -416,6 +419,21 @@ impl ValueData {
             }
             ValueData::Str(s) => s.as_str().into(),
             ValueData::Json(s) => serde_json::from_str(s).unwrap_or(Json::Null),
+            ValueData::WithCsv(v, _) => v.to_json(),
+        }
+    }
+
+    /// As the host writes it in CSV (before quoting).
+    pub fn to_csv(&self) -> String {
+        match self {
+            ValueData::Null => String::new(),
+            ValueData::Bool(b) => b.to_string(),
+            ValueData::Int(v) => v.to_string(),
+            ValueData::UInt(v) => v.to_string(),
+            ValueData::Float(v) if v.is_finite() => v.to_string(),
+            ValueData::Float(_) => String::new(),
+            ValueData::Str(s) | ValueData::Json(s) => s.clone(),
+            ValueData::WithCsv(_, csv) => csv.clone(),
         }
     }
 }
@@ -425,6 +443,8 @@ impl ValueData {
 pub struct RecordData {
     /// The fields in order.
     pub fields: Vec<(String, ValueData)>,
+    /// CSV column names, one per field, when the record has its own (`Name`).
+    pub columns: Option<Vec<String>>,
 }
 
 impl RecordData {
@@ -455,6 +475,19 @@ impl RecordData {
         self.fields.iter().map(|(n, _)| n.as_str()).collect()
     }
 
+    /// The CSV column names in order.
+    pub fn columns(&self) -> Vec<&str> {
+        match &self.columns {
+            Some(c) => c.iter().map(String::as_str).collect(),
+            None => self.names(),
+        }
+    }
+
+    /// The record's CSV fields (before quoting), as the host writes them.
+    pub fn to_csv_fields(&self) -> Vec<String> {
+        self.fields.iter().map(|(_, v)| v.to_csv()).collect()
+    }
+
     /// The record as the host's JSON encoder writes it (fields in order).
     pub fn to_json_text(&self) -> String {
         let mut s = String::from("{");
@@ -476,8 +509,16 @@ pub fn encode_records(records: &[RecordData]) -> Vec<u8> {
     let mut out = Output::default();
     for r in records {
         let mut b = out.record();
-        for (name, value) in &r.fields {
-            b = b.value(name, value.borrow());
+        for (i, (name, value)) in r.fields.iter().enumerate() {
+            let column = r.columns.as_ref().and_then(|c| c.get(i));
+            let name = crate::Name {
+                json: name,
+                csv: column.map(String::as_str).filter(|c| c != name),
+            };
+            b = match value {
+                ValueData::WithCsv(v, csv) => b.value_csv(name, v.borrow(), csv),
+                v => b.value(name, v.borrow()),
+            };
         }
     }
     out.finish()
@@ -490,11 +531,21 @@ pub fn decode_records(batch: &[u8]) -> Result<Vec<RecordData>, Error> {
         .iter()
         .map(|r| {
             let r = r?;
+            let columns = r.columns();
             Ok(RecordData {
                 fields: r
                     .fields()
-                    .map(|(n, v)| (n.to_owned(), ValueData::own(v)))
+                    .map(|(n, v)| {
+                        let v = ValueData::own(v);
+                        let v = match r.csv_text(n) {
+                            Some(csv) => ValueData::WithCsv(Box::new(v), csv.to_owned()),
+                            None => v,
+                        };
+                        (n.to_owned(), v)
+                    })
                     .collect(),
+                columns: (columns != r.names())
+                    .then(|| columns.iter().map(|c| (*c).to_owned()).collect()),
             })
         })
         .collect()

@@ -1,7 +1,8 @@
 //! An AWS VPC Flow Logs object written by sluice (`transform: awsflowlogs`, CSV with a space
 //! delimiter, gzip, `key_format: aws`) read by a reader that knows only AWS's published format
 //! (anchors.md B.1), for version 2 (the default format) and version 3 (a custom format with the
-//! v3 fields). The reader is written here from that description, not from sluice's code.
+//! v3 fields), and for the `awsflowlogs` wasm guest in its place (version 3). The reader is
+//! written here from that description, not from sluice's code.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -212,6 +213,22 @@ fn aws_key_pattern() -> Regex {
 // ---------------------------------------------------------------------------------------------
 
 fn run(version: u8, seed: u64) {
+    run_transform(version, seed, false)
+}
+
+/// With `guest`, the transform is the `awsflowlogs` wasm guest instead of the builtin.
+fn run_transform(version: u8, seed: u64, guest: bool) {
+    let transform = if guest {
+        format!(
+            // The `aws` key layout takes its account id from `transform.awsflowlogs`.
+            "    type: wasm\n    wasm:\n      module: {}\n      config: {{version: {version}, account_id: \"{ACCOUNT}\"}}\n    awsflowlogs:\n      account_id: \"{ACCOUNT}\"\n",
+            sluice::wasm::test_guests::path("awsflowlogs").display()
+        )
+    } else {
+        format!(
+            "    type: awsflowlogs\n    awsflowlogs:\n      version: {version}\n      account_id: \"{ACCOUNT}\"\n"
+        )
+    };
     let dir = tempfile::tempdir().unwrap();
     let sim = Sim::start(
         dir.path(),
@@ -238,7 +255,7 @@ fn run(version: u8, seed: u64) {
     std::fs::write(
         &config,
         format!(
-            "analyzers: [{addr}]\npipeline:\n  subscriber:\n    url: {url}\n  mangle:\n    type: logstatus\n  classify:\n    cluster_net_masks: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16]\n  transform:\n    type: awsflowlogs\n    awsflowlogs:\n      version: {version}\n      account_id: \"{ACCOUNT}\"\n  encode:\n    type: csv\n    csv:\n      delimiter: \" \"\n  compress:\n    type: gzip\n  store:\n    type: buffered\n    buffered:\n      filename_prefix: logs\n      dirname: bucket\n      max_flows_per_object: 80\n      max_seconds_per_object: 60\n      max_seconds_per_stream: 86400\n      max_flow_array_size: 100000\n      key_format: aws\n  write:\n    type: file\n    file:\n      dir: {out}\n    s3:\n      region: {REGION}\n",
+            "analyzers: [{addr}]\npipeline:\n  subscriber:\n    url: {url}\n  mangle:\n    type: logstatus\n  classify:\n    cluster_net_masks: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16]\n  transform:\n{transform}  encode:\n    type: csv\n    csv:\n      delimiter: \" \"\n  compress:\n    type: gzip\n  store:\n    type: buffered\n    buffered:\n      filename_prefix: logs\n      dirname: bucket\n      max_flows_per_object: 80\n      max_seconds_per_object: 60\n      max_seconds_per_stream: 86400\n      max_flow_array_size: 100000\n      key_format: aws\n  write:\n    type: file\n    file:\n      dir: {out}\n    s3:\n      region: {REGION}\n",
             addr = sim.addr,
             url = sim.ws_url(),
             out = out.display(),
@@ -404,6 +421,13 @@ fn aws_v2_objects_read_as_aws_flow_logs() {
 #[test]
 fn aws_v3_objects_read_as_aws_flow_logs() {
     run(3, 32);
+}
+
+/// The `awsflowlogs` guest's objects are AWS flow logs too (the same as the builtin's, which
+/// `sluice::wasm` tests byte for byte).
+#[test]
+fn awsflowlogs_guest_v3_objects_read_as_aws_flow_logs() {
+    run_transform(3, 33, true);
 }
 
 #[test]

@@ -33,11 +33,12 @@ impl Mangle for Enrich {
         for record in records.iter() {
             let record = record?;
             let mut b = out.record();
-            for (name, value) in record.fields() {
+            for (i, name) in record.names().iter().enumerate() {
                 let replaced = self.fields.iter().any(|(n, _, _)| n == name)
-                    || self.tag_field.as_deref() == Some(name);
+                    || self.tag_field.as_deref() == Some(*name);
                 if !replaced {
-                    b = b.value(name, value);
+                    // With its CSV column and text, if it has them.
+                    b = b.field_of(&record, i);
                 }
             }
             for (name, value, text) in &self.fields {
@@ -77,6 +78,7 @@ mod tests {
                 ("UUID".into(), ValueData::Str("u1".into())),
                 ("env".into(), ValueData::Str("old".into())),
             ],
+            ..RecordData::default()
         };
         let config =
             r#"{"fields": {"env": "prod", "zone": 3, "owners": ["a"]}, "tag_field": "Tag"}"#;
@@ -84,6 +86,27 @@ mod tests {
         assert_eq!(
             out[0].to_json_text(),
             r#"{"UUID":"u1","env":"prod","owners":["a"],"zone":3,"Tag":"ingress"}"#
+        );
+    }
+
+    #[test]
+    fn keeps_csv_columns_and_texts() {
+        let input = RecordData {
+            fields: vec![
+                ("SrcAddr".into(), ValueData::Str("10.0.0.1".into())),
+                (
+                    "DstAddr".into(),
+                    ValueData::WithCsv(Box::new(ValueData::Str(String::new())), "-".into()),
+                ),
+            ],
+            columns: Some(vec!["srcaddr".into(), "dstaddr".into()]),
+        };
+        let out = run_mangle::<Enrich>(r#"{"tag_field": "Tag"}"#, "ingress", &[input]).unwrap();
+        assert_eq!(out[0].columns(), ["srcaddr", "dstaddr", "Tag"]);
+        assert_eq!(out[0].to_csv_fields(), ["10.0.0.1", "-", "ingress"]);
+        assert_eq!(
+            out[0].to_json_text(),
+            r#"{"SrcAddr":"10.0.0.1","DstAddr":"","Tag":"ingress"}"#
         );
     }
 }

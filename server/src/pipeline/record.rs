@@ -106,7 +106,7 @@ const FLOW_CSV_HEADER: &[&str] = &[
 pub enum CsvHeader<'a> {
     /// A builtin record's columns.
     Static(&'static [&'static str]),
-    /// A wasm record's field names.
+    /// A wasm record's CSV column names.
     Names(&'a [Box<str>]),
 }
 
@@ -152,7 +152,7 @@ impl Record {
             }
             Record::AwsFlowLog(r) => r.csv_header().into(),
             Record::VpcLog(r) => r.csv_header().into(),
-            Record::Wasm(r) => CsvHeader::Names(r.names()),
+            Record::Wasm(r) => CsvHeader::Names(r.columns()),
         }
     }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::record::{WasmRecord, WasmValue};
+use super::record::{RecordBatch, Schema, WasmField, WasmRecord, WasmValue};
 use crate::flow::{Flow, FlowLayer, FlowMetric};
 use crate::pipeline::record::Record;
 
@@ -17,6 +17,10 @@ pub const VERSION: u8 = 1;
 const KIND_FLOWS: u8 = 1;
 const KIND_RECORDS: u8 = 2;
 const RECORDS_HEADER: usize = 16;
+/// Record batch flag: the schema table is followed by the CSV column names.
+const FLAG_COLUMNS: u16 = 1;
+/// Value tag: a CSV text, then the field's value.
+const TAG_CSV: u8 = 8;
 /// Most fields in one record shape.
 pub const MAX_FIELDS: usize = 1024;
 /// Longest field name.
@@ -201,23 +205,32 @@ pub fn encode_flows(flows: &[Flow], b: &mut Vec<u8>) {
 pub struct RecordWriter {
     buf: Vec<u8>,
     count: u32,
-    schemas: Vec<Arc<[Box<str>]>>,
+    schemas: Vec<Arc<Schema>>,
 }
 
 impl RecordWriter {
-    fn schema(&mut self, names: &Arc<[Box<str>]>) -> u32 {
+    fn schema(&mut self, schema: &Arc<Schema>) -> u32 {
         if let Some(i) = self
             .schemas
             .iter()
-            .rposition(|s| Arc::ptr_eq(s, names) || **s == **names)
+            .rposition(|s| Arc::ptr_eq(s, schema) || **s == **schema)
         {
             return i as u32;
         }
-        self.schemas.push(names.clone());
+        self.schemas.push(schema.clone());
         (self.schemas.len() - 1) as u32
     }
 
-    fn value(&mut self, v: &WasmValue) {
+    fn start(&mut self, schema: &Arc<Schema>) {
+        if self.buf.is_empty() {
+            self.buf.resize(RECORDS_HEADER, 0);
+        }
+        let index = self.schema(schema);
+        self.buf.u32(index);
+        self.count += 1;
+    }
+
+    fn value(&mut self, v: WasmValue<'_>) {
         let b = &mut self.buf;
         match v {
             WasmValue::Null => b.u8(0),
@@ -225,7 +238,7 @@ impl RecordWriter {
             WasmValue::Bool(true) => b.u8(2),
             WasmValue::Int(v) => {
                 b.u8(3);
-                b.i64(*v);
+                b.i64(v);
             }
             WasmValue::UInt(v) => {
                 b.u8(4);
@@ -241,22 +254,15 @@ impl RecordWriter {
             }
             WasmValue::Json(j) => {
                 b.u8(7);
-                b.str(j.get());
+                b.str(j);
             }
         }
     }
 
-    /// Appends one record.
+    /// Appends a guest's record: its checked value bytes as they are.
     pub fn push(&mut self, record: &WasmRecord) {
-        if self.buf.is_empty() {
-            self.buf.resize(RECORDS_HEADER, 0);
-        }
-        let schema = self.schema(record.names_arc());
-        self.buf.u32(schema);
-        for v in record.values() {
-            self.value(v);
-        }
-        self.count += 1;
+        self.start(record.schema());
+        self.buf.extend_from_slice(record.value_bytes());
     }
 
     /// The batch.
@@ -266,16 +272,25 @@ impl RecordWriter {
         }
         let offset = self.buf.len() as u32;
         let schema_count = self.schemas.len() as u32;
-        for schema in std::mem::take(&mut self.schemas) {
-            self.buf.u16(schema.len() as u16);
-            for name in schema.iter() {
+        let schemas = std::mem::take(&mut self.schemas);
+        for schema in &schemas {
+            self.buf.u16(schema.names.len() as u16);
+            for name in schema.names.iter() {
                 self.buf.str(name);
+            }
+        }
+        let columns = schemas.iter().any(|s| s.has_columns());
+        if columns {
+            for schema in &schemas {
+                for name in schema.columns.iter() {
+                    self.buf.str(name);
+                }
             }
         }
         let mut header = Vec::with_capacity(RECORDS_HEADER);
         header.u8(VERSION);
         header.u8(KIND_RECORDS);
-        header.u16(0);
+        header.u16(if columns { FLAG_COLUMNS } else { 0 });
         header.u32(self.count);
         header.u32(offset);
         header.u32(schema_count);
@@ -288,55 +303,57 @@ impl RecordWriter {
 /// records through their JSON form (top-level keys in order; nested objects as JSON texts).
 pub fn encode_records(records: &[Record]) -> Vec<u8> {
     let mut w = RecordWriter::default();
-    let mut shapes: Vec<Arc<[Box<str>]>> = Vec::new();
+    let mut shapes: Vec<Arc<Schema>> = Vec::new();
     for record in records {
         match record {
             Record::Wasm(r) => w.push(r),
-            other => {
-                let r = to_wasm_record(other, &mut shapes);
-                w.push(&r);
-            }
+            other => push_builtin(&mut w, other, &mut shapes),
         }
     }
     w.finish()
 }
 
 /// A builtin record as ordered fields, via its JSON form.
-pub fn to_wasm_record(record: &Record, shapes: &mut Vec<Arc<[Box<str>]>>) -> WasmRecord {
+fn push_builtin(w: &mut RecordWriter, record: &Record, shapes: &mut Vec<Arc<Schema>>) {
     let text = serde_json::to_string(record).unwrap_or_else(|_| "{}".into());
     let fields = OrderedFields::parse(&text).unwrap_or_default();
     let names: Vec<Box<str>> = fields.iter().map(|(n, _)| n.as_str().into()).collect();
-    let names = match shapes.iter().find(|s| ***s == *names) {
+    let schema = match shapes.iter().find(|s| *s.names == *names) {
         Some(s) => s.clone(),
         None => {
-            let s: Arc<[Box<str>]> = names.into();
+            let s = Arc::new(Schema::new(names.into()));
             shapes.push(s.clone());
             s
         }
     };
-    let values = fields.into_iter().map(|(_, raw)| json_value(raw)).collect();
-    WasmRecord::new(names, values)
-}
-
-fn json_value(raw: Box<RawValue>) -> WasmValue {
-    let text = raw.get();
-    match text.as_bytes().first() {
-        Some(b'"') => serde_json::from_str::<String>(text)
-            .map_or(WasmValue::Null, |s| WasmValue::Str(s.into())),
-        Some(b't') => WasmValue::Bool(true),
-        Some(b'f') => WasmValue::Bool(false),
-        Some(b'n') | None => WasmValue::Null,
-        Some(b'{' | b'[') => WasmValue::Json(raw),
-        Some(_) => {
-            if let Ok(v) = text.parse::<i64>() {
-                WasmValue::Int(v)
-            } else if let Ok(v) = text.parse::<u64>() {
-                WasmValue::UInt(v)
-            } else {
-                text.parse::<f64>()
-                    .map_or(WasmValue::Null, WasmValue::Float)
+    w.start(&schema);
+    for (_, raw) in &fields {
+        let text = raw.get();
+        let unquoted;
+        let value = match text.as_bytes().first() {
+            Some(b'"') => match serde_json::from_str::<String>(text) {
+                Ok(s) => {
+                    unquoted = s;
+                    WasmValue::Str(&unquoted)
+                }
+                Err(_) => WasmValue::Null,
+            },
+            Some(b't') => WasmValue::Bool(true),
+            Some(b'f') => WasmValue::Bool(false),
+            Some(b'n') | None => WasmValue::Null,
+            Some(b'{' | b'[') => WasmValue::Json(text),
+            Some(_) => {
+                if let Ok(v) = text.parse::<i64>() {
+                    WasmValue::Int(v)
+                } else if let Ok(v) = text.parse::<u64>() {
+                    WasmValue::UInt(v)
+                } else {
+                    text.parse::<f64>()
+                        .map_or(WasmValue::Null, WasmValue::Float)
+                }
             }
-        }
+        };
+        w.value(value);
     }
 }
 
@@ -367,9 +384,13 @@ impl<'de> Visitor<'de> for OrderedFieldsVisitor {
     }
 }
 
-struct Reader<'a>(&'a [u8]);
+/// A bounds-checked cursor over a batch.
+pub(super) struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
+    pub(super) fn new(bytes: &'a [u8]) -> Self {
+        Reader(bytes)
+    }
     fn bytes(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if n > self.0.len() {
             return Err(DecodeError::Truncated);
@@ -398,14 +419,95 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decodes a guest's record batch (ENCODING.md §3) into records, checking every length.
-pub fn decode_records(batch: &[u8]) -> Result<Vec<WasmRecord>, DecodeError> {
-    let mut r = Reader(batch);
+/// Trims JSON's whitespace around a JSON text.
+fn trim_json(text: &str) -> &str {
+    text.trim_matches([' ', '\t', '\n', '\r'])
+}
+
+fn read_value<'a>(r: &mut Reader<'a>, tag: u8) -> Result<WasmValue<'a>, DecodeError> {
+    Ok(match tag {
+        0 => WasmValue::Null,
+        1 => WasmValue::Bool(false),
+        2 => WasmValue::Bool(true),
+        3 => WasmValue::Int(i64::from_le_bytes(r.array()?)),
+        4 => WasmValue::UInt(u64::from_le_bytes(r.array()?)),
+        5 => WasmValue::Float(f64::from_le_bytes(r.array()?)),
+        6 => WasmValue::Str(r.str()?),
+        7 => WasmValue::Json(trim_json(r.str()?)),
+        _ => return Err(DecodeError::Invalid("unknown value tag")),
+    })
+}
+
+/// One field: a value, or (tag 8) a CSV text and then the value.
+pub(super) fn read_field<'a>(r: &mut Reader<'a>) -> Result<WasmField<'a>, DecodeError> {
+    match r.u8()? {
+        TAG_CSV => {
+            let csv = r.str()?;
+            let tag = r.u8()?;
+            if tag == TAG_CSV {
+                return Err(DecodeError::Invalid("a CSV text inside a CSV text"));
+            }
+            Ok(WasmField {
+                value: read_value(r, tag)?,
+                csv: Some(csv),
+            })
+        }
+        tag => Ok(WasmField {
+            value: read_value(r, tag)?,
+            csv: None,
+        }),
+    }
+}
+
+fn read_names(s: &mut Reader<'_>, n: usize, unique: bool) -> Result<Arc<[Box<str>]>, DecodeError> {
+    let mut names: Vec<Box<str>> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let name = s.str()?;
+        if name.len() > MAX_NAME {
+            return Err(DecodeError::Invalid("field name longer than 256 bytes"));
+        }
+        if unique && names.iter().any(|n| &**n == name) {
+            return Err(DecodeError::Invalid("duplicate field name in a record"));
+        }
+        names.push(name.into());
+    }
+    Ok(names.into())
+}
+
+/// Schemas seen in earlier batches of a stage, reused when a batch has the same ones: records
+/// of one shape then share one `Arc`, which the CSV encoder compares by pointer.
+#[derive(Debug, Default)]
+pub struct SchemaCache(Vec<Arc<Schema>>);
+
+impl SchemaCache {
+    /// Most schemas kept.
+    const SIZE: usize = 16;
+
+    fn intern(&mut self, schema: Schema) -> Arc<Schema> {
+        if let Some(known) = self.0.iter().find(|s| ***s == schema) {
+            return known.clone();
+        }
+        let schema = Arc::new(schema);
+        if self.0.len() == Self::SIZE {
+            self.0.remove(0);
+        }
+        self.0.push(schema.clone());
+        schema
+    }
+}
+
+/// Decodes a guest's record batch (ENCODING.md §3), checking every length, tag, string and
+/// JSON text once; the records then read their values from the batch's bytes.
+pub fn decode_records(
+    batch: Vec<u8>,
+    cache: &mut SchemaCache,
+) -> Result<Vec<WasmRecord>, DecodeError> {
+    let mut r = Reader(&batch);
     let (version, kind) = (r.u8()?, r.u8()?);
     if version != VERSION || kind != KIND_RECORDS {
         return Err(DecodeError::Header { version, kind });
     }
-    r.u16()?;
+    let flags = r.u16()?;
     let count = r.u32()? as usize;
     let offset = r.u32()? as usize;
     let schema_count = r.u32()? as usize;
@@ -413,53 +515,51 @@ pub fn decode_records(batch: &[u8]) -> Result<Vec<WasmRecord>, DecodeError> {
         return Err(DecodeError::Invalid("schemas_offset out of range"));
     }
     let mut s = Reader(&batch[offset..]);
-    let mut schemas: Vec<Arc<[Box<str>]>> = Vec::with_capacity(schema_count.min(1024));
+    let mut names = Vec::with_capacity(schema_count.min(1024));
     for _ in 0..schema_count {
         let n = s.u16()? as usize;
         if n > MAX_FIELDS {
             return Err(DecodeError::Invalid("more than 1024 fields in a record"));
         }
-        let mut names: Vec<Box<str>> = Vec::with_capacity(n);
-        for _ in 0..n {
-            let name = s.str()?;
-            if name.len() > MAX_NAME {
-                return Err(DecodeError::Invalid("field name longer than 256 bytes"));
-            }
-            if names.iter().any(|n| &**n == name) {
-                return Err(DecodeError::Invalid("duplicate field name in a record"));
-            }
-            names.push(name.into());
-        }
-        schemas.push(names.into());
+        names.push(read_names(&mut s, n, true)?);
+    }
+    let mut schemas = Vec::with_capacity(names.len());
+    for names in names {
+        let schema = if flags & FLAG_COLUMNS != 0 {
+            let columns = read_names(&mut s, names.len(), false)?;
+            Schema { names, columns }
+        } else {
+            Schema::new(names)
+        };
+        schemas.push(cache.intern(schema));
     }
     // Each record takes at least 4 bytes: bound the allocation by the bytes present.
     let mut body = Reader(&batch[RECORDS_HEADER..offset]);
     if count > body.0.len() / 4 + 1 {
         return Err(DecodeError::Invalid("record count larger than the batch"));
     }
-    let mut records = Vec::with_capacity(count);
+    let mut spans = Vec::with_capacity(count);
     for _ in 0..count {
+        let index = body.u32()?;
         let schema = schemas
-            .get(body.u32()? as usize)
+            .get(index as usize)
             .ok_or(DecodeError::Invalid("unknown schema"))?;
-        let mut values = Vec::with_capacity(schema.len());
-        for _ in 0..schema.len() {
-            values.push(match body.u8()? {
-                0 => WasmValue::Null,
-                1 => WasmValue::Bool(false),
-                2 => WasmValue::Bool(true),
-                3 => WasmValue::Int(i64::from_le_bytes(body.array()?)),
-                4 => WasmValue::UInt(u64::from_le_bytes(body.array()?)),
-                5 => WasmValue::Float(f64::from_le_bytes(body.array()?)),
-                6 => WasmValue::Str(body.str()?.into()),
-                7 => WasmValue::Json(
-                    RawValue::from_string(body.str()?.to_owned())
-                        .map_err(|_| DecodeError::Invalid("json value is not JSON"))?,
-                ),
-                _ => return Err(DecodeError::Invalid("unknown value tag")),
-            });
+        let start = offset - body.0.len();
+        for _ in 0..schema.names.len() {
+            if let WasmValue::Json(text) = read_field(&mut body)?.value
+                && serde_json::from_str::<&RawValue>(text).is_err()
+            {
+                return Err(DecodeError::Invalid("json value is not JSON"));
+            }
         }
-        records.push(WasmRecord::new(schema.clone(), values));
+        spans.push((index, start as u32, (offset - body.0.len()) as u32));
     }
-    Ok(records)
+    let batch = Arc::new(RecordBatch {
+        bytes: batch.into_boxed_slice(),
+        schemas,
+    });
+    Ok(spans
+        .into_iter()
+        .map(|(schema, start, end)| WasmRecord::new(batch.clone(), schema, start, end))
+        .collect())
 }

@@ -6,10 +6,16 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, InstancePre, Linker, Type};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig,
+};
 
 use super::stage::StoreState;
 use super::{HostSettings, WasmError, World, bindings, cache};
+
+/// Linear memory kept resident per pooled instance slot between batches (only its dirty pages
+/// are reset).
+const KEEP_RESIDENT: usize = 2 << 20;
 
 /// The interface name of the host import.
 const HOST_INTERFACE: &str = "sluice:guest/host@0.1.0";
@@ -309,7 +315,16 @@ fn build_engine(settings: &HostSettings) -> Result<Engine, wasmtime::Error> {
         .max_memories_per_component(4)
         .max_tables_per_component(8)
         .max_memory_size(settings.limits.memory_bytes)
-        .max_component_instance_size(1 << 20);
+        .max_component_instance_size(1 << 20)
+        // A batch touches a few dozen pages (a Rust guest's stack top, data and heap sit just
+        // above 1 MiB). Keeping them resident and resetting only the dirty ones (found with
+        // the PAGEMAP_SCAN ioctl, Linux 6.7+) saves a page fault per page per batch; without
+        // the ioctl only the first bytes would be reset by memset, so nothing is kept then.
+        .pagemap_scan(Enabled::Auto);
+    if PoolingAllocationConfig::is_pagemap_scan_available() {
+        pool.linear_memory_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(64 << 10);
+    }
     cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&cfg)
 }

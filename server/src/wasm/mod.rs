@@ -127,7 +127,7 @@ pub struct WasmLimits {
 }
 
 impl Default for WasmLimits {
-    /// The server defaults: 1e9 fuel (the Rust awsflowlogs guest uses ~2k per flow), 1 s,
+    /// The server defaults: 1e9 fuel (the Rust awsflowlogs guest uses ~4k per flow), 1 s,
     /// 64 MiB, 16 MiB.
     fn default() -> Self {
         WasmLimits {

@@ -1,6 +1,11 @@
 //! Records made by wasm guests: ordered fields, written as JSON objects in field order and as
-//! CSV rows under a header of the field names.
+//! CSV rows under a header of the fields' CSV column names.
+//!
+//! A record is a view into its batch as the guest returned it (ENCODING.md §3), checked once
+//! when the batch is decoded: the values are read from those bytes when the record is written,
+//! not copied into owned values first (that copy cost more than the JSON writing itself).
 
+use std::fmt;
 use std::sync::Arc;
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
@@ -8,9 +13,9 @@ use serde_json::value::RawValue;
 
 use crate::pipeline::record::CsvRow;
 
-/// One field value (ENCODING.md §3 value tags).
-#[derive(Debug, Clone)]
-pub enum WasmValue {
+/// One field value (ENCODING.md §3 value tags 0–7), borrowed from its batch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum WasmValue<'a> {
     /// JSON `null`, an empty CSV field.
     Null,
     /// A boolean.
@@ -19,87 +24,123 @@ pub enum WasmValue {
     Int(i64),
     /// An unsigned integer.
     UInt(u64),
-    /// A float; JSON `null` when not finite.
+    /// A float; JSON `null` and an empty CSV field when not finite.
     Float(f64),
     /// A string.
-    Str(Box<str>),
+    Str(&'a str),
     /// A JSON text (checked when decoded), embedded as is.
-    Json(Box<RawValue>),
+    Json(&'a str),
 }
 
-impl PartialEq for WasmValue {
-    fn eq(&self, other: &Self) -> bool {
-        use WasmValue::*;
-        match (self, other) {
-            (Null, Null) => true,
-            (Bool(a), Bool(b)) => a == b,
-            (Int(a), Int(b)) => a == b,
-            (UInt(a), UInt(b)) => a == b,
-            (Float(a), Float(b)) => a == b,
-            (Str(a), Str(b)) => a == b,
-            // JSON texts compare as text.
-            (Json(a), Json(b)) => a.get() == b.get(),
-            _ => false,
+/// One field: its value and, when the guest gave one (tag 8), the text CSV writes instead.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WasmField<'a> {
+    /// The value (what JSON writes).
+    pub value: WasmValue<'a>,
+    /// The CSV text, when it differs from the value's.
+    pub csv: Option<&'a str>,
+}
+
+/// Field names of one record shape.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Schema {
+    /// JSON keys, in order.
+    pub names: Arc<[Box<str>]>,
+    /// CSV column names, in order: the same `Arc` as `names` when the guest gave none.
+    pub columns: Arc<[Box<str>]>,
+}
+
+impl Schema {
+    /// A schema whose CSV columns are its names.
+    pub fn new(names: Arc<[Box<str>]>) -> Self {
+        Schema {
+            columns: names.clone(),
+            names,
         }
+    }
+
+    /// Whether the CSV columns differ from the names.
+    pub fn has_columns(&self) -> bool {
+        !Arc::ptr_eq(&self.names, &self.columns) && self.names != self.columns
     }
 }
 
-impl Serialize for WasmValue {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            WasmValue::Null => s.serialize_unit(),
-            WasmValue::Bool(b) => s.serialize_bool(*b),
-            WasmValue::Int(v) => s.serialize_i64(*v),
-            WasmValue::UInt(v) => s.serialize_u64(*v),
-            WasmValue::Float(v) if v.is_finite() => s.serialize_f64(*v),
-            WasmValue::Float(_) => s.serialize_unit(),
-            WasmValue::Str(v) => s.serialize_str(v),
-            WasmValue::Json(v) => v.serialize(s),
-        }
+/// A checked record batch: the guest's bytes and its schemas.
+pub struct RecordBatch {
+    pub(super) bytes: Box<[u8]>,
+    pub(super) schemas: Vec<Arc<Schema>>,
+}
+
+impl fmt::Debug for RecordBatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecordBatch")
+            .field("bytes", &self.bytes.len())
+            .field("schemas", &self.schemas.len())
+            .finish()
     }
 }
 
-/// A guest's record: field names shared by every record of the same shape in a batch.
-#[derive(Debug, Clone, PartialEq)]
+/// A guest's record: a shared, checked batch and where the record's values are in it.
+#[derive(Clone)]
 pub struct WasmRecord {
-    names: Arc<[Box<str>]>,
-    values: Vec<WasmValue>,
+    batch: Arc<RecordBatch>,
+    schema: u32,
+    start: u32,
+    end: u32,
 }
 
 impl WasmRecord {
-    /// A record from its names and values (as many of each).
-    pub fn new(names: Arc<[Box<str>]>, values: Vec<WasmValue>) -> Self {
-        debug_assert_eq!(names.len(), values.len());
-        WasmRecord { names, values }
+    /// Record `schema` of `batch`, its values at `start..end` (checked by the decoder).
+    pub(super) fn new(batch: Arc<RecordBatch>, schema: u32, start: u32, end: u32) -> Self {
+        WasmRecord {
+            batch,
+            schema,
+            start,
+            end,
+        }
     }
 
-    /// The field names in order.
+    /// The record's shape.
+    pub fn schema(&self) -> &Arc<Schema> {
+        &self.batch.schemas[self.schema as usize]
+    }
+
+    /// The field names (JSON keys) in order.
     pub fn names(&self) -> &[Box<str>] {
-        &self.names
+        &self.schema().names
     }
 
-    /// The shared names (for a host encoding records back for a mangler).
-    pub fn names_arc(&self) -> &Arc<[Box<str>]> {
-        &self.names
+    /// The CSV column names in order.
+    pub fn columns(&self) -> &[Box<str>] {
+        &self.schema().columns
     }
 
-    /// The values in field order.
-    pub fn values(&self) -> &[WasmValue] {
-        &self.values
+    /// The encoded values (ENCODING.md §3 `value × field count`), as checked.
+    pub fn value_bytes(&self) -> &[u8] {
+        &self.batch.bytes[self.start as usize..self.end as usize]
+    }
+
+    /// The fields in order.
+    pub fn fields(&self) -> impl Iterator<Item = WasmField<'_>> + '_ {
+        let mut r = super::encoding::Reader::new(self.value_bytes());
+        // The batch was checked when decoded: a read can't fail; if it did, the record ends.
+        std::iter::from_fn(move || super::encoding::read_field(&mut r).ok())
     }
 
     /// A field's value.
-    pub fn get(&self, name: &str) -> Option<&WasmValue> {
-        self.names
-            .iter()
-            .position(|n| &**n == name)
-            .map(|i| &self.values[i])
+    pub fn get(&self, name: &str) -> Option<WasmValue<'_>> {
+        let i = self.names().iter().position(|n| &**n == name)?;
+        self.fields().nth(i).map(|f| f.value)
     }
 
-    /// The CSV fields, matching [`WasmRecord::names`].
+    /// The CSV fields, matching [`WasmRecord::columns`].
     pub fn csv_row(&self, row: &mut CsvRow) {
-        for v in &self.values {
-            match v {
+        for field in self.fields() {
+            if let Some(text) = field.csv {
+                row.push(text);
+                continue;
+            }
+            match field.value {
                 WasmValue::Null => row.push(""),
                 WasmValue::Bool(b) => row.push(b),
                 WasmValue::Int(v) => row.push(v),
@@ -107,17 +148,52 @@ impl WasmRecord {
                 WasmValue::Float(v) if v.is_finite() => row.push(v),
                 WasmValue::Float(_) => row.push(""),
                 WasmValue::Str(s) => row.push(s),
-                WasmValue::Json(j) => row.push(j.get()),
+                WasmValue::Json(j) => row.push(j),
             }
+        }
+    }
+}
+
+impl PartialEq for WasmRecord {
+    fn eq(&self, other: &Self) -> bool {
+        (Arc::ptr_eq(self.schema(), other.schema()) || self.schema() == other.schema())
+            && self.fields().eq(other.fields())
+    }
+}
+
+impl fmt::Debug for WasmRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.names().iter().zip(self.fields()))
+            .finish()
+    }
+}
+
+impl Serialize for WasmValue<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match *self {
+            WasmValue::Null => s.serialize_unit(),
+            WasmValue::Bool(b) => s.serialize_bool(b),
+            WasmValue::Int(v) => s.serialize_i64(v),
+            WasmValue::UInt(v) => s.serialize_u64(v),
+            WasmValue::Float(v) if v.is_finite() => s.serialize_f64(v),
+            WasmValue::Float(_) => s.serialize_unit(),
+            WasmValue::Str(v) => s.serialize_str(v),
+            // Checked when decoded; parsed again here to embed it as raw JSON.
+            WasmValue::Json(v) => match serde_json::from_str::<&RawValue>(v) {
+                Ok(raw) => raw.serialize(s),
+                Err(_) => s.serialize_unit(),
+            },
         }
     }
 }
 
 impl Serialize for WasmRecord {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(self.values.len()))?;
-        for (name, value) in self.names.iter().zip(&self.values) {
-            map.serialize_entry(&**name, value)?;
+        let names = self.names();
+        let mut map = s.serialize_map(Some(names.len()))?;
+        for (name, field) in names.iter().zip(self.fields()) {
+            map.serialize_entry(&**name, &field.value)?;
         }
         map.end()
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{ResourceLimiter, Store, Trap};
 
-use super::encoding::{self, DecodeError};
+use super::encoding::{self, SchemaCache};
 use super::engine::{LoadedModule, WasmHost};
 use super::record::WasmRecord;
 use super::{WasmError, WasmLimits, World, bindings};
@@ -223,11 +223,13 @@ pub struct WasmStage {
     pipeline: Arc<str>,
     health: Health,
     input: Vec<u8>,
+    schemas: SchemaCache,
 }
 
-/// What one call returns from the blocking thread.
+/// What one call returns.
 struct CallResult {
-    outcome: Result<Vec<WasmRecord>, BatchFailure>,
+    /// The guest's record batch, not decoded yet (empty for a check).
+    outcome: Result<Vec<u8>, BatchFailure>,
     fuel_used: u64,
     logs_dropped: u32,
 }
@@ -264,8 +266,9 @@ impl WasmStage {
             pipeline: pipeline.into(),
             health: Health::default(),
             input: Vec::new(),
+            schemas: SchemaCache::default(),
         };
-        let check = stage.call_blocking(Input::Check);
+        let check = stage.call_blocking(&Input::Check);
         match check.outcome {
             Ok(_) => Ok(stage),
             Err(BatchFailure::Guest(msg)) => Err(WasmError::Init(msg)),
@@ -325,27 +328,38 @@ impl WasmStage {
                 return Vec::new();
             }
         }
-        let module = self.module.clone();
-        let config = self.config.clone();
-        let options = self.options.clone();
-        let pipeline = self.pipeline.clone();
-        let joined = tokio::task::spawn_blocking(move || {
-            let r = call(&module, &config, &options, &pipeline, &input);
-            (r, input)
-        })
-        .await;
-        let result = match joined {
-            Ok((r, input)) => {
-                if let Input::Flows(buf) = input {
-                    self.input = buf;
-                }
-                r
+        let result = if on_multi_thread_runtime() {
+            // The worker hands its other tasks to another thread and runs the guest here: no
+            // round trip to the blocking pool (two thread wake-ups, the larger part of a
+            // small batch's cost), and neighbours still run while a guest spins.
+            let r = tokio::task::block_in_place(|| self.call_blocking(&input));
+            if let Input::Flows(buf) = input {
+                self.input = buf;
             }
-            Err(e) => CallResult {
-                outcome: Err(BatchFailure::Trap(format!("host task failed: {e}"))),
-                fuel_used: 0,
-                logs_dropped: 0,
-            },
+            r
+        } else {
+            let module = self.module.clone();
+            let config = self.config.clone();
+            let options = self.options.clone();
+            let pipeline = self.pipeline.clone();
+            let joined = tokio::task::spawn_blocking(move || {
+                let r = call(&module, &config, &options, &pipeline, &input);
+                (r, input)
+            })
+            .await;
+            match joined {
+                Ok((r, input)) => {
+                    if let Input::Flows(buf) = input {
+                        self.input = buf;
+                    }
+                    r
+                }
+                Err(e) => CallResult {
+                    outcome: Err(BatchFailure::Trap(format!("host task failed: {e}"))),
+                    fuel_used: 0,
+                    logs_dropped: 0,
+                },
+            }
         };
         stats
             .wasm_fuel_used
@@ -353,7 +367,11 @@ impl WasmStage {
         if result.logs_dropped > 0 {
             tracing::debug!(pipeline = %self.pipeline, lines = result.logs_dropped, "guest log lines over the budget");
         }
-        match result.outcome {
+        let outcome = result.outcome.and_then(|bytes| {
+            encoding::decode_records(bytes, &mut self.schemas)
+                .map_err(|e| BatchFailure::Guest(e.to_string()))
+        });
+        match outcome {
             Ok(records) => {
                 if self.health.consecutive > 0 || self.health.backoff.is_some() {
                     tracing::info!(pipeline = %self.pipeline, "wasm stage healthy again");
@@ -400,15 +418,23 @@ impl WasmStage {
         }
     }
 
-    fn call_blocking(&self, input: Input) -> CallResult {
+    fn call_blocking(&self, input: &Input) -> CallResult {
         call(
             &self.module,
             &self.config,
             &self.options,
             &self.pipeline,
-            &input,
+            input,
         )
     }
+}
+
+/// Whether `block_in_place` may be used here (a multi-thread tokio runtime, as `sluice run`
+/// and `sluice serve` use); elsewhere (current-thread runtimes in tests) the guest runs on the
+/// blocking pool.
+fn on_multi_thread_runtime() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
 /// What a call feeds the guest.
@@ -434,8 +460,8 @@ fn classify(e: &wasmtime::Error, options: &StageOptions) -> BatchFailure {
     }
 }
 
-/// One batch in a fresh store: instantiate, `init(config)`, then the call. Runs on a blocking
-/// thread; never panics on guest behaviour.
+/// One batch in a fresh store: instantiate, `init(config)`, then the call. Runs where blocking
+/// is allowed (`block_in_place` or the blocking pool); never panics on guest behaviour.
 fn call(
     module: &LoadedModule,
     config: &str,
@@ -484,7 +510,7 @@ fn run_in(
     config: &str,
     options: &StageOptions,
     input: &Input,
-) -> Result<Vec<WasmRecord>, BatchFailure> {
+) -> Result<Vec<u8>, BatchFailure> {
     let fail = |e: wasmtime::Error| classify(&e, options);
     let instance = module.pre.instantiate(&mut *store).map_err(fail)?;
     let init = instance
@@ -515,5 +541,5 @@ fn run_in(
             limit: options.limits.output_bytes,
         });
     }
-    encoding::decode_records(&bytes).map_err(|e: DecodeError| BatchFailure::Guest(e.to_string()))
+    Ok(bytes)
 }

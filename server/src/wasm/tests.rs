@@ -16,6 +16,10 @@ use crate::pipeline::encode::write_go_json;
 use crate::pipeline::record::Record;
 use crate::sinks::{MemorySink, Sink};
 
+fn decode(batch: &[u8]) -> Result<Vec<record::WasmRecord>, encoding::DecodeError> {
+    encoding::decode_records(batch.to_vec(), &mut Default::default())
+}
+
 fn host() -> &'static WasmHost {
     WasmHost::global()
 }
@@ -120,6 +124,7 @@ fn records_round_trip_between_host_and_sdk() {
                 ("b".into(), ValueData::Str("x\"y".into())),
                 ("c".into(), ValueData::Json(r#"{"k":[1,2]}"#.into())),
             ],
+            columns: None,
         },
         RecordData {
             fields: vec![
@@ -128,10 +133,11 @@ fn records_round_trip_between_host_and_sdk() {
                 ("f".into(), ValueData::Float(0.5)),
                 ("t".into(), ValueData::Bool(true)),
             ],
+            columns: None,
         },
     ];
     let bytes = sluice_guest::testing::encode_records(&sdk);
-    let host_records = encoding::decode_records(&bytes).unwrap();
+    let host_records = decode(&bytes).unwrap();
     let text: Vec<String> = host_records
         .iter()
         .map(|r| serde_json::to_string(r).unwrap())
@@ -156,20 +162,18 @@ fn malformed_record_batches_are_refused_not_panicked_on() {
             "a".into(),
             sluice_guest::testing::ValueData::Str("v".into()),
         )],
+        columns: None,
     }]);
     for cut in 0..good.len() {
-        assert!(
-            encoding::decode_records(&good[..cut]).is_err(),
-            "cut at {cut}"
-        );
+        assert!(decode(&good[..cut]).is_err(), "cut at {cut}");
     }
     let mut bad = good.clone();
     bad[4] = 0xff; // count far larger than the bytes
-    assert!(encoding::decode_records(&bad).is_err());
+    assert!(decode(&bad).is_err());
     let mut bad = good;
     bad[0] = 9;
     assert!(matches!(
-        encoding::decode_records(&bad),
+        decode(&bad),
         Err(encoding::DecodeError::Header { version: 9, .. })
     ));
 }
@@ -537,6 +541,7 @@ fn guest_records_encode_as_csv_with_a_header_from_their_fields() {
             .into_iter()
             .map(|(n, v)| (n.to_string(), v))
             .collect(),
+        columns: None,
     };
     let batch = sluice_guest::testing::encode_records(&[
         rows(vec![
@@ -550,7 +555,7 @@ fn guest_records_encode_as_csv_with_a_header_from_their_fields() {
             ("Note", ValueData::Null),
         ]),
     ]);
-    let records: Vec<Record> = encoding::decode_records(&batch)
+    let records: Vec<Record> = decode(&batch)
         .unwrap()
         .into_iter()
         .map(Record::Wasm)
@@ -567,12 +572,7 @@ fn guest_records_encode_as_csv_with_a_header_from_their_fields() {
     let other =
         sluice_guest::testing::encode_records(&[rows(vec![("Other", ValueData::Bool(true))])]);
     let mut mixed = records;
-    mixed.extend(
-        encoding::decode_records(&other)
-            .unwrap()
-            .into_iter()
-            .map(Record::Wasm),
-    );
+    mixed.extend(decode(&other).unwrap().into_iter().map(Record::Wasm));
     let err = Encoder::Csv { delimiter: ',' }
         .encode(&StoreObject::Records(&mixed), &mut Vec::new())
         .unwrap_err();
@@ -597,12 +597,10 @@ async fn every_batch_size_returns_intact_output() {
     }
 }
 
-/// The awsflowlogs guest and the builtin awsflowlogs transform, run as whole pipelines on the
-/// same flows (the spec's vectors plus a varied set), write the same objects byte for byte in
-/// JSON: keys, metadata and content. (In CSV the guest writes zeros where the builtin follows
-/// AWS's `-` for absent data; JSON has no such difference.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn awsflowlogs_guest_objects_equal_the_builtin_objects() {
+/// Flows for comparing the awsflowlogs guest with the builtin: the spec's vectors, varied TCP
+/// and UDP flows, and flows lacking what a record can't fill (no link, no network, no
+/// transport, ICMP, no metrics, an empty address, TCP flags, IPv6).
+fn aws_flows() -> Vec<Flow> {
     let mut flows: Vec<Flow> = vectors()["cases"]
         .as_array()
         .unwrap()
@@ -621,47 +619,178 @@ async fn awsflowlogs_guest_objects_equal_the_builtin_objects() {
                 ..m
             });
         }
+        match i % 11 {
+            1 => f.link = None,
+            2 => f.transport = None,
+            3 => {
+                f.transport = None;
+                f.layers_path = "Ethernet/IPv4/ICMPv4".into();
+            }
+            4 => {
+                f.metric = None;
+                f.last_update_metric = None;
+            }
+            5 => f.network.as_mut().unwrap().a = String::new(),
+            6 => {
+                f.tcp_metric = Some(crate::flow::TcpMetric {
+                    ab_syn_start: 1,
+                    ba_syn_start: 1,
+                    ab_rst_start: 1,
+                    ..Default::default()
+                })
+            }
+            7 => {
+                let n = f.network.as_mut().unwrap();
+                n.protocol = crate::flow::FlowProtocol::Ipv6;
+                n.a = "fd00::1".into();
+                n.b = "fd00::2".into();
+            }
+            8 => {
+                f.network = None;
+                f.link = None;
+                f.transport = None;
+            }
+            _ => {}
+        }
         flows.push(f);
     }
-    let mut objects = Vec::new();
-    for transform in [
-        format!(
-            "  transform:\n    type: wasm\n    wasm:\n      module: {}\n",
-            test_guests::path("awsflowlogs").display()
+    flows
+}
+
+/// The awsflowlogs guest and the builtin awsflowlogs transform, run as whole pipelines on the
+/// same flows, write the same objects byte for byte: keys, metadata and content, in JSON and in
+/// CSV (AWS's columns and `-` for absent data), with and without gzip, for versions 2 and 3 and
+/// upstream's column names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn awsflowlogs_guest_objects_equal_the_builtin_objects() {
+    let flows = aws_flows();
+    let cases = [
+        ("json", "gzip", json!(null), ""),
+        ("csv", "gzip", json!(null), ""),
+        ("csv", "none", json!({"version": 3}), "      version: 3\n"),
+        ("json", "none", json!({"version": 3}), "      version: 3\n"),
+        (
+            "csv",
+            "gzip",
+            json!({"upstream_names": true, "account_id": "42"}),
+            "      upstream_names: true\n      account_id: \"42\"\n",
         ),
-        "  transform:\n    type: awsflowlogs\n".to_string(),
-    ] {
-        let text = format!(
-            "pipeline:\n  subscriber:\n    url: ws://127.0.0.1:1/ws/subscriber/flow\n  classify:\n    cluster_net_masks: [10.0.0.0/8, 192.168.0.0/16]\n{transform}  store:\n    buffered:\n      filename_prefix: logs\n      dirname: bucket\n      max_flows_per_object: 100\n      max_seconds_per_object: 60\n      max_seconds_per_stream: 86400\n      max_flow_array_size: 100000\n  compress:\n    type: gzip\n"
-        );
-        let config = ExporterConfig::load(&text).unwrap();
-        let sink = MemorySink::default();
-        let mut p = Pipeline::build(&config, Some(Sink::Memory(sink.clone())), Arc::default())
-            .await
-            .unwrap();
-        for chunk in flows.chunks(50) {
-            p.process(chunk.to_vec(), 1_546_338_040_000).await;
+    ];
+    for (encode, compress, guest_config, builtin_options) in cases {
+        let case = format!("{encode}+{compress} {guest_config}");
+        let mut objects = Vec::new();
+        for transform in [
+            format!(
+                "  transform:\n    type: wasm\n    wasm:\n      module: {}\n      config: {guest_config}\n",
+                test_guests::path("awsflowlogs").display()
+            ),
+            if builtin_options.is_empty() {
+                "  transform:\n    type: awsflowlogs\n".to_string()
+            } else {
+                format!("  transform:\n    type: awsflowlogs\n    awsflowlogs:\n{builtin_options}")
+            },
+        ] {
+            let text = format!(
+                "pipeline:\n  subscriber:\n    url: ws://127.0.0.1:1/ws/subscriber/flow\n  classify:\n    cluster_net_masks: [10.0.0.0/8, 192.168.0.0/16]\n{transform}  mangle:\n    type: logstatus\n  encode:\n    type: {encode}\n  store:\n    buffered:\n      filename_prefix: logs\n      dirname: bucket\n      max_flows_per_object: 100\n      max_seconds_per_object: 60\n      max_seconds_per_stream: 86400\n      max_flow_array_size: 100000\n  compress:\n    type: {compress}\n"
+            );
+            let config = ExporterConfig::load(&text).unwrap();
+            let sink = MemorySink::default();
+            let mut p = Pipeline::build(&config, Some(Sink::Memory(sink.clone())), Arc::default())
+                .await
+                .unwrap();
+            for chunk in flows.chunks(50) {
+                p.process(chunk.to_vec(), 1_546_338_040_000).await;
+            }
+            p.flush_all(1_546_338_050_000).await;
+            assert!(p.stats().snapshot().dropped.is_empty(), "{case}");
+            objects.push(sink.take());
         }
-        p.flush_all(1_546_338_050_000).await;
-        objects.push(sink.take());
+        let (guest, builtin) = (&objects[0], &objects[1]);
+        assert!(builtin.len() >= 4, "{case}: {} objects", builtin.len());
+        assert_eq!(guest.len(), builtin.len(), "{case}");
+        for (g, b) in guest.iter().zip(builtin) {
+            assert_eq!(g.key, b.key, "{case}");
+            assert_eq!(g.metadata, b.metadata, "{case}: {}", b.key);
+            assert_eq!(g.content_type, b.content_type, "{case}");
+            let unzip = |body: &[u8]| {
+                if compress == "none" {
+                    return body.to_vec();
+                }
+                let mut out = Vec::new();
+                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(body), &mut out)
+                    .unwrap();
+                out
+            };
+            let (g_body, b_body) = (unzip(&g.body), unzip(&b.body));
+            assert_eq!(
+                String::from_utf8_lossy(&g_body),
+                String::from_utf8_lossy(&b_body),
+                "{case}: {}",
+                b.key
+            );
+            // Compressed bytes too: same input, same compressor.
+            assert_eq!(g.body, b.body, "{case}: {}", b.key);
+        }
+        // The comparison saw every kind of field: absent ones included.
+        if encode == "csv" {
+            let all: Vec<u8> = builtin.iter().flat_map(|o| unzip_any(&o.body)).collect();
+            assert!(String::from_utf8_lossy(&all).contains(",-,"), "{case}");
+        }
     }
-    let (guest, builtin) = (&objects[0], &objects[1]);
-    assert!(builtin.len() >= 4, "{} objects", builtin.len());
-    assert_eq!(guest.len(), builtin.len());
-    for (g, b) in guest.iter().zip(builtin) {
-        assert_eq!(g.key, b.key);
-        assert_eq!(g.metadata, b.metadata, "{}", b.key);
-        let unzip = |body: &[u8]| {
-            let mut out = Vec::new();
-            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(body), &mut out).unwrap();
-            out
-        };
-        let (g_body, b_body) = (unzip(&g.body), unzip(&b.body));
-        assert_eq!(
-            String::from_utf8_lossy(&g_body),
-            String::from_utf8_lossy(&b_body),
-            "{}",
-            b.key
-        );
+}
+
+fn unzip_any(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    match std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(body), &mut out) {
+        Ok(_) => out,
+        Err(_) => body.to_vec(),
     }
+}
+
+#[test]
+fn csv_columns_and_texts_round_trip_between_host_and_sdk() {
+    use sluice_guest::testing::{RecordData, ValueData};
+    let dash = |v: ValueData| ValueData::WithCsv(Box::new(v), "-".into());
+    let sdk = vec![
+        RecordData {
+            fields: vec![
+                ("SrcAddr".into(), dash(ValueData::Str(String::new()))),
+                ("Packets".into(), dash(ValueData::Int(0))),
+                ("Note".into(), ValueData::Str("x".into())),
+            ],
+            columns: Some(vec!["srcaddr".into(), "packets".into(), "Note".into()]),
+        },
+        RecordData {
+            fields: vec![("Other".into(), ValueData::Int(1))],
+            columns: None,
+        },
+    ];
+    let bytes = sluice_guest::testing::encode_records(&sdk);
+    // Cut anywhere (in a CSV text, in the column lists), it is refused, never panicked on.
+    for cut in 0..bytes.len() {
+        assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
+    }
+    let host = decode(&bytes).unwrap();
+    assert_eq!(&*host[0].columns()[0], "srcaddr");
+    assert_eq!(&*host[1].columns()[0], "Other");
+    assert_eq!(
+        serde_json::to_string(&host[0]).unwrap(),
+        r#"{"SrcAddr":"","Packets":0,"Note":"x"}"#
+    );
+    let mut row = crate::pipeline::record::CsvRow::default();
+    host[0].csv_row(&mut row);
+    assert_eq!(row.fields, ["-", "-", "x"]);
+    // A mangler's input: the host writes them back as they came.
+    let records: Vec<Record> = host.into_iter().map(Record::Wasm).collect();
+    let again = sluice_guest::testing::decode_records(&encoding::encode_records(&records)).unwrap();
+    assert_eq!(again, sdk);
+    // A CSV text must be followed by a plain value.
+    let mut nested = sluice_guest::testing::encode_records(&[RecordData {
+        fields: vec![("a".into(), dash(ValueData::Null))],
+        columns: None,
+    }]);
+    let tag = 16 + 4;
+    assert_eq!(nested[tag], 8);
+    nested[tag + 4 + 1 + 1] = 8;
+    assert!(decode(&nested).is_err());
 }
