@@ -6,7 +6,7 @@
 
 use std::io;
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use serde_json::ser::Formatter;
 
 use super::record::{CsvRow, Record};
@@ -95,6 +95,26 @@ impl Encoder {
     pub fn encode(&self, object: &StoreObject<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         match (self, object) {
             (Encoder::Json { pretty }, object) => write_go_json(out, *pretty, object),
+            (Encoder::Secadvisor { pretty: false }, StoreObject::Records(records)) => {
+                out.extend_from_slice(b"{\"data\":[");
+                for (i, record) in records.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    match record {
+                        Record::SecAdvisor(r) => r.write_json(out),
+                        other => {
+                            let mut ser = serde_json::Serializer::with_formatter(
+                                &mut *out,
+                                GoFormatter::new(false),
+                            );
+                            other.serialize(&mut ser)?;
+                        }
+                    }
+                }
+                out.extend_from_slice(b"]}\n");
+                Ok(())
+            }
             (Encoder::Secadvisor { pretty }, StoreObject::Records(records)) => {
                 #[derive(Serialize)]
                 struct Wrapper<'a> {
@@ -127,6 +147,82 @@ pub fn write_go_json<T: Serialize + ?Sized>(
     value.serialize(&mut ser)?;
     out.push(b'\n');
     Ok(())
+}
+
+/// Appends `s` as a JSON string escaped as Go does. Strings with nothing to escape (nearly all
+/// of them in flows) are copied in one go; the others go through serde with [`GoFormatter`].
+pub fn write_go_str(out: &mut Vec<u8>, s: &str) {
+    // Branch-free, so the compiler vectorises it; non-ASCII takes the slow path too (U+2028).
+    let plain = s.bytes().fold(true, |plain, b| {
+        plain & (0x20..0x80).contains(&b) & !matches!(b, b'"' | b'\\' | b'<' | b'>' | b'&')
+    });
+    if plain {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        let mut ser = serde_json::Serializer::with_formatter(&mut *out, GoFormatter::new(false));
+        // Writing a string into a Vec can't fail.
+        let _ = ser.serialize_str(s);
+    }
+}
+
+/// A compact JSON object written field by field, for records whose encoding is hand-written
+/// for speed (keys are ASCII constants and need no escaping).
+pub struct JsonObject<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> JsonObject<'a> {
+    /// Opens the object.
+    pub fn new(out: &'a mut Vec<u8>) -> Self {
+        out.push(b'{');
+        JsonObject { out, first: true }
+    }
+
+    /// Writes `"key":` (after a comma unless first) and gives the buffer for the value.
+    pub fn key(&mut self, key: &str) -> &mut Vec<u8> {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+        self.out
+    }
+
+    /// Like [`key`](Self::key) for a key that is data (escaped like a value).
+    pub fn data_key(&mut self, key: &str) -> &mut Vec<u8> {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        write_go_str(self.out, key);
+        self.out.push(b':');
+        self.out
+    }
+
+    /// A string field, left out when empty (Go's `omitempty`).
+    pub fn str_nonempty(&mut self, key: &str, value: &str) {
+        if !value.is_empty() {
+            write_go_str(self.key(key), value);
+        }
+    }
+
+    /// An integer field.
+    pub fn int(&mut self, key: &str, value: i64) {
+        let mut digits = itoa::Buffer::new();
+        self.key(key)
+            .extend_from_slice(digits.format(value).as_bytes());
+    }
+
+    /// Closes the object.
+    pub fn end(self) {
+        self.out.push(b'}');
+    }
 }
 
 /// A serde_json formatter reproducing Go's escaping and indentation.

@@ -8,6 +8,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::flow::FlowMetric;
+use crate::pipeline::encode::{JsonObject, write_go_str};
 use crate::pipeline::record::CsvRow;
 
 /// The record format version written in every record.
@@ -263,6 +264,74 @@ impl SecAdvisorRecord {
             ),
             _ => None,
         }
+    }
+
+    /// Appends this record's compact JSON: the bytes serde writes with the Go formatter (tests
+    /// compare the two on every shape), without serde's per-byte work on constant keys. The
+    /// secadvisor encoder writes every record twice per flow update (logstatus), so this is on
+    /// the hot path.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let mut o = JsonObject::new(out);
+        o.str_nonempty("UUID", &self.uuid);
+        o.str_nonempty("LayersPath", &self.layers_path);
+        o.str_nonempty("Version", &self.version);
+        o.str_nonempty("Status", &self.status);
+        o.str_nonempty("FinishType", &self.finish_type);
+        for (key, layer) in [("Network", &self.network), ("Transport", &self.transport)] {
+            if let Some(l) = layer {
+                let mut lo = JsonObject::new(o.key(key));
+                lo.str_nonempty("Protocol", &l.protocol);
+                lo.str_nonempty("A", &l.a);
+                lo.str_nonempty("B", &l.b);
+                lo.str_nonempty("A_Name", &l.a_name);
+                lo.str_nonempty("B_Name", &l.b_name);
+                lo.end();
+            }
+        }
+        if let Some(contexts) = &self.context {
+            let mut co = JsonObject::new(o.key("Context"));
+            for (key, peer) in [("A", &contexts.a), ("B", &contexts.b)] {
+                if let Some(p) = peer {
+                    let mut po = JsonObject::new(co.key(key));
+                    write_go_str(po.key("Type"), p.kind.as_str());
+                    po.str_nonempty("Name", &p.name);
+                    po.str_nonempty("Set", &p.set);
+                    po.end();
+                }
+            }
+            co.end();
+        }
+        for (key, metric) in [
+            ("LastUpdateMetric", &self.last_update_metric),
+            ("Metric", &self.metric),
+        ] {
+            if let Some(m) = metric {
+                let mut mo = JsonObject::new(o.key(key));
+                mo.int("ABPackets", m.ab_packets);
+                mo.int("ABBytes", m.ab_bytes);
+                mo.int("BAPackets", m.ba_packets);
+                mo.int("BABytes", m.ba_bytes);
+                mo.int("Start", m.start);
+                mo.int("Last", m.last);
+                if m.rtt != 0 {
+                    mo.int("RTT", m.rtt);
+                }
+                mo.end();
+            }
+        }
+        o.int("Start", self.start);
+        o.int("Last", self.last);
+        o.int("UpdateCount", self.update_count);
+        o.str_nonempty("NodeType", &self.node_type);
+        o.str_nonempty("LogStatus", &self.log_status);
+        if !self.extend.is_empty() {
+            let mut eo = JsonObject::new(o.key("Extend"));
+            for (name, value) in &self.extend {
+                write_go_str(eo.data_key(name), value);
+            }
+            eo.end();
+        }
+        o.end();
     }
 
     /// This record's CSV fields, matching [`CSV_HEADER`].

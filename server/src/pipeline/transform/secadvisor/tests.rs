@@ -484,6 +484,73 @@ fn golden_secadvisor_encode() {
     }
 }
 
+/// The hand-written compact JSON equals serde's with the Go formatter, on every shape: empty
+/// fields left out, all optional parts present or absent, strings needing each of Go's escapes.
+#[test]
+fn hand_written_json_equals_serde() {
+    let hard = "a\"b\\c<d>&e\u{2028}f\u{2029}é\n\t\u{1}\u{7f}";
+    let full = json!({
+        "UUID": hard, "LinkID": 3, "L3TrackingID": "l3", "LayersPath": "Ethernet/IPv4/TCP",
+        "Version": "1.1.0", "Status": "ENDED", "FinishType": "SYN_FIN",
+        "Network": {"Protocol": "IPV4", "A": "10.0.0.1", "B": hard, "A_Name": "0_0_x_0", "B_Name": "n"},
+        "Transport": {"Protocol": "TCP", "A": "1", "B": "2"},
+        "Context": {"A": {"Type": "pod", "Name": "ns/p", "Set": "ReplicaSet:ns/r"}, "B": {"Type": "host"}},
+        "LastUpdateMetric": {"ABPackets": -1, "ABBytes": i64::MAX, "BAPackets": 0, "BABytes": 0, "Start": i64::MIN, "Last": 0, "RTT": 5},
+        "Metric": {"ABPackets": 1, "ABBytes": 2, "BAPackets": 3, "BABytes": 4, "Start": 5, "Last": 6},
+        "Start": 7, "Last": 8, "UpdateCount": 9, "NodeType": "host", "LogStatus": "OK",
+        "Extend": {"b": "2", hard: hard, "a": ""}
+    });
+    let mut shapes = vec![
+        json!({}),
+        full.clone(),
+        json!({"Context": {"B": {"Type": "container", "Set": "s"}}, "Network": {}, "Transport": {"B": "443"}}),
+        json!({"UUID": "u", "Start": 1, "Last": 1, "LogStatus": "SKIPDATA", "Network": {"Protocol": "IPV6", "A": "::1", "B": "fe80::1"}}),
+    ];
+    // One hazard per string, so no escape rides on another's slow path.
+    for hazard in [
+        "<", ">", "&", "\"", "\\", "\n", "\u{1}", "\u{7f}", "é", "\u{2028}", "\u{2029}",
+    ] {
+        let s = format!("x{hazard}y");
+        shapes.push(json!({"UUID": s, "Network": {"A": s}, "Extend": {s.clone(): s}}));
+    }
+    for c in vectors("secadvisor_encode.json")["cases"]
+        .as_array()
+        .unwrap()
+    {
+        shapes.extend(c["input_records"].as_array().unwrap().iter().cloned());
+    }
+    for shape in &shapes {
+        let record: SecAdvisorRecord = serde_json::from_value(shape.clone()).unwrap();
+        let mut serde = Vec::new();
+        crate::pipeline::encode::write_go_json(&mut serde, false, &record).unwrap();
+        serde.pop(); // the trailing newline
+        let mut hand = Vec::new();
+        record.write_json(&mut hand);
+        assert_eq!(
+            String::from_utf8(hand).unwrap(),
+            String::from_utf8(serde).unwrap(),
+            "{shape}"
+        );
+    }
+    // And inside the encoder, next to a record of another kind.
+    let mixed = vec![
+        Record::SecAdvisor(Box::new(serde_json::from_value(full).unwrap())),
+        Record::Flow(Box::new(
+            serde_json::from_value(json!({"UUID": "f", "Start": 1, "Last": 2})).unwrap(),
+        )),
+    ];
+    #[derive(serde::Serialize)]
+    struct Wrapper<'a> {
+        data: &'a [Record],
+    }
+    let mut serde = Vec::new();
+    crate::pipeline::encode::write_go_json(&mut serde, false, &Wrapper { data: &mixed }).unwrap();
+    assert_eq!(
+        encode(&Encoder::Secadvisor { pretty: false }, &mixed),
+        String::from_utf8(serde).unwrap()
+    );
+}
+
 #[test]
 fn golden_json_encoding() {
     let v = vectors("json_encoding.json");
