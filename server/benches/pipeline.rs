@@ -20,15 +20,14 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod common;
+
 use std::hint::black_box;
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use sluice::config::ExporterConfig;
-use sluice::flow::Flow;
 use sluice::pipeline::Pipeline;
 use sluice::sinks::{MemorySink, Sink};
 
@@ -36,60 +35,12 @@ const MESSAGES: usize = 400;
 const FLOWS_PER_MESSAGE: usize = 100;
 const ROUNDS: usize = 5;
 
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(rename = "Obj", borrow)]
-    obj: Vec<&'a RawValue>,
-}
-
-fn parse(message: &str) -> Vec<Flow> {
-    let envelope: Envelope = serde_json::from_str(message).expect("envelope");
-    envelope
-        .obj
-        .iter()
-        .filter_map(|raw| serde_json::from_str(raw.get()).ok())
-        .collect()
-}
-
-/// Realistic TCP/UDP flows with varied addresses (private and public), ports and counters.
-fn messages() -> Vec<String> {
-    let mut out = Vec::with_capacity(MESSAGES);
-    let mut n: u64 = 0;
-    for _ in 0..MESSAGES {
-        let mut flows = Vec::with_capacity(FLOWS_PER_MESSAGE);
-        for _ in 0..FLOWS_PER_MESSAGE {
-            n += 1;
-            let a = if n.is_multiple_of(3) {
-                format!("8.8.{}.{}", n % 7, n % 251)
-            } else {
-                format!("10.0.{}.{}", n % 13, n % 249)
-            };
-            let b = if n.is_multiple_of(4) {
-                format!("93.184.{}.{}", n % 5, n % 250)
-            } else {
-                format!("192.168.{}.{}", n % 11, n % 247)
-            };
-            let proto = if n.is_multiple_of(5) { "UDP" } else { "TCP" };
-            flows.push(format!(
-                r#"{{"UUID":"{n:x}","LayersPath":"Ethernet/IPv4/{proto}","Application":"{proto}","Link":{{"Protocol":"ETHERNET","A":"46:9b:b0:e6:70:fb","B":"92:46:c1:21:00:ae","ID":0}},"Network":{{"Protocol":"IPV4","A":"{a}","B":"{b}","ID":0}},"Transport":{{"Protocol":"{proto}","A":{pa},"B":443,"ID":0}},"LastUpdateMetric":{{"ABPackets":3,"ABBytes":204,"BAPackets":2,"BABytes":132,"Start":1490086705000,"Last":1490086765000,"RTT":33000}},"Metric":{{"ABPackets":{n},"ABBytes":{bytes},"BAPackets":3,"BABytes":206,"Start":1490086703768,"Last":1490086707507,"RTT":33000}},"Start":1490086703768,"Last":1490086707507,"TrackingID":"c3a9d27e8f1b{n:x}","L3TrackingID":"5f2e9a1c{n:x}","ParentUUID":"","NodeTID":"f0a6d3c1-5b2e-5a9e-6c4f-2d8b7e1a9c30","CaptureID":"3d1c7e52-9a8f-4b6e-7f21-0c5d9e8a4b17","RawPacketsCaptured":0}}"#,
-                pa = 30000 + n % 30000,
-                bytes = n * 64,
-            ));
-        }
-        out.push(format!(
-            r#"{{"Namespace":"flow","Type":"store","UUID":"00000000-0000-4000-8000-{n:012}","Status":200,"Obj":[{}]}}"#,
-            flows.join(",")
-        ));
-    }
-    out
-}
-
 /// The unavoidable work: parse, write JSON, gzip.
 fn baseline(messages: &[String]) -> usize {
     let mut flows = 0;
     let mut json = Vec::new();
     for m in messages {
-        let parsed = parse(m);
+        let parsed = common::parse(m);
         flows += parsed.len();
         serde_json::to_writer(&mut json, &parsed).expect("json");
         json.push(b'\n');
@@ -110,7 +61,7 @@ fn process_all(
     let mut flows = 0;
     rt.block_on(async {
         for m in messages {
-            let parsed = parse(m);
+            let parsed = common::parse(m);
             flows += parsed.len();
             p.process(parsed, 1_546_338_030_000).await;
         }
@@ -228,7 +179,7 @@ fn empty_analyzer() -> std::net::SocketAddr {
 const STORE: &str = "  compress:\n    type: gzip\n  store:\n    buffered:\n      dirname: bucket\n      max_flows_per_object: 6000\n      max_seconds_per_object: 60\n      max_seconds_per_stream: 86400\n      max_flow_array_size: 100000\n";
 
 fn main() {
-    let messages = messages();
+    let messages = common::messages(MESSAGES, FLOWS_PER_MESSAGE);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
