@@ -168,31 +168,42 @@ impl Sim {
         total: u32,
         seed: u32,
     ) -> anyhow::Result<Sim> {
+        Self::start_fast_with(dir, flows, rate, total, seed, &[])
+    }
+
+    /// [`Sim::start_fast`] with more `sluice sim` arguments (say, `--topology <file>`).
+    pub fn start_fast_with(
+        dir: &Path,
+        flows: u32,
+        rate: u32,
+        total: u32,
+        seed: u32,
+        extra: &[&str],
+    ) -> anyhow::Result<Sim> {
         let (flows, rate, total, seed) = (
             flows.to_string(),
             rate.to_string(),
             total.to_string(),
             seed.to_string(),
         );
-        Self::start(
-            dir,
-            &[
-                "--rate",
-                &rate,
-                "--flows",
-                &flows,
-                "--update-secs",
-                "0.5",
-                "--expire-secs",
-                "2",
-                "--batch-secs",
-                "0.3",
-                "--total",
-                &total,
-                "--seed",
-                &seed,
-            ],
-        )
+        let mut args = vec![
+            "--rate",
+            &rate,
+            "--flows",
+            &flows,
+            "--update-secs",
+            "0.5",
+            "--expire-secs",
+            "2",
+            "--batch-secs",
+            "0.3",
+            "--total",
+            &total,
+            "--seed",
+            &seed,
+        ];
+        args.extend_from_slice(extra);
+        Self::start(dir, &args)
     }
 
     /// The subscriber URL.

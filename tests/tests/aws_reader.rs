@@ -230,26 +230,7 @@ fn run_transform(version: u8, seed: u64, guest: bool) {
         )
     };
     let dir = tempfile::tempdir().unwrap();
-    let sim = Sim::start(
-        dir.path(),
-        &[
-            "--rate",
-            "400",
-            "--flows",
-            "30",
-            "--update-secs",
-            "0.5",
-            "--expire-secs",
-            "2",
-            "--batch-secs",
-            "0.3",
-            "--total",
-            &TOTAL.to_string(),
-            "--seed",
-            &seed.to_string(),
-        ],
-    )
-    .unwrap();
+    let sim = Sim::start_fast(dir.path(), 30, 400, TOTAL as u32, seed as u32).unwrap();
     let out = dir.path().join("out");
     let config = dir.path().join("aws.yml");
     std::fs::write(

@@ -355,29 +355,6 @@ fn int(v: &Value) -> i64 {
 // ---------------------------------------------------------------------------------------------
 // Running a shipped file.
 
-fn sim_args(seed: u64, topology: &Path) -> Vec<String> {
-    [
-        "--rate",
-        "400",
-        "--flows",
-        &FLOWS.to_string(),
-        "--update-secs",
-        "0.5",
-        "--expire-secs",
-        "2",
-        "--batch-secs",
-        "0.3",
-        "--total",
-        &TOTAL.to_string(),
-        "--seed",
-        &seed.to_string(),
-        "--topology",
-        &topology.display().to_string(),
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
 /// `config/<name>` with only the analyzer address, the writer and the account file path
 /// changed.
 fn shipped_config(name: &str, sim: &Sim, dir: &Path) -> PathBuf {
@@ -425,9 +402,16 @@ struct Outcome {
 fn run_shipped(name: &str, seed: u64, dir: &Path) -> (World, Outcome) {
     let world = World::new(seed);
     let topology = world.write_topology(dir);
-    let args = sim_args(seed, &topology);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let sim = Sim::start(dir, &args).unwrap();
+    let topology = topology.display().to_string();
+    let sim = Sim::start_fast_with(
+        dir,
+        FLOWS as u32,
+        400,
+        TOTAL as u32,
+        seed as u32,
+        &["--topology", &topology],
+    )
+    .unwrap();
     let config = shipped_config(name, &sim, dir);
     let start = wall_ms();
     run_until_drained(&sim, &config, TOTAL, WAIT).unwrap_or_else(|e| panic!("{name}: {e:#}"));

@@ -111,26 +111,7 @@ fn check_objects(objects: &[(String, serde_json::Value, Vec<serde_json::Value>)]
 #[test]
 fn run_exports_every_flow_once_in_the_right_tag() {
     let dir = tempfile::tempdir().unwrap();
-    let sim = Sim::start(
-        dir.path(),
-        &[
-            "--rate",
-            "400",
-            "--flows",
-            "30",
-            "--update-secs",
-            "0.5",
-            "--expire-secs",
-            "2",
-            "--batch-secs",
-            "0.3",
-            "--total",
-            "400",
-            "--seed",
-            "3",
-        ],
-    )
-    .unwrap();
+    let sim = Sim::start_fast(dir.path(), 30, 400, 400, 3).unwrap();
     let config = write_config(dir.path(), &sim, 40, 1);
     let mut run = start_run(&config).unwrap();
     wait_for("the simulator to send 400 records", WAIT, || {
