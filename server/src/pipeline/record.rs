@@ -4,7 +4,7 @@ use serde::{Serialize, Serializer};
 
 use super::transform::awsflowlogs::AwsFlowLog;
 use super::transform::vpclogs::VpcLog;
-use crate::flow::Flow;
+use crate::flow::{Flow, FlowMetric};
 pub use crate::pipeline::transform::secadvisor::record::SecAdvisorRecord;
 pub use crate::wasm::record::WasmRecord;
 
@@ -55,6 +55,29 @@ impl CsvRow {
         } else {
             value.to_string()
         });
+    }
+
+    /// Appends `n` empty fields (an absent part of the record).
+    pub fn push_empty(&mut self, n: usize) {
+        self.fields.extend(std::iter::repeat_n(String::new(), n));
+    }
+
+    /// Appends a metric's seven columns (`RTT` empty when zero), or seven empty ones.
+    pub fn push_metric(&mut self, metric: Option<&FlowMetric>) {
+        let Some(m) = metric else {
+            return self.push_empty(7);
+        };
+        for v in [
+            m.ab_packets,
+            m.ab_bytes,
+            m.ba_packets,
+            m.ba_bytes,
+            m.start,
+            m.last,
+        ] {
+            self.push(v);
+        }
+        self.push_nonzero(m.rtt);
     }
 }
 
@@ -182,7 +205,7 @@ fn flow_csv_row(f: &Flow, row: &mut CsvRow) {
                 row.push(&l.b);
                 row.push(l.id);
             }
-            None => row.fields.extend(std::iter::repeat_n(String::new(), 4)),
+            None => row.push_empty(4),
         }
     }
     match &f.transport {
@@ -191,7 +214,7 @@ fn flow_csv_row(f: &Flow, row: &mut CsvRow) {
             row.push(t.a);
             row.push(t.b);
         }
-        None => row.fields.extend(std::iter::repeat_n(String::new(), 3)),
+        None => row.push_empty(3),
     }
     match &f.icmp {
         Some(i) => {
@@ -199,26 +222,10 @@ fn flow_csv_row(f: &Flow, row: &mut CsvRow) {
             row.push_nonzero(i.code.into());
             row.push_nonzero(i.id.into());
         }
-        None => row.fields.extend(std::iter::repeat_n(String::new(), 3)),
+        None => row.push_empty(3),
     }
-    for metric in [&f.last_update_metric, &f.metric] {
-        match metric {
-            Some(m) => {
-                for v in [
-                    m.ab_packets,
-                    m.ab_bytes,
-                    m.ba_packets,
-                    m.ba_bytes,
-                    m.start,
-                    m.last,
-                ] {
-                    row.push(v);
-                }
-                row.push_nonzero(m.rtt);
-            }
-            None => row.fields.extend(std::iter::repeat_n(String::new(), 7)),
-        }
-    }
+    row.push_metric(f.last_update_metric.as_ref());
+    row.push_metric(f.metric.as_ref());
     row.push(f.start);
     row.push(f.last);
     row.push(&f.tracking_id);

@@ -347,7 +347,7 @@ impl SecAdvisorRecord {
                     row.push(v);
                 }
             }
-            None => empty(row, 5),
+            None => row.push_empty(5),
         }
         match &self.transport {
             Some(l) => {
@@ -355,7 +355,7 @@ impl SecAdvisorRecord {
                     row.push(v);
                 }
             }
-            None => empty(row, 3),
+            None => row.push_empty(3),
         }
         let contexts = self.context.as_ref();
         for peer in [
@@ -368,31 +368,11 @@ impl SecAdvisorRecord {
                     row.push(&c.name);
                     row.push(&c.set);
                 }
-                None => empty(row, 3),
+                None => row.push_empty(3),
             }
         }
-        for metric in [&self.last_update_metric, &self.metric] {
-            match metric {
-                Some(m) => {
-                    for v in [
-                        m.ab_packets,
-                        m.ab_bytes,
-                        m.ba_packets,
-                        m.ba_bytes,
-                        m.start,
-                        m.last,
-                    ] {
-                        row.push(v);
-                    }
-                    row.push(if m.rtt == 0 {
-                        String::new()
-                    } else {
-                        m.rtt.to_string()
-                    });
-                }
-                None => empty(row, 7),
-            }
-        }
+        row.push_metric(self.last_update_metric.as_ref());
+        row.push_metric(self.metric.as_ref());
         row.push(self.start);
         row.push(self.last);
         row.push(self.update_count);
@@ -404,10 +384,6 @@ impl SecAdvisorRecord {
             serde_json::to_string(&self.extend).unwrap_or_default()
         });
     }
-}
-
-fn empty(row: &mut CsvRow, n: usize) {
-    row.fields.extend(std::iter::repeat_n(String::new(), n));
 }
 
 /// CSV columns of a Security Advisor record: nested fields flattened with dotted names; absent
