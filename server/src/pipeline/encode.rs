@@ -184,10 +184,7 @@ impl<'a> JsonObject<'a> {
 
     /// Writes `"key":` (after a comma unless first) and gives the buffer for the value.
     pub fn key(&mut self, key: &str) -> &mut Vec<u8> {
-        if !self.first {
-            self.out.push(b',');
-        }
-        self.first = false;
+        self.separate();
         self.out.push(b'"');
         self.out.extend_from_slice(key.as_bytes());
         self.out.extend_from_slice(b"\":");
@@ -196,13 +193,18 @@ impl<'a> JsonObject<'a> {
 
     /// Like [`key`](Self::key) for a key that is data (escaped like a value).
     pub fn data_key(&mut self, key: &str) -> &mut Vec<u8> {
+        self.separate();
+        write_go_str(self.out, key);
+        self.out.push(b':');
+        self.out
+    }
+
+    /// A comma before every member but the first.
+    fn separate(&mut self) {
         if !self.first {
             self.out.push(b',');
         }
         self.first = false;
-        write_go_str(self.out, key);
-        self.out.push(b':');
-        self.out
     }
 
     /// A string field, left out when empty (Go's `omitempty`).

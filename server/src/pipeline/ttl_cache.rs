@@ -72,7 +72,7 @@ type Deadlines = BinaryHeap<Reverse<(i64, u64, u64)>>;
 pub struct TtlCache<V> {
     slots: HashTable<Slot<V>>,
     hasher: RandomState,
-    /// `(deadline, seq, hash)` per insert or refresh: the eviction order.
+    /// The eviction order.
     deadlines: Deadlines,
     capacity: usize,
     next_seq: u64,
