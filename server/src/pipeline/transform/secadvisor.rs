@@ -9,6 +9,8 @@ mod tests;
 
 use std::sync::Arc;
 
+use compact_str::ToCompactString;
+
 use crate::config::ExporterConfig;
 use crate::flow::{FinishType, Flow};
 use crate::pipeline::ttl_cache::{DEFAULT_CAPACITY, TtlCache};
@@ -103,22 +105,22 @@ impl SecAdvisor {
         };
         let network = flow.network.map(|n| SecAdvisorLayer {
             protocol: n.protocol.as_str().into(),
-            a: n.a,
-            b: n.b,
+            a: n.a.into(),
+            b: n.b.into(),
             a_name: legacy_name(context.as_ref().and_then(|c| c.a.as_ref())),
             b_name: legacy_name(context.as_ref().and_then(|c| c.b.as_ref())),
         });
         let transport = flow.transport.map(|t| SecAdvisorLayer {
             protocol: t.protocol.as_str().into(),
-            a: t.a.to_string(),
-            b: t.b.to_string(),
+            a: t.a.to_compact_string(),
+            b: t.b.to_compact_string(),
             ..Default::default()
         });
         let mut record = SecAdvisorRecord {
-            uuid: flow.uuid,
+            uuid: flow.uuid.into(),
             link_id: flow.link.map_or(0, |l| l.id),
-            l3_tracking_id: flow.l3_tracking_id,
-            layers_path: flow.layers_path,
+            l3_tracking_id: flow.l3_tracking_id.into(),
+            layers_path: flow.layers_path.into(),
             version: VERSION.into(),
             status: status.into(),
             finish_type: finish_type_name(flow.finish_type).into(),

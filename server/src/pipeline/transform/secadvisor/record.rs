@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
+use compact_str::{CompactString, format_compact};
 use serde::{Deserialize, Serialize};
 
 use crate::flow::FlowMetric;
@@ -49,6 +50,11 @@ fn is_empty<S: AsRef<str> + ?Sized>(s: &S) -> bool {
     s.as_ref().is_empty()
 }
 
+/// A short text (addresses, ports, UUIDs, paths) kept inside the record when it fits in 24
+/// bytes. Records wait in the store until their object is written, so strings on the heap
+/// meant an allocation, a free and a cache miss at encoding for each one.
+pub type Short = CompactString;
+
 /// A text field whose value is nearly always one of a few constants (`STARTED`, `IPV4`, `OK`):
 /// borrowing those saves an allocation per record on the per-flow path.
 pub type Text = Cow<'static, str>;
@@ -86,16 +92,16 @@ pub struct SecAdvisorLayer {
     pub protocol: Text,
     /// Address or port (decimal) of A.
     #[serde(rename = "A", default, skip_serializing_if = "is_empty")]
-    pub a: String,
+    pub a: Short,
     /// Address or port (decimal) of B.
     #[serde(rename = "B", default, skip_serializing_if = "is_empty")]
-    pub b: String,
+    pub b: Short,
     /// Legacy pod name of A (`0_0_<clean name>_0`), Network only.
     #[serde(rename = "A_Name", default, skip_serializing_if = "is_empty")]
-    pub a_name: String,
+    pub a_name: Short,
     /// Legacy pod name of B, Network only.
     #[serde(rename = "B_Name", default, skip_serializing_if = "is_empty")]
-    pub b_name: String,
+    pub b_name: Short,
 }
 
 /// One Security Advisor record, serialised in upstream's key order with its omissions.
@@ -106,16 +112,16 @@ pub struct SecAdvisorLayer {
 pub struct SecAdvisorRecord {
     /// Flow UUID.
     #[serde(rename = "UUID", default, skip_serializing_if = "is_empty")]
-    pub uuid: String,
+    pub uuid: Short,
     /// The flow's Link.ID (0 without a link layer); internal.
     #[serde(rename = "LinkID", default, skip_serializing)]
     pub link_id: i64,
     /// The flow's L3TrackingID; internal.
     #[serde(rename = "L3TrackingID", default, skip_serializing)]
-    pub l3_tracking_id: String,
+    pub l3_tracking_id: Short,
     /// e.g. `Ethernet/IPv4/TCP`.
     #[serde(rename = "LayersPath", default, skip_serializing_if = "is_empty")]
-    pub layers_path: String,
+    pub layers_path: Short,
     /// [`VERSION`] for records made by the transform.
     #[serde(rename = "Version", default, skip_serializing_if = "is_empty")]
     pub version: Text,
@@ -155,7 +161,7 @@ pub struct SecAdvisorRecord {
     pub update_count: i64,
     /// Topology type of the capturing node.
     #[serde(rename = "NodeType", default, skip_serializing_if = "is_empty")]
-    pub node_type: String,
+    pub node_type: Short,
     /// OK, NODATA or SKIPDATA (logstatus mangler).
     #[serde(rename = "LogStatus", default, skip_serializing_if = "is_empty")]
     pub log_status: Text,
@@ -178,12 +184,12 @@ pub fn clean_legacy_name(name: &str) -> String {
 }
 
 /// `0_0_<clean name>_0` for a pod with a name, else empty.
-pub fn legacy_name(context: Option<&PeerContext>) -> String {
+pub fn legacy_name(context: Option<&PeerContext>) -> Short {
     match context {
         Some(c) if c.kind == PeerType::Pod && !c.name.is_empty() => {
-            format!("0_0_{}_0", clean_legacy_name(&c.name))
+            format_compact!("0_0_{}_0", clean_legacy_name(&c.name))
         }
-        _ => String::new(),
+        _ => Short::default(),
     }
 }
 

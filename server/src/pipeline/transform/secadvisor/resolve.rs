@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::record::{PeerContext, PeerType};
+use super::record::{PeerContext, PeerType, Short};
 use crate::pipeline::ttl_cache::{DEFAULT_CAPACITY, TtlCache};
 use crate::topology::{Node, TopologyClient, TopologyError, quote};
 
@@ -97,11 +97,11 @@ impl Backend {
         self,
         client: &TopologyClient,
         tid: &str,
-    ) -> Result<String, ResolveError> {
+    ) -> Result<Short, ResolveError> {
         let node = client
             .first_node(&format!("G.V().Has(\"TID\", {})", quote(tid)))
             .await?;
-        Ok(required(&node, "Type")?.to_string())
+        Ok(required(&node, "Type")?.into())
     }
 }
 
@@ -160,7 +160,7 @@ pub struct Resolver {
     client: Arc<TopologyClient>,
     backends: Vec<Backend>,
     contexts: TtlCache<Option<PeerContext>>,
-    types: TtlCache<String>,
+    types: TtlCache<Short>,
     /// Scratch for building `contexts` keys without allocating on every lookup.
     key: String,
 }
@@ -216,11 +216,11 @@ impl Resolver {
     }
 
     /// The node type of `tid`; "" (cached too) when unknown or `tid` is empty.
-    pub async fn tid_to_type(&mut self, tid: &str, now_ms: i64) -> String {
+    pub async fn tid_to_type(&mut self, tid: &str, now_ms: i64) -> Short {
         if let Some(hit) = self.types.get(tid, now_ms) {
             return hit.clone();
         }
-        let mut found = String::new();
+        let mut found = Short::default();
         if !tid.is_empty() {
             for backend in &self.backends {
                 match backend.tid_to_type(&self.client, tid).await {
@@ -255,7 +255,6 @@ impl Resolver {
 
     /// Caches a node type as if resolved.
     pub fn seed_type(&mut self, tid: &str, kind: &str, now_ms: i64) {
-        self.types
-            .insert(tid, kind.to_string(), RESOLVE_TTL_MS, now_ms);
+        self.types.insert(tid, kind.into(), RESOLVE_TTL_MS, now_ms);
     }
 }

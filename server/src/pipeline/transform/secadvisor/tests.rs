@@ -95,20 +95,20 @@ async fn golden_basic_flow() {
         c["derived_internal_fields"]["LinkID"].as_i64().unwrap()
     );
     assert_eq!(
-        r.l3_tracking_id,
+        r.l3_tracking_id.as_str(),
         c["derived_internal_fields"]["L3TrackingID"]
     );
     let a = &c["asserted"];
     assert_eq!(*r.version, a["Version"]);
     assert_eq!(r.update_count, a["UpdateCount"].as_i64().unwrap());
     assert_eq!(*r.status, a["Status"]);
-    assert_eq!(r.node_type, a["NodeType"]);
+    assert_eq!(r.node_type.as_str(), a["NodeType"]);
     let network = r.network.as_ref().unwrap();
-    assert_eq!(network.a_name, a["Network.A_Name"]);
-    assert_eq!(network.b_name, a["Network.B_Name"]);
+    assert_eq!(network.a_name.as_str(), a["Network.A_Name"]);
+    assert_eq!(network.b_name.as_str(), a["Network.B_Name"]);
     let transport = r.transport.as_ref().unwrap();
-    assert_eq!(transport.a, a["Transport.A"]);
-    assert_eq!(transport.b, a["Transport.B"]);
+    assert_eq!(transport.a.as_str(), a["Transport.A"]);
+    assert_eq!(transport.b.as_str(), a["Transport.B"]);
     let context = serde_json::to_value(r.context.as_ref().unwrap()).unwrap();
     assert_eq!(context["A"], a["Context.A"]);
     assert_eq!(context["B"], a["Context.B"]);
@@ -237,10 +237,10 @@ async fn golden_runc_context_through_the_whole_chain() {
     let input = flow(&c["input_flow"]);
     let r = t.transform(input.clone(), NOW).await.unwrap();
     let a = &c["asserted"];
-    assert_eq!(r.node_type, a["NodeType"]);
+    assert_eq!(r.node_type.as_str(), a["NodeType"]);
     let network = r.network.as_ref().unwrap();
-    assert_eq!(network.a_name, a["Network.A_Name"]);
-    assert_eq!(network.b_name, a["Network.B_Name"]);
+    assert_eq!(network.a_name.as_str(), a["Network.A_Name"]);
+    assert_eq!(network.b_name.as_str(), a["Network.B_Name"]);
     let context = r.context.as_ref().unwrap();
     assert_eq!(serde_json::to_value(&context.a).unwrap(), a["Context.A"]);
     assert_eq!(serde_json::to_value(&context.b).unwrap(), a["Context.B"]);
@@ -303,7 +303,7 @@ async fn golden_resolver_cases_over_http() {
                     if failed {
                         assert!(got.is_err(), "{name}");
                     } else {
-                        assert_eq!(got.unwrap(), c["expected"], "{name}");
+                        assert_eq!(got.unwrap().as_str(), c["expected"], "{name}");
                     }
                 }
                 other => panic!("{other}"),
