@@ -113,6 +113,19 @@ impl<V> TtlCache<V> {
         Some(&entry.into_mut().value)
     }
 
+    /// Reads the entries of `keys` without using them, so that the lookups which follow find
+    /// them in the CPU cache. A batch's keys looked up in one tight loop have their memory
+    /// fetched in parallel; looked up one per record, between other work, each waits alone.
+    pub fn prefetch<'k>(&self, keys: impl IntoIterator<Item = &'k str>) {
+        for key in keys {
+            let key = key.as_bytes();
+            let found = self
+                .slots
+                .find(self.hasher.hash_one(key), |s| s.key.as_bytes() == key);
+            std::hint::black_box(found.map(|s| s.expires_ms));
+        }
+    }
+
     /// Stores `value` for `ttl_ms` from `now_ms`, replacing any previous entry. The key is
     /// copied only when it is new.
     pub fn insert(&mut self, key: &str, value: V, ttl_ms: i64, now_ms: i64) {
@@ -286,6 +299,18 @@ mod tests {
         assert!(c.get("old", 0).is_none());
         c.purge_expired(2);
         assert!(c.is_empty(), "the new entry expired on time");
+    }
+
+    #[test]
+    fn prefetch_changes_nothing() {
+        let mut c = TtlCache::new(10);
+        c.insert("live", 1, 100, 0);
+        c.insert("expired", 2, 10, 0);
+        c.prefetch(["live", "expired", "absent", &"z".repeat(100)]);
+        assert_eq!(c.len(), 2, "nothing added, nothing purged");
+        assert_eq!(c.get("live", 50), Some(&1));
+        assert_eq!(c.get("expired", 50), None);
+        assert_eq!(c.get("absent", 50), None);
     }
 
     #[test]

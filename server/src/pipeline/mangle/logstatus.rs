@@ -85,6 +85,10 @@ impl LogStatus {
         };
         state.batches += 1;
         let batch = state.batches;
+        state.seen.prefetch(records.iter().filter_map(|r| match r {
+            Record::SecAdvisor(r) => Some(r.uuid.as_str()),
+            _ => None,
+        }));
         let mut batch_links = BTreeSet::new();
         let mut skipped = Vec::new();
         for record in &mut records {

@@ -87,6 +87,7 @@ impl Transformer {
                 .map(|f| Record::AwsFlowLog(Box::new(t.transform(f))))
                 .collect(),
             Transformer::Secadvisor(t) => {
+                t.prefetch(&flows);
                 let mut records = Vec::with_capacity(total);
                 for flow in flows {
                     if let Some(r) = t.transform(flow, now_ms).await {

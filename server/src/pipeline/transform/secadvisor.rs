@@ -77,6 +77,12 @@ impl SecAdvisor {
         &mut self.extender
     }
 
+    /// Brings the update counts of a batch's flows into the CPU cache before the batch is
+    /// transformed one flow at a time (see [`TtlCache::prefetch`]).
+    pub fn prefetch(&self, flows: &[Flow]) {
+        self.counts.prefetch(flows.iter().map(|f| f.uuid.as_str()));
+    }
+
     /// One flow in, at most one record out; `now_ms` drives every cache.
     pub async fn transform(&mut self, flow: Flow, now_ms: i64) -> Option<SecAdvisorRecord> {
         let update_count = self.update_count(&flow, now_ms);
