@@ -133,7 +133,17 @@ impl Connection {
         info!(%host_id, "Subscriber connected.");
         let ping_every = Duration::from_secs_f64(sim.args.ping_secs);
         let read_deadline = ping_every + Duration::from_secs_f64(sim.args.pong_timeout_secs);
-        let mut ping = tokio::time::interval(ping_every);
+        // A Ping right after the upgrade, before anything queued for this subscriber.
+        let first_ping = tx.send(Message::Ping(Default::default()));
+        if !matches!(
+            tokio::time::timeout(WRITE_TIMEOUT, first_ping).await,
+            Ok(Ok(()))
+        ) {
+            info!(%host_id, "Subscriber disconnected.");
+            return;
+        }
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
         let deadline = tokio::time::sleep(read_deadline);
         tokio::pin!(deadline);
         let shutdown = sim.shutdown.clone();
@@ -144,7 +154,6 @@ impl Connection {
                     info!(%host_id, "No Pong in time; dropping the subscriber.");
                     break;
                 }
-                // The first tick is immediate: a Ping right after the upgrade.
                 _ = ping.tick() => {
                     let ping = tx.send(Message::Ping(Default::default()));
                     if !matches!(tokio::time::timeout(WRITE_TIMEOUT, ping).await, Ok(Ok(()))) {
