@@ -9,6 +9,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt as _, StreamExt as _};
 use tracing::{debug, info};
 
@@ -134,11 +135,7 @@ impl Connection {
         let ping_every = Duration::from_secs_f64(sim.args.ping_secs);
         let read_deadline = ping_every + Duration::from_secs_f64(sim.args.pong_timeout_secs);
         // A Ping right after the upgrade, before anything queued for this subscriber.
-        let first_ping = tx.send(Message::Ping(Default::default()));
-        if !matches!(
-            tokio::time::timeout(WRITE_TIMEOUT, first_ping).await,
-            Ok(Ok(()))
-        ) {
+        if !send(&mut tx, Message::Ping(Default::default())).await {
             info!(%host_id, "Subscriber disconnected.");
             return;
         }
@@ -155,15 +152,13 @@ impl Connection {
                     break;
                 }
                 _ = ping.tick() => {
-                    let ping = tx.send(Message::Ping(Default::default()));
-                    if !matches!(tokio::time::timeout(WRITE_TIMEOUT, ping).await, Ok(Ok(()))) {
+                    if !send(&mut tx, Message::Ping(Default::default())).await {
                         break;
                     }
                 }
                 outgoing = queue.recv() => {
                     let Some(outgoing) = outgoing else { break };
-                    let write = tx.send(Message::Text(outgoing.text.clone()));
-                    if !matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(()))) {
+                    if !send(&mut tx, Message::Text(outgoing.text.clone())).await {
                         break;
                     }
                     sim.hub.written(&outgoing);
@@ -181,4 +176,12 @@ impl Connection {
         // Dropping the socket closes TCP without a Close frame, as the analyzer usually does.
         info!(%host_id, "Subscriber disconnected.");
     }
+}
+
+/// Writes one frame; false when it failed or took longer than [`WRITE_TIMEOUT`].
+async fn send(tx: &mut SplitSink<WebSocket, Message>, message: Message) -> bool {
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, tx.send(message)).await,
+        Ok(Ok(()))
+    )
 }
