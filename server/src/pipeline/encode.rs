@@ -95,32 +95,36 @@ impl Encoder {
     pub fn encode(&self, object: &StoreObject<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         match (self, object) {
             (Encoder::Json { pretty }, object) => write_go_json(out, *pretty, object),
-            (Encoder::Secadvisor { pretty: false }, StoreObject::Records(records)) => {
-                out.extend_from_slice(b"{\"data\":[");
+            (Encoder::Secadvisor { pretty }, StoreObject::Records(records)) => {
+                // `{"data": [...]}`; the records sit at depth 2 when indented.
+                let record_depth = pretty.then_some(2);
+                let mut wrapper = JsonObject::open(out, pretty.then_some(0));
+                let list = wrapper.key("data");
+                list.push(b'[');
                 for (i, record) in records.iter().enumerate() {
                     if i > 0 {
-                        out.push(b',');
+                        list.push(b',');
+                    }
+                    if let Some(depth) = record_depth {
+                        newline_indent(list, depth);
                     }
                     match record {
-                        Record::SecAdvisor(r) => r.write_json(out),
+                        Record::SecAdvisor(r) => r.write_json(list, record_depth),
                         other => {
-                            let mut ser = serde_json::Serializer::with_formatter(
-                                &mut *out,
-                                GoFormatter::new(false),
-                            );
+                            let formatter = GoFormatter::at_depth(*pretty, 2);
+                            let mut ser =
+                                serde_json::Serializer::with_formatter(&mut *list, formatter);
                             other.serialize(&mut ser)?;
                         }
                     }
                 }
-                out.extend_from_slice(b"]}\n");
-                Ok(())
-            }
-            (Encoder::Secadvisor { pretty }, StoreObject::Records(records)) => {
-                #[derive(Serialize)]
-                struct Wrapper<'a> {
-                    data: &'a [Record],
+                if *pretty && !records.is_empty() {
+                    newline_indent(list, 1);
                 }
-                write_go_json(out, *pretty, &Wrapper { data: records })
+                list.push(b']');
+                wrapper.end();
+                out.push(b'\n');
+                Ok(())
             }
             (Encoder::Csv { delimiter }, StoreObject::Records(records)) => {
                 write_csv(out, *delimiter, records)
@@ -168,18 +172,25 @@ pub fn write_go_str(out: &mut Vec<u8>, s: &str) {
     }
 }
 
-/// A compact JSON object written field by field, for records whose encoding is hand-written
-/// for speed (keys are ASCII constants and need no escaping).
+/// A JSON object written field by field, for records whose encoding is hand-written for speed
+/// (keys are ASCII constants and need no escaping): compact, or tab-indented as Go's
+/// `SetIndent("", "\t")` writes it.
 pub struct JsonObject<'a> {
     out: &'a mut Vec<u8>,
     first: bool,
+    /// The object's nesting depth when indented; `None` when compact.
+    depth: Option<usize>,
 }
 
 impl<'a> JsonObject<'a> {
-    /// Opens the object.
-    pub fn new(out: &'a mut Vec<u8>) -> Self {
+    /// Opens an object that is written compact (`None`) or indented at `depth`.
+    pub fn open(out: &'a mut Vec<u8>, depth: Option<usize>) -> Self {
         out.push(b'{');
-        JsonObject { out, first: true }
+        JsonObject {
+            out,
+            first: true,
+            depth,
+        }
     }
 
     /// Writes `"key":` (after a comma unless first) and gives the buffer for the value.
@@ -187,7 +198,8 @@ impl<'a> JsonObject<'a> {
         self.separate();
         self.out.push(b'"');
         self.out.extend_from_slice(key.as_bytes());
-        self.out.extend_from_slice(b"\":");
+        self.out.push(b'"');
+        self.colon();
         self.out
     }
 
@@ -195,16 +207,33 @@ impl<'a> JsonObject<'a> {
     pub fn data_key(&mut self, key: &str) -> &mut Vec<u8> {
         self.separate();
         write_go_str(self.out, key);
-        self.out.push(b':');
+        self.colon();
         self.out
     }
 
-    /// A comma before every member but the first.
+    /// Writes `key` and opens the object that is its value.
+    pub fn object(&mut self, key: &str) -> JsonObject<'_> {
+        let depth = self.depth.map(|d| d + 1);
+        JsonObject::open(self.key(key), depth)
+    }
+
+    /// A comma before every member but the first, then the member's indent.
     fn separate(&mut self) {
         if !self.first {
             self.out.push(b',');
         }
         self.first = false;
+        if let Some(depth) = self.depth {
+            newline_indent(self.out, depth + 1);
+        }
+    }
+
+    /// Between a key and its value.
+    fn colon(&mut self) {
+        self.out.extend_from_slice(match self.depth {
+            Some(_) => b": ",
+            None => b":",
+        });
     }
 
     /// A string field, left out when empty (Go's `omitempty`).
@@ -221,10 +250,19 @@ impl<'a> JsonObject<'a> {
             .extend_from_slice(digits.format(value).as_bytes());
     }
 
-    /// Closes the object.
+    /// Closes the object; an empty one stays `{}` even when indented, as in Go.
     pub fn end(self) {
+        if let (Some(depth), false) = (self.depth, self.first) {
+            newline_indent(self.out, depth);
+        }
         self.out.push(b'}');
     }
+}
+
+/// A newline and `depth` tabs.
+fn newline_indent(out: &mut Vec<u8>, depth: usize) {
+    out.push(b'\n');
+    out.resize(out.len() + depth, b'\t');
 }
 
 /// A serde_json formatter reproducing Go's escaping and indentation.
@@ -238,9 +276,14 @@ pub struct GoFormatter {
 impl GoFormatter {
     /// Compact or tab-indented.
     pub fn new(pretty: bool) -> Self {
+        Self::at_depth(pretty, 0)
+    }
+
+    /// For a value nested `depth` levels deep in a document written around it.
+    pub fn at_depth(pretty: bool, depth: usize) -> Self {
         GoFormatter {
             pretty,
-            depth: 0,
+            depth,
             has_value: false,
         }
     }

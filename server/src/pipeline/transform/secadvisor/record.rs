@@ -272,12 +272,12 @@ impl SecAdvisorRecord {
         }
     }
 
-    /// Appends this record's compact JSON: the bytes serde writes with the Go formatter (tests
-    /// compare the two on every shape), without serde's per-byte work on constant keys. The
-    /// secadvisor encoder writes every record twice per flow update (logstatus), so this is on
-    /// the hot path.
-    pub fn write_json(&self, out: &mut Vec<u8>) {
-        let mut o = JsonObject::new(out);
+    /// Appends this record's JSON, compact (`depth` `None`) or indented at `depth`: the bytes
+    /// serde writes with the Go formatter (tests compare the two on every shape), without
+    /// serde's per-byte work on constant keys. The secadvisor encoder writes every record
+    /// twice per flow update (logstatus), so this is on the hot path.
+    pub fn write_json(&self, out: &mut Vec<u8>, depth: Option<usize>) {
+        let mut o = JsonObject::open(out, depth);
         o.str_nonempty("UUID", &self.uuid);
         o.str_nonempty("LayersPath", &self.layers_path);
         o.str_nonempty("Version", &self.version);
@@ -285,7 +285,7 @@ impl SecAdvisorRecord {
         o.str_nonempty("FinishType", &self.finish_type);
         for (key, layer) in [("Network", &self.network), ("Transport", &self.transport)] {
             if let Some(l) = layer {
-                let mut lo = JsonObject::new(o.key(key));
+                let mut lo = o.object(key);
                 lo.str_nonempty("Protocol", &l.protocol);
                 lo.str_nonempty("A", &l.a);
                 lo.str_nonempty("B", &l.b);
@@ -295,10 +295,10 @@ impl SecAdvisorRecord {
             }
         }
         if let Some(contexts) = &self.context {
-            let mut co = JsonObject::new(o.key("Context"));
+            let mut co = o.object("Context");
             for (key, peer) in [("A", &contexts.a), ("B", &contexts.b)] {
                 if let Some(p) = peer {
-                    let mut po = JsonObject::new(co.key(key));
+                    let mut po = co.object(key);
                     write_go_str(po.key("Type"), p.kind.as_str());
                     po.str_nonempty("Name", &p.name);
                     po.str_nonempty("Set", &p.set);
@@ -312,7 +312,7 @@ impl SecAdvisorRecord {
             ("Metric", &self.metric),
         ] {
             if let Some(m) = metric {
-                let mut mo = JsonObject::new(o.key(key));
+                let mut mo = o.object(key);
                 mo.int("ABPackets", m.ab_packets);
                 mo.int("ABBytes", m.ab_bytes);
                 mo.int("BAPackets", m.ba_packets);
@@ -331,7 +331,7 @@ impl SecAdvisorRecord {
         o.str_nonempty("NodeType", &self.node_type);
         o.str_nonempty("LogStatus", &self.log_status);
         if !self.extend.is_empty() {
-            let mut eo = JsonObject::new(o.key("Extend"));
+            let mut eo = o.object("Extend");
             for (name, value) in &self.extend {
                 write_go_str(eo.data_key(name), value);
             }

@@ -484,8 +484,9 @@ fn golden_secadvisor_encode() {
     }
 }
 
-/// The hand-written compact JSON equals serde's with the Go formatter, on every shape: empty
-/// fields left out, all optional parts present or absent, strings needing each of Go's escapes.
+/// The hand-written JSON, compact and indented, equals serde's with the Go formatter, on every
+/// shape: empty fields left out, all optional parts present or absent, strings needing each of
+/// Go's escapes.
 #[test]
 fn hand_written_json_equals_serde() {
     let hard = "a\"b\\c<d>&e\u{2028}f\u{2029}é\n\t\u{1}\u{7f}";
@@ -519,36 +520,56 @@ fn hand_written_json_equals_serde() {
     {
         shapes.extend(c["input_records"].as_array().unwrap().iter().cloned());
     }
+    #[derive(serde::Serialize)]
+    struct Wrapper<'a> {
+        data: &'a [Record],
+    }
+    let by_serde = |pretty: bool, records: &[Record]| {
+        let mut out = Vec::new();
+        crate::pipeline::encode::write_go_json(&mut out, pretty, &Wrapper { data: records })
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    };
     for shape in &shapes {
         let record: SecAdvisorRecord = serde_json::from_value(shape.clone()).unwrap();
         let mut serde = Vec::new();
         crate::pipeline::encode::write_go_json(&mut serde, false, &record).unwrap();
         serde.pop(); // the trailing newline
         let mut hand = Vec::new();
-        record.write_json(&mut hand);
+        record.write_json(&mut hand, None);
         assert_eq!(
             String::from_utf8(hand).unwrap(),
             String::from_utf8(serde).unwrap(),
             "{shape}"
         );
+        let records = [Record::SecAdvisor(Box::new(record))];
+        for pretty in [false, true] {
+            assert_eq!(
+                encode(&Encoder::Secadvisor { pretty }, &records),
+                by_serde(pretty, &records),
+                "pretty {pretty}: {shape}"
+            );
+        }
     }
-    // And inside the encoder, next to a record of another kind.
-    let mixed = vec![
-        Record::SecAdvisor(Box::new(serde_json::from_value(full).unwrap())),
+    // Several records, and records of another kind among them; and none.
+    let full: SecAdvisorRecord = serde_json::from_value(full).unwrap();
+    let mixed = [
+        Record::SecAdvisor(Box::new(full.clone())),
         Record::Flow(Box::new(
             serde_json::from_value(json!({"UUID": "f", "Start": 1, "Last": 2})).unwrap(),
         )),
+        Record::SecAdvisor(Box::new(full)),
     ];
-    #[derive(serde::Serialize)]
-    struct Wrapper<'a> {
-        data: &'a [Record],
+    for records in [&mixed[..], &[]] {
+        for pretty in [false, true] {
+            assert_eq!(
+                encode(&Encoder::Secadvisor { pretty }, records),
+                by_serde(pretty, records),
+                "pretty {pretty}, {} records",
+                records.len()
+            );
+        }
     }
-    let mut serde = Vec::new();
-    crate::pipeline::encode::write_go_json(&mut serde, false, &Wrapper { data: &mixed }).unwrap();
-    assert_eq!(
-        encode(&Encoder::Secadvisor { pretty: false }, &mixed),
-        String::from_utf8(serde).unwrap()
-    );
 }
 
 #[test]
