@@ -810,10 +810,11 @@ impl ExporterConfig {
             }
         }
         for (i, entry) in p.transform.secadvisor.extend.iter().enumerate() {
-            if !entry.contains('=') {
+            if let Err(reason) = crate::pipeline::transform::secadvisor::extend::parse_entry(entry)
+            {
                 report(
                     &format!("pipeline.transform.secadvisor.extend[{i}]"),
-                    format!("'{entry}' must have the form NAME=<gremlin template>"),
+                    format!("'{entry}' {reason}"),
                 );
             }
         }
@@ -895,8 +896,47 @@ fn explain_unknown_type(message: &str) -> String {
 }
 
 /// Finds the line of a dotted key path in block-style YAML, for errors found after parsing.
-/// Returns the deepest key found, so a list entry's error points at its list.
+/// Returns the deepest key found; a path ending in a list entry (`extend[2]`) points at that
+/// entry's `- ` line when the list is block-style, else at the list.
 pub fn yaml_line(text: &str, path: &str) -> Option<usize> {
+    let key_line = yaml_key_line(text, path)?;
+    let entry = path
+        .rsplit('.')
+        .next()
+        .and_then(|last| last.split_once('['))
+        .and_then(|(_, index)| index.strip_suffix(']')?.parse::<usize>().ok());
+    let Some(entry) = entry else {
+        return Some(key_line);
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let key_indent = indent_of(lines[key_line - 1]);
+    let mut entry_indent = None;
+    let mut seen = 0;
+    for (n, line) in lines.iter().enumerate().skip(key_line) {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let indent = indent_of(line);
+        if indent < key_indent || (indent == key_indent && !trimmed.starts_with('-')) {
+            break;
+        }
+        if trimmed.starts_with('-') && *entry_indent.get_or_insert(indent) == indent {
+            if seen == entry {
+                return Some(n + 1);
+            }
+            seen += 1;
+        }
+    }
+    Some(key_line)
+}
+
+fn indent_of(line: &str) -> usize {
+    line.len() - line.trim_start().len()
+}
+
+/// The line of the deepest key of `path` found (list indices ignored).
+fn yaml_key_line(text: &str, path: &str) -> Option<usize> {
     let keys: Vec<&str> = path
         .split('.')
         .map(|k| k.split('[').next().unwrap_or(k))
@@ -1065,7 +1105,26 @@ mod tests {
         );
         let err = ExporterConfig::load(&text).unwrap_err().to_string();
         assert!(
-            err.contains("pipeline.transform.secadvisor.extend[0] (line 12)"),
+            err.contains("pipeline.transform.secadvisor.extend[0] (line 13)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn extend_template_errors_are_config_errors() {
+        let text = format!(
+            "{MINIMAL}  transform:\n    type: secadvisor\n    secadvisor:\n      extend:\n        - OK=G.V().Has('IP', '{{{{.Network.A}}}}')\n        - BAD=G.V().Has('IP', '{{{{if .X}}}}')\n        - OPEN=G.V({{{{.Network.A\n"
+        );
+        let err = ExporterConfig::load(&text).unwrap_err().to_string();
+        assert!(!err.contains("extend[0]"), "{err}");
+        assert!(
+            err.contains("pipeline.transform.secadvisor.extend[1] (line 14)")
+                && err.contains("unsupported action"),
+            "{err}"
+        );
+        assert!(
+            err.contains("pipeline.transform.secadvisor.extend[2] (line 15)")
+                && err.contains("unclosed action"),
             "{err}"
         );
     }

@@ -127,6 +127,16 @@ pub struct ExtendConfigError {
     pub reason: String,
 }
 
+/// One `NAME=<template>` entry, split at the first `=` (config validation checks entries with
+/// this too, so `sluice check` reports what the pipeline would refuse).
+pub fn parse_entry(entry: &str) -> Result<(&str, Template), String> {
+    let (name, text) = entry
+        .split_once('=')
+        .ok_or_else(|| "must have the form NAME=<gremlin template>".to_string())?;
+    let template = Template::parse(text).map_err(|e| e.to_string())?;
+    Ok((name, template))
+}
+
 /// The configured `extend` entries, with the result cache.
 #[derive(Debug)]
 pub struct Extender {
@@ -145,10 +155,7 @@ impl Extender {
                 entry: entry.clone(),
                 reason,
             };
-            let (name, text) = entry
-                .split_once('=')
-                .ok_or_else(|| error("must have the form NAME=<gremlin template>".into()))?;
-            let template = Template::parse(text).map_err(|e| error(e.to_string()))?;
+            let (name, template) = parse_entry(entry).map_err(error)?;
             templates.push((name.to_string(), template));
         }
         Ok(Extender {

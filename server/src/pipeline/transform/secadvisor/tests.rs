@@ -677,14 +677,13 @@ async fn pipeline_with_secadvisor_logstatus_and_autodiscovery() {
             .iter()
             .all(|r| r.authorization == "Basic dTpw")
     );
-    // A template that doesn't parse fails the build, naming the entry.
-    let bad = ExporterConfig::load(&text.replace("}}').Values", "').Values")).unwrap();
-    let err = Pipeline::build(&bad, Some(Sink::Memory(sink)), Default::default())
-        .await
-        .unwrap_err();
+    // A template that doesn't parse is refused with the file (so `sluice check` says so),
+    // naming the entry and its line.
+    let err = ExporterConfig::load(&text.replace("}}').Values", "').Values"))
+        .unwrap_err()
+        .to_string();
     assert!(
-        err.to_string()
-            .starts_with("pipeline.transform.secadvisor.extend[0]: 'AA_Name="),
+        err.starts_with("pipeline.transform.secadvisor.extend[0] (line 17): 'AA_Name="),
         "{err}"
     );
 }
