@@ -1111,6 +1111,25 @@ mod tests {
     }
 
     #[test]
+    fn list_entry_errors_point_at_the_entry() {
+        let text = "a:\n  b:\n    - x\n    # note\n    - y:\n        - z\n    - w\n  c:\n  - p\n  - q\n  d: [1, 2]\n";
+        assert_eq!(yaml_line(text, "a.b[0]"), Some(3));
+        assert_eq!(
+            yaml_line(text, "a.b[2]"),
+            Some(7),
+            "nested lists don't count"
+        );
+        assert_eq!(yaml_line(text, "a.b[3]"), Some(2), "past the end: the list");
+        assert_eq!(
+            yaml_line(text, "a.c[1]"),
+            Some(10),
+            "entries at the key's indent"
+        );
+        assert_eq!(yaml_line(text, "a.d[1]"), Some(11), "flow style: the list");
+        assert_eq!(yaml_line(text, "a.b"), Some(2));
+    }
+
+    #[test]
     fn extend_template_errors_are_config_errors() {
         let text = format!(
             "{MINIMAL}  transform:\n    type: secadvisor\n    secadvisor:\n      extend:\n        - OK=G.V().Has('IP', '{{{{.Network.A}}}}')\n        - BAD=G.V().Has('IP', '{{{{if .X}}}}')\n        - OPEN=G.V({{{{.Network.A\n"
