@@ -193,10 +193,7 @@ impl Resolver {
         if ip.is_empty() {
             return None;
         }
-        self.key.clear();
-        self.key.push_str(ip);
-        self.key.push(',');
-        self.key.push_str(node_tid);
+        self.set_key(ip, node_tid);
         if let Some(hit) = self.contexts.get(self.key.as_str(), now_ms) {
             return hit.clone();
         }
@@ -245,12 +242,17 @@ impl Resolver {
         context: Option<PeerContext>,
         now_ms: i64,
     ) {
-        self.contexts.insert(
-            format!("{ip},{node_tid}").as_str(),
-            context,
-            RESOLVE_TTL_MS,
-            now_ms,
-        );
+        self.set_key(ip, node_tid);
+        self.contexts
+            .insert(self.key.as_str(), context, RESOLVE_TTL_MS, now_ms);
+    }
+
+    /// `ip,node_tid` into `self.key`: the `contexts` key.
+    fn set_key(&mut self, ip: &str, node_tid: &str) {
+        self.key.clear();
+        self.key.push_str(ip);
+        self.key.push(',');
+        self.key.push_str(node_tid);
     }
 
     /// Caches a node type as if resolved.
