@@ -899,7 +899,7 @@ fn explain_unknown_type(message: &str) -> String {
 /// Returns the deepest key found; a path ending in a list entry (`extend[2]`) points at that
 /// entry's `- ` line when the list is block-style, else at the list.
 pub fn yaml_line(text: &str, path: &str) -> Option<usize> {
-    let key_line = yaml_key_line(text, path)?;
+    let (key_line, key_indent) = yaml_key_line(text, path)?;
     let entry = path
         .rsplit('.')
         .next()
@@ -908,22 +908,16 @@ pub fn yaml_line(text: &str, path: &str) -> Option<usize> {
     let Some(entry) = entry else {
         return Some(key_line);
     };
-    let lines: Vec<&str> = text.lines().collect();
-    let key_indent = indent_of(lines[key_line - 1]);
     let mut entry_indent = None;
     let mut seen = 0;
-    for (n, line) in lines.iter().enumerate().skip(key_line) {
-        let trimmed = line.trim_start();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        let indent = indent_of(line);
-        if indent < key_indent || (indent == key_indent && !trimmed.starts_with('-')) {
+    for (n, indent, trimmed) in content_lines(text).skip_while(|&(n, ..)| n <= key_line) {
+        let is_entry = trimmed.starts_with('-');
+        if indent < key_indent || (indent == key_indent && !is_entry) {
             break;
         }
-        if trimmed.starts_with('-') && *entry_indent.get_or_insert(indent) == indent {
+        if is_entry && *entry_indent.get_or_insert(indent) == indent {
             if seen == entry {
-                return Some(n + 1);
+                return Some(n);
             }
             seen += 1;
         }
@@ -931,34 +925,35 @@ pub fn yaml_line(text: &str, path: &str) -> Option<usize> {
     Some(key_line)
 }
 
-fn indent_of(line: &str) -> usize {
-    line.len() - line.trim_start().len()
+/// The lines that hold YAML content (neither blank nor a comment): number (from 1), indent
+/// and the text after the indent.
+fn content_lines(text: &str) -> impl Iterator<Item = (usize, usize, &str)> {
+    text.lines().enumerate().filter_map(|(n, line)| {
+        let trimmed = line.trim_start();
+        (!trimmed.is_empty() && !trimmed.starts_with('#'))
+            .then(|| (n + 1, line.len() - trimmed.len(), trimmed))
+    })
 }
 
-/// The line of the deepest key of `path` found (list indices ignored).
-fn yaml_key_line(text: &str, path: &str) -> Option<usize> {
+/// The line and indent of the deepest key of `path` found (list indices ignored).
+fn yaml_key_line(text: &str, path: &str) -> Option<(usize, usize)> {
     let keys: Vec<&str> = path
         .split('.')
         .map(|k| k.split('[').next().unwrap_or(k))
         .collect();
-    let mut found = None;
-    let mut parent_indent: isize = -1;
+    let mut found: Option<(usize, usize)> = None;
     let mut key_index = 0;
-    for (n, line) in text.lines().enumerate() {
-        let trimmed = line.trim_start();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        let indent = (line.len() - trimmed.len()) as isize;
-        if key_index > 0 && indent <= parent_indent {
+    for (n, indent, trimmed) in content_lines(text) {
+        if let Some((_, parent_indent)) = found
+            && indent <= parent_indent
+        {
             break; // left the block of the last key found
         }
         let Some(key) = trimmed.split(':').next() else {
             continue;
         };
         if key.trim().trim_matches(['"', '\'']) == keys[key_index] && trimmed.contains(':') {
-            found = Some(n + 1);
-            parent_indent = indent;
+            found = Some((n, indent));
             key_index += 1;
             if key_index == keys.len() {
                 break;
