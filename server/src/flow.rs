@@ -482,7 +482,7 @@ impl Flow {
 mod tests {
     use super::*;
 
-    const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/vectors/skydive");
+    const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/vectors/skydive");
 
     fn vector(name: &str) -> String {
         std::fs::read_to_string(format!("{VECTORS}/{name}")).expect("vector file")

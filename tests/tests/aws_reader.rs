@@ -1,7 +1,7 @@
 //! An AWS VPC Flow Logs object written by sluice (`transform: awsflowlogs`, CSV with a space
 //! delimiter, gzip, `key_format: aws`) read by a reader that knows only AWS's published format
-//! (anchors.md B.1), for version 2 (the default format) and version 3 (a custom format with the
-//! v3 fields), and for the `awsflowlogs` wasm guest in its place (version 3). The reader is
+//! (docs/awsflowlogs.md §1), for version 2 (the default format) and version 3 (a custom format with
+//! the v3 fields), and for the `awsflowlogs` wasm guest in its place (version 3). The reader is
 //! written here from that description, not from sluice's code.
 
 use std::collections::BTreeMap;

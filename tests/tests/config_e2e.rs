@@ -7,7 +7,7 @@
 //! address (`analyzers`, `pipeline.subscriber.url`), the write section (the `file` writer) and
 //! vpclogs' account file path. Every other key is as shipped.
 //!
-//! The expected records are computed here from the format descriptions (flow-exporter spec
+//! The expected records are computed here from the format descriptions (docs/stages.md
 //! §5–8 and §10, `docs/awsflowlogs.md`, `docs/vpclogs.md`), never by calling sluice's pipeline
 //! code. The only sluice code used is the simulator's flow generator, to learn which capture
 //! node TIDs the simulator will use so the topology file can describe them.
@@ -336,7 +336,7 @@ fn private_masks() -> Vec<(Ipv4Addr, u32)> {
     ]
 }
 
-/// The subnet classifier (spec §5.1).
+/// The subnet classifier (docs/stages.md §5.1).
 fn tag(flow: &Value, masks: &[(Ipv4Addr, u32)]) -> &'static str {
     let network = &flow["Network"];
     let side = |k: &str| network[k].as_str().and_then(|ip| in_masks(ip, masks));
@@ -504,7 +504,7 @@ fn assert_same_records(what: &str, got: &[J], want: &[J]) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// secadvisor records (spec §6.2, §7.2, §10.3).
+// secadvisor records (docs/stages.md §6.2, §7.2, §10.3).
 
 /// Status and UpdateCount of each sent flow, from the order of sightings per UUID: the count
 /// before this sighting; TIMEOUT forgets the flow, anything else counts the sighting. (The
@@ -843,7 +843,7 @@ fn allinone_yml() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// awsflowlogs (docs/awsflowlogs.md, anchors B.1).
+// awsflowlogs (docs/awsflowlogs.md §1, §2).
 
 /// The IANA protocol number of a flow.
 fn iana_protocol(flow: &Value) -> Option<i64> {
@@ -951,7 +951,7 @@ fn awsflowlogs_yml() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// vpclogs (docs/vpclogs.md, spec §6.4, §8.2).
+// vpclogs (docs/vpclogs.md, docs/stages.md §6.4, §8.2).
 
 fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp(ms.div_euclid(1000), 0)

@@ -11,7 +11,7 @@ use sluice_tests::{Sim, multiset, read_objects, received_total, sluice_bin, star
 
 const WAIT: Duration = Duration::from_secs(90);
 
-/// The test's own classifier, written from the spec (not sluice's code).
+/// The test's own classifier, written from docs/stages.md §5.1 (not sluice's code).
 fn expected_tag(flow: &serde_json::Value) -> &'static str {
     let inside = |ip: &serde_json::Value| -> Option<bool> {
         let ip: IpAddr = ip.as_str()?.parse().ok()?;

@@ -1,5 +1,5 @@
 //! The builtin `awsflowlogs` transform as a guest: one AWS VPC Flow Logs record per flow, with
-//! the builtin's fields, order and values in JSON and in CSV (`docs/flow-exporter-spec.md` §6.3
+//! the builtin's fields, order and values in JSON and in CSV (`docs/stages.md` §6.3
 //! with sluice's fixes: IANA protocol numbers, no crash without a link layer or metrics).
 //!
 //! As the builtin, a field that does not apply or cannot be computed is AWS's `-` in CSV and
@@ -221,7 +221,7 @@ mod tests {
 
     use super::*;
 
-    /// The spec's v2 example (`shared/vectors/exporter/awsflowlogs_transform.json`, case
+    /// The spec's v2 example (`tests/vectors/exporter/awsflowlogs_transform.json`, case
     /// `tcp_v2`) with sluice's IANA protocol number (6, not Skydive's ordinal 2).
     const TCP_V2: &str = r#"{"Version":2,"AccountID":"12345678","InterfaceID":"0","SrcAddr":"192.168.0.5","DstAddr":"173.194.40.147","SrcPort":47838,"DstPort":80,"Protocol":6,"Packets":10,"Bytes":1276,"Start":1546338030,"End":1546338032,"Action":"ACCEPT","LogStatus":"OK"}"#;
 

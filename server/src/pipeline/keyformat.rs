@@ -31,10 +31,10 @@ use crate::config::ExporterConfig;
 /// `upstream`: `<prefix>/<tag>/<stream>/<seq>.<ext>` (the default).
 pub const PRESET_UPSTREAM: &str = "{prefix}/{tag}/{stream}/{seq}.{ext}";
 
-/// `aws`: AWS VPC Flow Logs' S3 layout (anchors B.1).
+/// `aws`: AWS VPC Flow Logs' S3 layout (docs/awsflowlogs.md §3).
 pub const PRESET_AWS: &str = "{prefix/}AWSLogs/{account_id}/vpcflowlogs/{region}/{yyyy}/{mm}/{dd}/{account_id}_vpcflowlogs_{region}_{flow_log_id}_{yyyy}{mm}{dd}T{HH}{MM}Z_{hash}.log.{ext}";
 
-/// `ibm`: IBM Cloud VPC Flow Logs' COS layout (anchors B.2).
+/// `ibm`: IBM Cloud VPC Flow Logs' COS layout (docs/vpclogs.md §5).
 pub const PRESET_IBM: &str = "{prefix/}ibm_vpc_flowlogs_v1/account={account}/region={region}/vpc-id={vpc_id}/subnet-id={subnet_id}/endpoint-type=vnics/instance-id={instance_id}/vnic-id={vnic_id}/record-type={record_type}/year={yyyy}/month={mm}/day={dd}/hour={HH}/stream-id={stream}/{seq}.{ext}";
 
 /// Names whose value [`KeyLayout::from_config`] always provides.

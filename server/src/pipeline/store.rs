@@ -1,6 +1,6 @@
 //! Store: batch each tag's records into objects (`buffered`) or write them at once (`direct`).
 //!
-//! `buffered` follows upstream's flush rules (spec §9.1) with its bugs fixed (design §2): a
+//! `buffered` follows upstream's flush rules (docs/stages.md §9.1) with its bugs fixed (§16): a
 //! flush keeps the remainder pending, zero limits are refused at config load, two objects never
 //! share a key (a stream started in the same second continues: stream ids have one-second
 //! resolution), every tag's timer is honoured, and a failed write is retried with backoff

@@ -1,4 +1,4 @@
-//! Buffered-store golden tests (`vectors/exporter/store_buffered.json`, fixed variants) and
+//! Buffered-store golden tests (`tests/vectors/exporter/store_buffered.json`, fixed variants) and
 //! whole-pipeline tests with the in-memory sink.
 
 use std::io::Read;
@@ -65,7 +65,7 @@ fn tag(name: &str) -> &'static str {
 async fn golden_buffered_store_scenarios_fixed_variants() {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/vectors/exporter/store_buffered.json"
+        "/../tests/vectors/exporter/store_buffered.json"
     );
     let vectors: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let mut checked_writes = 0;
@@ -150,7 +150,7 @@ async fn golden_buffered_store_scenarios_fixed_variants() {
 async fn key_examples_follow_upstream_layout() {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/vectors/exporter/store_buffered.json"
+        "/../tests/vectors/exporter/store_buffered.json"
     );
     let vectors: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     for ex in vectors["key_examples"].as_array().unwrap() {

@@ -260,7 +260,7 @@ mod tests {
     fn stats_match_the_vector_shape() {
         let vector = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/vectors/skydive/ws-msg-stats.json"
+            "/../tests/vectors/skydive/ws-msg-stats.json"
         ))
         .unwrap();
         let obj = Stats {

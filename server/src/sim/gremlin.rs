@@ -636,7 +636,7 @@ pub fn graph_from_vector(name: &str, topology: &Value) -> Result<Graph, GremlinE
 mod tests {
     use super::*;
 
-    const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/vectors");
+    const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/vectors");
 
     fn read(path: &str) -> Value {
         let text = std::fs::read_to_string(format!("{VECTORS}/{path}")).expect("vector");

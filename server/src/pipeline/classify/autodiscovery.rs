@@ -1,4 +1,4 @@
-//! `subnet_autodiscovery` (flow-exporter spec §5.2): the configured masks plus one host mask
+//! `subnet_autodiscovery` (docs/stages.md §5.2): the configured masks plus one host mask
 //! per Kubernetes node found in the analyzer's topology.
 //!
 //! Differences from upstream, on purpose: the query is retried with backoff for a bounded
@@ -110,7 +110,7 @@ mod tests {
     fn vectors() -> Value {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/vectors/exporter/cluster_ips.json"
+            "/../tests/vectors/exporter/cluster_ips.json"
         );
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
     }

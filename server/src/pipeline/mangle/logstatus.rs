@@ -1,4 +1,4 @@
-//! Mangler `logstatus` (flow-exporter spec §7.2): marks every record `OK`, adds a `NODATA`
+//! Mangler `logstatus` (docs/stages.md §7.2): marks every record `OK`, adds a `NODATA`
 //! record for each link seen before but absent from this batch, and a `SKIPDATA` record for
 //! each flow seen before whose counters may have skipped an update.
 //!
@@ -160,7 +160,7 @@ mod tests {
     fn vectors() -> Value {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/vectors/exporter/mangle_logstatus.json"
+            "/../tests/vectors/exporter/mangle_logstatus.json"
         );
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
     }

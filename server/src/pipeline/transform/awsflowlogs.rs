@@ -1,4 +1,4 @@
-//! `awsflowlogs`: one AWS VPC Flow Logs record per flow (spec §6.3, anchors B.1).
+//! `awsflowlogs`: one AWS VPC Flow Logs record per flow (docs/stages.md §6.3, docs/awsflowlogs.md).
 //!
 //! The CSV form is the AWS text format: with `encode.csv.delimiter: " "` an object is exactly a
 //! flow-log file (header line of AWS field names, `-` for a field that does not apply or cannot
@@ -304,7 +304,7 @@ pub(crate) mod tests {
 
     const VECTORS: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/vectors/exporter/awsflowlogs_transform.json"
+        "/../tests/vectors/exporter/awsflowlogs_transform.json"
     );
 
     const GO_KEYS_V3: &[&str] = &[
@@ -360,7 +360,7 @@ pub(crate) mod tests {
         String::from_utf8(out).unwrap()
     }
 
-    /// Upstream's record with the fix sluice makes: IANA protocol numbers (design §2).
+    /// Upstream's record with sluice's fix: IANA protocol numbers (docs/stages.md §16 item 7).
     fn fixed_expectation(case: &Value) -> Value {
         let mut want = case["expected_record"].clone();
         let flow = &case["input_flow"];

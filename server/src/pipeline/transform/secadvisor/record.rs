@@ -1,4 +1,4 @@
-//! The Security Advisor record (flow-exporter spec §6.2): its JSON form, its CSV form, and
+//! The Security Advisor record (docs/stages.md §6.2): its JSON form, its CSV form, and
 //! the Go field paths its `extend` templates read.
 
 use std::borrow::Cow;

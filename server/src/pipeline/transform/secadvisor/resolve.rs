@@ -1,6 +1,6 @@
 //! Who is behind an address, and what a capture node is: the resolver chain
 //! Cache(Fallback(Multi(Runc, Docker, VM))) over the analyzer's topology
-//! (flow-exporter spec §6.2.1–6.2.2).
+//! (docs/stages.md §6.2.1–6.2.2).
 
 use std::sync::Arc;
 

@@ -18,7 +18,7 @@ const NOW: i64 = 1_546_338_030_000;
 
 fn vectors(name: &str) -> Value {
     let path = format!(
-        "{}/../../shared/vectors/exporter/{name}",
+        "{}/../tests/vectors/exporter/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
