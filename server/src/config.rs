@@ -650,6 +650,16 @@ pub struct FileOptions {
 impl ExporterConfig {
     /// Parses and validates a pipeline file, returning every problem found.
     pub fn load(text: &str) -> Result<Self, ConfigErrors> {
+        Self::load_with(text, None)
+    }
+
+    /// [`ExporterConfig::load`] for a tenant's definition in `sluice serve`: the file must also
+    /// keep to `rules` (no host path, file or server output; the server's ceilings).
+    pub fn load_for_serve(text: &str, rules: &ServeRules) -> Result<Self, ConfigErrors> {
+        Self::load_with(text, Some(rules))
+    }
+
+    fn load_with(text: &str, rules: Option<&ServeRules>) -> Result<Self, ConfigErrors> {
         if text.len() > MAX_CONFIG_BYTES {
             return Err(ConfigErrors(vec![ConfigError {
                 path: String::new(),
@@ -660,15 +670,20 @@ impl ExporterConfig {
                 ),
             }]));
         }
+        check_expansion(text)?;
         let config = Self::parse(text)?;
         let mut errors = Vec::new();
-        config.validate(&mut |path: &str, message: String| {
+        let mut report = |path: &str, message: String| {
             errors.push(ConfigError {
                 line: yaml_line(text, path),
                 path: path.to_string(),
                 message,
             })
-        });
+        };
+        config.validate(&mut report);
+        if let Some(rules) = rules {
+            config.validate_for_serve(rules, &mut report);
+        }
         if errors.is_empty() {
             Ok(config)
         } else {
@@ -841,18 +856,516 @@ impl ExporterConfig {
         }
     }
 
-    /// The configuration as YAML with secrets replaced, for display.
+    /// The configuration with secrets replaced, for display.
     pub fn redacted(&self) -> Self {
         let mut c = self.clone();
-        let hide = |s: &mut String| {
-            if !s.is_empty() {
-                *s = "<redacted>".into();
+        for (_, value) in c.secrets_mut() {
+            if !value.is_empty() {
+                *value = "<redacted>".into();
             }
-        };
-        hide(&mut c.analyzer.auth.cluster.password);
-        hide(&mut c.pipeline.write.s3.secret_key);
-        hide(&mut c.pipeline.write.s3.api_key);
+        }
         c
+    }
+
+    /// Every secret value with its key path: what is sealed at rest and redacted on display.
+    /// An inline TLS client key is a secret; a path to one (`sluice run`) is not.
+    pub fn secrets_mut(&mut self) -> Vec<(&'static str, &mut String)> {
+        let mut secrets = vec![
+            (
+                "analyzer.auth.cluster.password",
+                &mut self.analyzer.auth.cluster.password,
+            ),
+            (
+                "pipeline.write.s3.secret_key",
+                &mut self.pipeline.write.s3.secret_key,
+            ),
+            (
+                "pipeline.write.s3.api_key",
+                &mut self.pipeline.write.s3.api_key,
+            ),
+        ];
+        if crate::tls::is_inline_pem(&self.tls.client_key) {
+            secrets.push(("tls.client_key", &mut self.tls.client_key));
+        }
+        secrets
+    }
+
+    /// The checks of [`ExporterConfig::load_for_serve`] on a config already parsed (a stored
+    /// definition, whose lines are not the tenant's).
+    pub fn check_for_serve(&self, rules: &ServeRules) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        self.validate_for_serve(rules, &mut |path: &str, message: String| {
+            errors.push(ConfigError {
+                path: path.to_string(),
+                line: None,
+                message,
+            })
+        });
+        errors
+    }
+
+    /// The checks `sluice serve` adds for a tenant's definition (see [`ServeRules`]).
+    fn validate_for_serve(&self, rules: &ServeRules, report: &mut dyn FnMut(&str, String)) {
+        let p = &self.pipeline;
+        let c = &rules.ceilings;
+        if p.write.kind == WriteType::Stdout {
+            report(
+                "pipeline.write.type",
+                "stdout is the server's own output: sluice serve takes `file` or `s3`".into(),
+            );
+        }
+        // Names that become parts of object paths.
+        if let Err(why) = check_segment(&p.store.buffered.dirname) {
+            report("pipeline.store.buffered.dirname", why);
+        }
+        for (key, value) in [
+            (
+                "pipeline.store.buffered.filename_prefix",
+                &p.store.buffered.filename_prefix,
+            ),
+            (
+                "pipeline.store.buffered.key_format",
+                &p.store.buffered.key_format,
+            ),
+        ] {
+            if let Err(why) = check_key_text(value) {
+                report(key, why);
+            }
+        }
+        // Local paths: inside the pipeline's folder.
+        for (key, value, used) in [
+            (
+                "pipeline.write.file.dir",
+                &p.write.file.dir,
+                p.write.kind == WriteType::File,
+            ),
+            (
+                "pipeline.write.spool.dir",
+                &p.write.spool.dir,
+                p.write.kind == WriteType::S3,
+            ),
+            (
+                "pipeline.account.file.filename",
+                &p.account.file.filename,
+                p.account.kind == AccountType::File,
+            ),
+        ] {
+            if !used {
+                continue;
+            }
+            let path = std::path::Path::new(value.as_str());
+            if path
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+            {
+                report(
+                    key,
+                    format!("'{value}' must not contain '..' in sluice serve"),
+                );
+            } else if path.is_absolute() && !rules.allow_absolute_paths {
+                report(
+                    key,
+                    format!(
+                        "'{value}' is absolute: sluice serve takes a path relative to the pipeline's data folder"
+                    ),
+                );
+            } else if value.chars().any(char::is_control) {
+                report(key, "must not contain control characters".into());
+            }
+        }
+        for (key, value) in [
+            ("tls.ca_cert", &self.tls.ca_cert),
+            ("tls.client_cert", &self.tls.client_cert),
+            ("tls.client_key", &self.tls.client_key),
+        ] {
+            if !value.is_empty() && !crate::tls::is_inline_pem(value) {
+                report(
+                    key,
+                    "sluice serve takes the PEM text itself (`-----BEGIN ...`), not a path on the server".into(),
+                );
+            } else if value.len() > crate::tls::MAX_PEM_BYTES {
+                report(
+                    key,
+                    format!("is larger than {} bytes", crate::tls::MAX_PEM_BYTES),
+                );
+            }
+        }
+        let mut copy = self.clone();
+        for (key, value) in copy.secrets_mut() {
+            if crate::secrets::is_sealed(value) {
+                report(
+                    key,
+                    "a sealed value can't be given: give the secret itself".into(),
+                );
+            }
+        }
+        for (key, value) in self.destinations() {
+            if let Err(why) = destination(&value).and_then(|d| d.check_literal(&rules.egress)) {
+                report(&key, why);
+            }
+        }
+        let b = &p.store.buffered;
+        for (key, value, max) in [
+            (
+                "pipeline.store.buffered.max_flows_per_object",
+                b.max_flows_per_object,
+                c.max_flows_per_object,
+            ),
+            (
+                "pipeline.store.buffered.max_flow_array_size",
+                b.max_flow_array_size,
+                c.max_flow_array_size,
+            ),
+            (
+                "pipeline.store.buffered.max_seconds_per_object",
+                b.max_seconds_per_object,
+                c.max_seconds_per_object,
+            ),
+            (
+                "pipeline.store.buffered.max_seconds_per_stream",
+                b.max_seconds_per_stream,
+                c.max_seconds_per_stream,
+            ),
+            (
+                "pipeline.write.spool.max_objects",
+                p.write.spool.max_objects.unwrap_or(0),
+                c.max_spool_objects,
+            ),
+            (
+                "pipeline.write.spool.max_bytes",
+                p.write.spool.max_bytes.unwrap_or(0),
+                c.max_spool_bytes,
+            ),
+            (
+                "pipeline.action.reject_timeout",
+                p.action.reject_timeout,
+                c.max_reject_timeout_secs,
+            ),
+        ] {
+            if value > max {
+                report(
+                    key,
+                    format!("{value} is above the server's maximum of {max}"),
+                );
+            }
+        }
+        for (key, len) in [
+            ("analyzers", self.analyzers.len()),
+            (
+                "pipeline.classify.cluster_net_masks",
+                p.classify.cluster_net_masks.len(),
+            ),
+            (
+                "pipeline.filter.excluded_tags",
+                p.filter.excluded_tags.len(),
+            ),
+            (
+                "pipeline.transform.secadvisor.extend",
+                p.transform.secadvisor.extend.len(),
+            ),
+            ("pipeline.storeheader.vpclogs", p.storeheader.vpclogs.len()),
+        ] {
+            if len > c.max_list_entries {
+                report(
+                    key,
+                    format!(
+                        "{len} entries are more than the server's maximum of {}",
+                        c.max_list_entries
+                    ),
+                );
+            }
+        }
+        for (section, wasm) in [("transform", &p.transform.wasm), ("mangle", &p.mangle.wasm)] {
+            let Some(wasm) = wasm else { continue };
+            for (name, value, max) in [
+                ("fuel", wasm.fuel, c.wasm_fuel),
+                ("deadline_ms", wasm.deadline_ms, c.wasm_deadline_ms),
+                ("memory_bytes", wasm.memory_bytes, c.wasm_memory_bytes),
+                ("output_bytes", wasm.output_bytes, c.wasm_output_bytes),
+            ] {
+                if let Some(value) = value
+                    && value > max
+                {
+                    report(
+                        &format!("pipeline.{section}.wasm.{name}"),
+                        format!("{value} is above the server's maximum of {max}"),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Every network destination the file names, with its key: the analyzer's flow endpoint,
+    /// the topology analyzers (`host:port`, reached over http or https), the S3 and IAM
+    /// endpoints. Empty values are left out.
+    pub fn destinations(&self) -> Vec<(String, String)> {
+        let p = &self.pipeline;
+        let scheme = if crate::tls::is_set(&self.tls) {
+            "https"
+        } else {
+            "http"
+        };
+        let mut out = vec![(
+            "pipeline.subscriber.url".to_string(),
+            p.subscriber.url.clone(),
+        )];
+        for (i, analyzer) in self.analyzers.iter().enumerate() {
+            out.push((format!("analyzers[{i}]"), format!("{scheme}://{analyzer}")));
+        }
+        if p.write.kind == WriteType::S3 {
+            out.push((
+                "pipeline.write.s3.endpoint".into(),
+                p.write.s3.endpoint.clone(),
+            ));
+            if !p.write.s3.api_key.is_empty() {
+                out.push((
+                    "pipeline.write.s3.iam_endpoint".into(),
+                    p.write.s3.iam_endpoint.clone(),
+                ));
+            }
+        }
+        out.retain(|(_, url)| !url.is_empty());
+        out
+    }
+}
+
+/// The checks and ceilings `sluice serve` applies to a tenant's definition on top of
+/// [`ExporterConfig::load`]'s.
+#[derive(Debug, Clone)]
+pub struct ServeRules {
+    /// The server's maximum for every size, count and duration a pipeline sets.
+    pub ceilings: Ceilings,
+    /// Where pipelines may connect.
+    pub egress: crate::egress::EgressPolicy,
+    /// Whether `write.file.dir`, `write.spool.dir` and `account.file.filename` may be absolute.
+    pub allow_absolute_paths: bool,
+}
+
+/// The server's maximum for each size, count and duration a pipeline sets (`limits.*` of the
+/// server config). The defaults suit a 2-core, 24 GiB machine and admit the upstream files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ceilings {
+    /// `store.buffered.max_flows_per_object`.
+    pub max_flows_per_object: u64,
+    /// `store.buffered.max_flow_array_size`: records held per tag (their memory).
+    pub max_flow_array_size: u64,
+    /// `store.buffered.max_seconds_per_object`.
+    pub max_seconds_per_object: u64,
+    /// `store.buffered.max_seconds_per_stream`.
+    pub max_seconds_per_stream: u64,
+    /// `write.spool.max_objects`.
+    pub max_spool_objects: u64,
+    /// `write.spool.max_bytes`.
+    pub max_spool_bytes: u64,
+    /// `action.reject_timeout` (seconds).
+    pub max_reject_timeout_secs: u64,
+    /// Entries of each list (`analyzers`, `cluster_net_masks`, `excluded_tags`, `extend`,
+    /// `storeheader.vpclogs`).
+    pub max_list_entries: usize,
+    /// `{transform,mangle}.wasm.fuel`.
+    pub wasm_fuel: u64,
+    /// `{transform,mangle}.wasm.deadline_ms`.
+    pub wasm_deadline_ms: u64,
+    /// `{transform,mangle}.wasm.memory_bytes`.
+    pub wasm_memory_bytes: u64,
+    /// `{transform,mangle}.wasm.output_bytes`.
+    pub wasm_output_bytes: u64,
+}
+
+impl Default for Ceilings {
+    fn default() -> Self {
+        Ceilings {
+            max_flows_per_object: 100_000,
+            max_flow_array_size: 100_000,
+            max_seconds_per_object: 3_600,
+            max_seconds_per_stream: 7 * 86_400,
+            max_spool_objects: 10_000,
+            max_spool_bytes: 1 << 30,
+            max_reject_timeout_secs: 3_600,
+            max_list_entries: 1_024,
+            wasm_fuel: 1_000_000_000,
+            wasm_deadline_ms: 1_000,
+            wasm_memory_bytes: 64 << 20,
+            wasm_output_bytes: 16 << 20,
+        }
+    }
+}
+
+/// A name that becomes one segment of a path (the bucket): no `/` or `\`, not `.` or `..`,
+/// no control character.
+pub fn check_segment(text: &str) -> Result<(), String> {
+    if text.contains(['/', '\\']) {
+        return Err(format!("'{text}' must be one path segment (no '/')"));
+    }
+    if text == "." || text == ".." {
+        return Err(format!("'{text}' is not a name"));
+    }
+    if text.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    Ok(())
+}
+
+/// Text that becomes part of an object key (a prefix, a key template): relative (no leading
+/// `/`), no `.` or `..` segment, no control character.
+pub fn check_key_text(text: &str) -> Result<(), String> {
+    if text.starts_with('/') {
+        return Err(format!("'{text}' must not start with '/'"));
+    }
+    if text.split(['/', '\\']).any(|s| s == ".." || s == ".") {
+        return Err(format!("'{text}' must not contain a '.' or '..' segment"));
+    }
+    if text.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    Ok(())
+}
+
+/// A destination URL as the egress checks need it.
+#[derive(Debug, Clone)]
+pub struct Destination {
+    /// The parsed URL.
+    pub url: url::Url,
+}
+
+impl Destination {
+    /// The host as written (a name, or an address without brackets).
+    pub fn host(&self) -> String {
+        match self.url.host() {
+            Some(url::Host::Ipv6(a)) => a.to_string(),
+            Some(h) => h.to_string(),
+            None => String::new(),
+        }
+    }
+
+    /// The port, the scheme's default when absent.
+    pub fn port(&self) -> u16 {
+        self.url.port_or_known_default().unwrap_or(80)
+    }
+
+    /// The address, when the host is written as one.
+    pub fn literal_addr(&self) -> Option<std::net::SocketAddr> {
+        let ip = match self.url.host()? {
+            url::Host::Ipv4(a) => IpAddr::V4(a),
+            url::Host::Ipv6(a) => IpAddr::V6(a),
+            url::Host::Domain(_) => return None,
+        };
+        Some(std::net::SocketAddr::new(ip, self.port()))
+    }
+
+    /// Checks a literal address now (a name is checked when resolved).
+    pub fn check_literal(&self, egress: &crate::egress::EgressPolicy) -> Result<(), String> {
+        match self.literal_addr() {
+            Some(addr) => egress.check(addr).map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Parses a destination URL for `sluice serve`: a host, no credentials in the URL (they go in
+/// their own keys, which are sealed at rest).
+pub fn destination(text: &str) -> Result<Destination, String> {
+    let url = url::Url::parse(text.trim()).map_err(|e| format!("'{text}' is not a URL: {e}"))?;
+    if url.host().is_none() {
+        return Err(format!("'{text}' has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(
+            "credentials in the URL are not accepted: use analyzer.auth.cluster (or the s3 keys)"
+                .into(),
+        );
+    }
+    Ok(Destination { url })
+}
+
+/// Refuses a document whose YAML anchors and aliases expand past [`MAX_CONFIG_BYTES`], before
+/// anything is materialised: the walk borrows every scalar and stops as soon as the budget is
+/// spent, so a few kilobytes of aliases can't become gigabytes of strings.
+fn check_expansion(text: &str) -> Result<(), ConfigErrors> {
+    use serde::de::DeserializeSeed as _;
+    let budget = std::cell::Cell::new(MAX_CONFIG_BYTES);
+    let de = serde_yaml::Deserializer::from_str(text);
+    Budget(&budget).deserialize(de).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            path: String::new(),
+            line: e.location().map(|l| l.line()),
+            message: strip_location(&e.to_string()),
+        }])
+    })
+}
+
+/// Spends one unit per node and one per scalar byte.
+struct Budget<'a>(&'a std::cell::Cell<usize>);
+
+impl Budget<'_> {
+    fn spend<E: serde::de::Error>(&self, n: usize) -> Result<(), E> {
+        match self.0.get().checked_sub(n) {
+            Some(left) => {
+                self.0.set(left);
+                Ok(())
+            }
+            None => Err(E::custom(format!(
+                "the document expands to more than {MAX_CONFIG_BYTES} bytes (YAML anchors and aliases?)"
+            ))),
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Budget<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Budget<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any YAML value")
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        self.spend(1)
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        self.spend(1)
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        self.spend(1)
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        self.spend(1)
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        self.spend(1 + v.len())
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.spend(1)
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<(), E> {
+        self.spend(1)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        serde::de::DeserializeSeed::deserialize(self, d)
+    }
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        serde::de::DeserializeSeed::deserialize(self, d)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.spend(1)?;
+        while seq.next_element_seed(Budget(self.0))?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.spend(1)?;
+        while map.next_key_seed(Budget(self.0))?.is_some() {
+            map.next_value_seed(Budget(self.0))?;
+        }
+        Ok(())
+    }
+    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, data: A) -> Result<(), A::Error> {
+        use serde::de::VariantAccess as _;
+        let ((), variant) = data.variant_seed(Budget(self.0))?;
+        variant.newtype_variant_seed(Budget(self.0))
     }
 }
 
@@ -1213,6 +1726,195 @@ mod tests {
             );
             ExporterConfig::load(&text).unwrap();
         }
+    }
+
+    fn rules() -> ServeRules {
+        ServeRules {
+            ceilings: Ceilings::default(),
+            egress: crate::egress::EgressPolicy::new(
+                &[],
+                &[],
+                crate::egress::Action::Allow,
+                vec!["127.0.0.1:8080".parse().unwrap()],
+            ),
+            allow_absolute_paths: false,
+        }
+    }
+
+    fn serve_errors(text: &str) -> Vec<ConfigError> {
+        match ExporterConfig::load_for_serve(text, &rules()) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0,
+        }
+    }
+
+    fn keys(errors: &[ConfigError]) -> Vec<&str> {
+        errors.iter().map(|e| e.path.as_str()).collect()
+    }
+
+    #[test]
+    fn the_shipped_files_are_accepted_by_serve_but_a_host_path() {
+        for file in ["secadvisor", "awsflowlogs", "vpclogs", "allinone", "demo"] {
+            let path = format!("{}/../config/{file}.yml", env!("CARGO_MANIFEST_DIR"));
+            let text = std::fs::read_to_string(&path).unwrap();
+            let errors = serve_errors(&text);
+            // Upstream's vpclogs file keeps its account record in /tmp.
+            let expected: &[&str] = match file {
+                "vpclogs" => &["pipeline.account.file.filename"],
+                _ => &[],
+            };
+            assert_eq!(keys(&errors), expected, "{file}");
+        }
+    }
+
+    #[test]
+    fn serve_refuses_host_paths_and_server_output() {
+        let text = MINIMAL.replace("dirname: bucket", "dirname: \"../../../../tmp/x\"")
+            + "  write:\n    type: stdout\n";
+        let e = serve_errors(&text);
+        assert_eq!(
+            keys(&e),
+            ["pipeline.write.type", "pipeline.store.buffered.dirname"],
+            "{e:?}"
+        );
+        assert_eq!(e[1].line, Some(6));
+        // The same file is fine for `sluice run`.
+        ExporterConfig::load(&text).unwrap();
+        for (key, value) in [
+            ("filename_prefix", "/etc"),
+            ("filename_prefix", "a/../../b"),
+            ("key_format", "\"{prefix}/../{tag}/{stream}/{seq}\""),
+            ("dirname", "\"a\\u0000b\""),
+        ] {
+            let text = MINIMAL.replace(
+                "      dirname: bucket\n",
+                &format!("      dirname: bucket\n      {key}: {value}\n"),
+            );
+            let text = if key == "dirname" {
+                MINIMAL.replace("dirname: bucket", &format!("dirname: {value}"))
+            } else {
+                text
+            };
+            let e = serve_errors(&text);
+            assert_eq!(
+                keys(&e),
+                [format!("pipeline.store.buffered.{key}")],
+                "{value}"
+            );
+        }
+        let text = format!(
+            "{MINIMAL}  write:\n    type: file\n    file:\n      dir: /var/lib\n  account:\n    type: file\n    file:\n      filename: ../acct.json\n"
+        );
+        assert_eq!(
+            keys(&serve_errors(&text)),
+            ["pipeline.write.file.dir", "pipeline.account.file.filename"]
+        );
+    }
+
+    #[test]
+    fn serve_takes_tls_material_inline_only() {
+        let text = format!("{MINIMAL}tls:\n  ca_cert: /etc/shadow\n  client_key: /dev/zero\n");
+        let e = serve_errors(&text);
+        assert_eq!(keys(&e), ["tls.ca_cert", "tls.client_key"], "{e:?}");
+        assert!(e[0].message.contains("PEM text itself"), "{}", e[0].message);
+        assert_eq!(e[0].line, Some(10));
+        let inline = format!(
+            "{MINIMAL}tls:\n  ca_cert: |\n    -----BEGIN CERTIFICATE-----\n    MIIB\n    -----END CERTIFICATE-----\n"
+        );
+        assert_eq!(serve_errors(&inline), vec![]);
+    }
+
+    #[test]
+    fn serve_checks_destinations_and_credentials_in_urls() {
+        for (url, key) in [
+            (
+                "ws://169.254.169.254/latest/meta-data",
+                "pipeline.subscriber.url",
+            ),
+            (
+                "ws://127.0.0.1:8080/v1/pipelines",
+                "pipeline.subscriber.url",
+            ),
+            ("ws://[::ffff:169.254.169.254]/x", "pipeline.subscriber.url"),
+            (
+                "ws://user:pw@10.0.0.1/ws/subscriber/flow",
+                "pipeline.subscriber.url",
+            ),
+        ] {
+            let text = MINIMAL.replace("ws://127.0.0.1:8082/ws/subscriber/flow", url);
+            let e = serve_errors(&text);
+            assert_eq!(keys(&e), [key], "{url}: {e:?}");
+        }
+        let text = format!(
+            "analyzers: [\"169.254.169.254:80\"]\n{MINIMAL}  write:\n    type: s3\n    s3:\n      endpoint: http://0.0.0.0:9000\n      api_key: k\n      iam_endpoint: http://224.0.0.1/token\n"
+        );
+        assert_eq!(
+            keys(&serve_errors(&text)),
+            [
+                "analyzers[0]",
+                "pipeline.write.s3.endpoint",
+                "pipeline.write.s3.iam_endpoint"
+            ]
+        );
+    }
+
+    #[test]
+    fn serve_caps_sizes_counts_and_wasm_limits_at_the_servers_maximum() {
+        let text = MINIMAL.replace(
+            "max_flow_array_size: 100",
+            "max_flow_array_size: 1000000000000",
+        ) + "  write:\n    type: s3\n    spool:\n      max_bytes: 99999999999999\n  transform:\n    type: wasm\n    wasm:\n      module: abc\n      fuel: 99999999999\n      memory_bytes: 1\n";
+        let e = serve_errors(&text);
+        assert_eq!(
+            keys(&e),
+            [
+                "pipeline.store.buffered.max_flow_array_size",
+                "pipeline.write.spool.max_bytes",
+                "pipeline.transform.wasm.fuel"
+            ],
+            "{e:?}"
+        );
+        assert!(
+            e[0].message.contains("maximum of 100000"),
+            "{}",
+            e[0].message
+        );
+        let masks: Vec<String> = (0..1025)
+            .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256))
+            .collect();
+        let text = format!(
+            "{MINIMAL}  classify:\n    cluster_net_masks: [{}]\n",
+            masks.join(", ")
+        );
+        assert_eq!(
+            keys(&serve_errors(&text)),
+            ["pipeline.classify.cluster_net_masks"]
+        );
+    }
+
+    #[test]
+    fn serve_refuses_a_sealed_value_as_a_secret() {
+        let sealed = crate::secrets::Keyring::ephemeral().seal("pipeline.write.s3.secret_key", "x");
+        let text = format!("{MINIMAL}  write:\n    s3:\n      secret_key: \"{sealed}\"\n");
+        assert_eq!(keys(&serve_errors(&text)), ["pipeline.write.s3.secret_key"]);
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_before_it_expands() {
+        let anchor = "x".repeat(200_000);
+        let mut text = format!("logging:\n  a: &big \"{anchor}\"\n  list:\n");
+        for _ in 0..4000 {
+            text.push_str("    - *big\n");
+        }
+        text.push_str(MINIMAL);
+        assert!(text.len() < MAX_CONFIG_BYTES);
+        // Refused by the budget walk, which borrows every scalar: nothing was copied.
+        let e = ExporterConfig::load(&text).unwrap_err();
+        assert!(e.0[0].message.contains("expands to more than"), "{e}");
+        assert!(e.0[0].line.is_some(), "{e}");
+        // A few aliases of a small anchor are fine.
+        let ok = format!("logging:\n  a: &v small\n  b: *v\n{MINIMAL}");
+        ExporterConfig::load(&ok).unwrap();
     }
 
     #[test]

@@ -7,16 +7,20 @@
 
 pub mod api;
 pub mod config;
+pub mod egress;
 pub mod flow;
+pub mod log_throttle;
 pub mod metrics;
 pub mod pipeline;
 pub mod run;
+pub mod secrets;
 pub mod serve;
 pub mod sim;
 pub mod sinks;
 pub mod store;
 pub mod subscriber;
 pub mod supervisor;
+pub mod tls;
 pub mod topology;
 pub mod wasm;
 

@@ -250,11 +250,7 @@ pub struct PipelineSeries {
 
 /// Renders the Prometheus text format (version 0.0.4): per pipeline counters, pipelines by
 /// state, and API requests by status.
-pub fn render_prometheus(
-    pipelines: &[PipelineSeries],
-    states: &[(&str, u64)],
-    api_requests: &[(u16, u64)],
-) -> String {
+pub fn render_prometheus(pipelines: &[PipelineSeries], server: Option<&ServerSeries>) -> String {
     let mut out = String::new();
     let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, u64)>| {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
@@ -338,11 +334,15 @@ pub fn render_prometheus(
         "Restarts of a failed pipeline by the supervisor.",
         per(&|p| p.restarts),
     );
+    let Some(server) = server else {
+        return out;
+    };
     family(
         names::PIPELINES,
         "gauge",
         "Pipelines by state.",
-        states
+        server
+            .states
             .iter()
             .map(|(s, n)| (format!("state=\"{}\"", escape_label(s)), *n))
             .collect(),
@@ -351,12 +351,22 @@ pub fn render_prometheus(
         names::API_REQUESTS,
         "counter",
         "REST API requests answered, by HTTP status.",
-        api_requests
+        server
+            .api_requests
             .iter()
             .map(|(s, n)| (format!("status=\"{s}\""), *n))
             .collect(),
     );
     out
+}
+
+/// The server-wide series (the operator's view only).
+#[derive(Debug, Clone, Default)]
+pub struct ServerSeries {
+    /// Pipelines by state.
+    pub states: Vec<(&'static str, u64)>,
+    /// API requests answered, by status.
+    pub api_requests: Vec<(u16, u64)>,
 }
 
 /// Escapes a label value: backslash, double quote and line feed.
@@ -383,7 +393,17 @@ mod tests {
             connected: true,
             restarts: 0,
         };
-        let text = render_prometheus(&[series], &[("running", 1)], &[(200, 3)]);
+        let server = ServerSeries {
+            states: vec![("running", 1)],
+            api_requests: vec![(200, 3)],
+        };
+        let tenant_view = render_prometheus(std::slice::from_ref(&series), None);
+        assert!(!tenant_view.contains("sluice_pipelines"), "{tenant_view}");
+        assert!(
+            !tenant_view.contains("sluice_api_requests"),
+            "{tenant_view}"
+        );
+        let text = render_prometheus(&[series], Some(&server));
         assert!(
             text.contains("sluice_flows_received_total{tenant=\"t\\\"1\",pipeline=\"p1\"} 6\n"),
             "{text}"

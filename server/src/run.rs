@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ExporterConfig, MAX_CONFIG_BYTES};
+use crate::egress::EgressPolicy;
 use crate::metrics::{PipelineStats, StatsSnapshot};
 use crate::pipeline::Pipeline;
 use crate::sinks::Sink;
@@ -82,6 +83,8 @@ pub async fn run(path: &Path, shutdown: CancellationToken) -> anyhow::Result<Run
         &config.pipeline.write,
         crate::sinks::spool::default_dir(path, &config.pipeline.store.buffered.dirname),
         stats.clone(),
+        &EgressPolicy::unrestricted(),
+        None,
     )
     .with_context(|| format!("{}: cannot start the writer", path.display()))?;
     // A run of the same file that ended just before must not share a stream second with this
@@ -97,9 +100,11 @@ pub async fn run(path: &Path, shutdown: CancellationToken) -> anyhow::Result<Run
         username: config.analyzer.auth.cluster.username.clone(),
         password: config.analyzer.auth.cluster.password.clone(),
         silence_timeout: Duration::from_secs(60),
+        tls: crate::tls::client_config(&config.tls)
+            .with_context(|| format!("{}: cannot use the TLS settings", path.display()))?,
         ..SubscriberSettings::default()
     };
-    tracing::info!(file = %path.display(), url = %settings.url, namespace = %settings.namespace(), "pipeline starting");
+    tracing::info!(file = %path.display(), url = %settings.shown_url(), namespace = %settings.namespace(), "pipeline starting");
     let (tx, rx) = mpsc::channel(CHANNEL_MESSAGES);
     let sub_stats = Arc::new(SubscriberStats::default());
     let subscriber = tokio::spawn(subscriber::run(

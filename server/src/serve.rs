@@ -3,6 +3,7 @@
 //! leases and saves counters in the background, and on shutdown flushes every pipeline.
 
 pub mod config;
+mod http;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,8 +15,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, App};
-use crate::store::{Store, leases, pipelines};
+use crate::config::{ExporterConfig, ServeRules};
+use crate::egress::EgressPolicy;
+use crate::secrets::{Keyring, is_sealed};
+use crate::store::{PipelineRow, Store, leases, pipelines};
 use crate::supervisor::{Supervisor, SupervisorSettings};
+use crate::wasm::GuestPool;
 use config::{ADMIN_TOKEN_ENV, ServerConfig};
 
 /// The server config file read when `--config` is not given (if it exists).
@@ -69,9 +74,17 @@ impl Server {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
         let admin_token = admin_token(&config)?;
-        // Before any pipeline is built: the wasm host takes the server's module limit.
+        let keyring = Arc::new(Keyring::load(&config.data_dir)?);
+        let limits = &config.limits;
+        // Before any pipeline is built: the wasm host takes the server's limits.
         crate::wasm::WasmHost::install(crate::wasm::HostSettings {
-            max_module_bytes: config.limits.max_module_bytes,
+            max_module_bytes: limits.max_module_bytes,
+            limits: crate::wasm::WasmLimits {
+                fuel: limits.wasm_fuel,
+                deadline: Duration::from_millis(limits.wasm_deadline_ms),
+                memory_bytes: limits.wasm_memory_bytes as usize,
+                output_bytes: limits.wasm_output_bytes as usize,
+            },
             ..Default::default()
         });
         std::fs::create_dir_all(config.data_dir.join("modules"))
@@ -80,12 +93,29 @@ impl Server {
         let store = Store::open(&db)
             .await
             .with_context(|| format!("cannot open the database {}", db.display()))?;
+        // Bound before the pipelines start: the egress policy refuses the server's own address.
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let egress = EgressPolicy::new(
+            &config.egress.allow,
+            &config.egress.deny,
+            config.egress.default,
+            vec![listener.local_addr()?],
+        );
         let node = config.node();
         let supervisor = Supervisor::new(
             store.clone(),
             SupervisorSettings {
                 data_dir: config.data_dir.clone(),
-                allow_absolute_paths: config.allow_absolute_paths,
+                rules: ServeRules {
+                    ceilings: limits.ceilings(),
+                    egress,
+                    allow_absolute_paths: config.allow_absolute_paths,
+                },
+                keyring,
+                guests: GuestPool::start(limits.guest_threads, limits.guest_calls_per_tenant),
+                file_bytes_per_tenant: limits.file_bytes_per_tenant,
             },
         );
         // This node runs every stored pipeline (one node per SQLite database): it becomes the
@@ -93,17 +123,21 @@ impl Server {
         let rows = pipelines::list(store.pool(), None).await?;
         let expires = crate::now_ms() + lease_ttl_ms(&config);
         for row in &rows {
+            let row = upgrade_stored(&store, &supervisor, row).await?;
             leases::adopt(store.pool(), &row.id, &node, expires).await?;
-            supervisor.add(row).await;
+            supervisor.add(&row).await;
         }
         tracing::info!(pipelines = rows.len(), node = %node, data_dir = %config.data_dir.display(), "Pipelines restored.");
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
         let app = Arc::new(App {
             store,
             supervisor,
             admin_hash: api::auth::admin_hash(&admin_token),
+            metrics_hash: config
+                .metrics_token
+                .as_deref()
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(api::auth::admin_hash),
             limits: config.limits.clone(),
             node,
             requests: Mutex::new(Default::default()),
@@ -134,15 +168,54 @@ impl Server {
             background.clone(),
         ));
         let router = api::router(app.clone());
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
+        let served = http::serve(listener, router, &config.http, shutdown).await;
         tracing::info!("Stopping every pipeline (flushing).");
         app.supervisor.shutdown().await;
         background.cancel();
         let _ = housekeeping.await;
         served.context("the HTTP server failed")
     }
+}
+
+/// Brings a stored pipeline up to this version: every secret sealed under the current key
+/// (plaintext from before sealing existed, or a previous key after a rotation), and its lease
+/// under the canonical analyzer key.
+async fn upgrade_stored(
+    store: &Store,
+    supervisor: &Supervisor,
+    row: &PipelineRow,
+) -> anyhow::Result<PipelineRow> {
+    let mut row = row.clone();
+    let Ok(mut config) = ExporterConfig::load(&row.definition) else {
+        return Ok(row); // reported when it starts
+    };
+    let keyring = supervisor.keyring();
+    let mut stale = false;
+    for (key, value) in config.secrets_mut() {
+        if value.is_empty() || (is_sealed(value) && keyring.is_current(value)) {
+            continue;
+        }
+        stale = true;
+        if is_sealed(value) {
+            *value = keyring
+                .open(key, value)
+                .with_context(|| format!("pipeline {}: {key}", row.id))?;
+        }
+    }
+    if stale {
+        row.definition = supervisor.sealed_definition(&config);
+        pipelines::update_definition(store.pool(), &row.id, &row.definition, row.updated_at)
+            .await?;
+        tracing::info!(pipeline = %row.id, "Secrets sealed under the current key.");
+    }
+    if let Some(key) = crate::supervisor::lease_key(&config)
+        && let Some(lease) = leases::for_pipeline(store.pool(), &row.id).await?
+        && lease.key() != key
+        && let Err(e) = leases::rekey(store.pool(), &row.id, &key).await
+    {
+        tracing::warn!(pipeline = %row.id, analyzer = %key.analyzer, error = %e, "Cannot move the lease to its canonical analyzer.");
+    }
+    Ok(row)
 }
 
 fn lease_ttl_ms(config: &ServerConfig) -> i64 {

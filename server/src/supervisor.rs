@@ -6,7 +6,7 @@
 //! writer and its own task, so a slow sink pushes back on that pipeline's WebSocket only.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,14 +17,19 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, info, warn};
 
 use crate::config::{
-    AccountType, ConfigError, ExporterConfig, MangleType, TransformType, WriteType,
+    AccountType, ConfigError, ConfigErrors, ExporterConfig, MangleType, ServeRules, TransformType,
+    WriteType,
 };
+use crate::egress::EgressPolicy;
 use crate::metrics::{Counters, DropReason, PipelineStats};
-use crate::pipeline::Pipeline;
-use crate::sinks::Sink;
+use crate::pipeline::{BuildContext, Pipeline};
+use crate::secrets::Keyring;
+use crate::sinks::{Confinement, DiskQuota, Sink};
 use crate::store::account::{self, AccountRow};
 use crate::store::{DesiredState, PipelineRow, Store};
 use crate::subscriber::{self, SubscriberSettings, SubscriberStats};
+use crate::tls::TlsError;
+use crate::wasm::{GuestPool, GuestRunner, WasmError, WasmStage, World};
 
 /// Messages buffered between a pipeline's subscriber and its stages.
 pub const CHANNEL_MESSAGES: usize = 64;
@@ -80,8 +85,32 @@ impl RunState {
 pub struct SupervisorSettings {
     /// `<data_dir>`; each pipeline's files go under `<data_dir>/pipelines/<id>/`.
     pub data_dir: PathBuf,
-    /// Whether pipelines may name absolute paths.
-    pub allow_absolute_paths: bool,
+    /// What a definition must keep to (ceilings, egress, paths).
+    pub rules: ServeRules,
+    /// Opens the sealed secrets of stored definitions.
+    pub keyring: Arc<Keyring>,
+    /// Where guests run.
+    pub guests: Arc<GuestPool>,
+    /// Bytes one tenant's `file` writers may keep.
+    pub file_bytes_per_tenant: u64,
+}
+
+impl SupervisorSettings {
+    /// Settings with the default ceilings, any destination allowed, a new key and a guest pool
+    /// of two threads (tests and benchmarks).
+    pub fn with_defaults(data_dir: PathBuf) -> Self {
+        SupervisorSettings {
+            data_dir,
+            rules: ServeRules {
+                ceilings: Default::default(),
+                egress: EgressPolicy::unrestricted(),
+                allow_absolute_paths: false,
+            },
+            keyring: Arc::new(Keyring::ephemeral()),
+            guests: GuestPool::start(2, 1),
+            file_bytes_per_tenant: u64::MAX,
+        }
+    }
 }
 
 /// The live side of one pipeline, shared with status and metrics readers.
@@ -162,6 +191,8 @@ struct Inner {
     store: Store,
     settings: SupervisorSettings,
     pipelines: Mutex<HashMap<String, Arc<Live>>>,
+    /// Each tenant's `file` writer quota.
+    quotas: Mutex<HashMap<String, Arc<DiskQuota>>>,
 }
 
 impl Supervisor {
@@ -172,7 +203,136 @@ impl Supervisor {
                 store,
                 settings,
                 pipelines: Mutex::new(HashMap::new()),
+                quotas: Mutex::new(HashMap::new()),
             }),
+        }
+    }
+
+    /// What definitions must keep to on this server.
+    pub fn rules(&self) -> &ServeRules {
+        &self.inner.settings.rules
+    }
+
+    /// The keys of sealed secrets.
+    pub fn keyring(&self) -> &Keyring {
+        &self.inner.settings.keyring
+    }
+
+    /// A stored definition as the typed config, its secrets opened and checked again against
+    /// this server's rules (they may have changed since it was stored).
+    pub fn open_stored(&self, definition: &str) -> Result<ExporterConfig, String> {
+        let mut config = ExporterConfig::load(definition).map_err(|e| e.to_string())?;
+        for (key, value) in config.secrets_mut() {
+            if crate::secrets::is_sealed(value) {
+                *value = self
+                    .keyring()
+                    .open(key, value)
+                    .map_err(|e| format!("{key}: {e}"))?;
+            }
+        }
+        let errors = config.check_for_serve(self.rules());
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors).to_string());
+        }
+        Ok(config)
+    }
+
+    /// The definition to store: `config` with its secrets sealed, as canonical YAML.
+    pub fn sealed_definition(&self, config: &ExporterConfig) -> String {
+        let mut sealed = config.clone();
+        for (key, value) in sealed.secrets_mut() {
+            if !value.is_empty() && !crate::secrets::is_sealed(value) {
+                *value = self.keyring().seal(key, value);
+            }
+        }
+        serde_yaml::to_string(&sealed).expect("a pipeline definition serialises to YAML")
+    }
+
+    /// Checks each wasm stage's guest accepts its `config` (its `init`, run on the guest pool
+    /// within the tenant's share) and that the module instantiates under its limits.
+    pub async fn check_guests(&self, resolved: &ExporterConfig, tenant: &str) -> Vec<ConfigError> {
+        let p = &resolved.pipeline;
+        let mut errors = Vec::new();
+        for (section, world, wasm) in [
+            (
+                "transform",
+                World::Transformer,
+                (p.transform.kind == TransformType::Wasm).then_some(&p.transform.wasm),
+            ),
+            (
+                "mangle",
+                World::Mangler,
+                (p.mangle.kind == MangleType::Wasm).then_some(&p.mangle.wasm),
+            ),
+        ] {
+            let Some(Some(options)) = wasm else { continue };
+            let built = WasmStage::build(options, world, section, self.guest_runner(tenant)).await;
+            if let Err(e) = built {
+                let key = match e {
+                    WasmError::Init(_) => "config",
+                    WasmError::AboveServerLimit { what, .. } => what,
+                    _ => "module",
+                };
+                errors.push(ConfigError {
+                    path: format!("pipeline.{section}.wasm.{key}"),
+                    line: None,
+                    message: e.to_string(),
+                });
+            }
+        }
+        errors
+    }
+
+    /// Runs CPU-heavy work for a tenant (compiling its module) on the guest pool, within the
+    /// tenant's share.
+    pub async fn run_as<R: Send + 'static>(
+        &self,
+        tenant: &str,
+        work: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, crate::wasm::PoolClosed> {
+        self.inner.settings.guests.run(tenant, work).await
+    }
+
+    /// Where a tenant's guests run: the guest pool, within its share.
+    fn guest_runner(&self, tenant: &str) -> GuestRunner {
+        GuestRunner::Pool {
+            pool: self.inner.settings.guests.clone(),
+            tenant: tenant.into(),
+        }
+    }
+
+    /// A tenant's `file` writer quota.
+    fn quota(&self, tenant: &str) -> Arc<DiskQuota> {
+        self.inner
+            .quotas
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(tenant.to_string())
+            .or_insert_with(|| Arc::new(DiskQuota::new(self.inner.settings.file_bytes_per_tenant)))
+            .clone()
+    }
+
+    /// What a dry run of `tenant` is built with: the egress policy and the guest pool (it
+    /// writes no file).
+    pub fn dry_run_context(&self, tenant: &str) -> BuildContext {
+        BuildContext {
+            egress: self.rules().egress.clone(),
+            confine: None,
+            guests: self.guest_runner(tenant),
+        }
+    }
+
+    /// What a pipeline of `tenant` is built with: its folder, the egress policy, the guest
+    /// pool.
+    fn build_context(&self, id: &str, tenant: &str) -> BuildContext {
+        BuildContext {
+            egress: self.rules().egress.clone(),
+            confine: Some(Confinement {
+                within: self.pipeline_dir(id),
+                quota: self.quota(tenant),
+                owner: id.to_string(),
+            }),
+            guests: self.guest_runner(tenant),
         }
     }
 
@@ -211,25 +371,13 @@ impl Supervisor {
         config: &ExporterConfig,
         owned: &HashMap<String, String>,
     ) -> Result<ExporterConfig, Vec<ConfigError>> {
-        let resolved = resolve_for_serve(
-            config,
-            &self.pipeline_dir(id),
-            self.inner.settings.allow_absolute_paths,
-        );
-        let module_errors = match &resolved {
-            Ok(c) => {
-                let mut c = c.clone();
-                let errors = resolve_modules(&mut c, owned, &self.modules_dir());
-                if errors.is_empty() {
-                    return Ok(c);
-                }
-                errors
-            }
-            Err(_) => resolve_modules(&mut config.clone(), owned, &self.modules_dir()),
-        };
-        let mut errors = resolved.err().unwrap_or_default();
-        errors.extend(module_errors);
-        Err(errors)
+        let mut resolved = resolve_for_serve(config, &self.pipeline_dir(id));
+        let errors = resolve_modules(&mut resolved, owned, &self.modules_dir());
+        if errors.is_empty() {
+            Ok(resolved)
+        } else {
+            Err(errors)
+        }
     }
 
     /// The live side of a pipeline, if it is registered.
@@ -312,17 +460,15 @@ impl Supervisor {
                 return;
             }
         };
-        let config = ExporterConfig::load(definition)
-            .map_err(|e| e.to_string())
-            .and_then(|c| {
-                self.resolve(id, &c, &owned).map_err(|errors| {
-                    errors
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                })
-            });
+        let config = self.open_stored(definition).and_then(|c| {
+            self.resolve(id, &c, &owned).map_err(|errors| {
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        });
         let config = match config {
             Ok(config) => config,
             Err(error) => {
@@ -335,8 +481,16 @@ impl Supervisor {
         let span = tracing::info_span!("pipeline", id = %id, tenant = %live.tenant_id);
         // Before the spawn: the task sets `running` as soon as it has built the stages.
         live.set(RunState::Starting, None);
+        let context = self.build_context(id, &live.tenant_id);
         let handle = tokio::spawn(
-            supervise(id.to_string(), config, live.clone(), cancel.clone()).instrument(span),
+            supervise(
+                id.to_string(),
+                config,
+                context,
+                live.clone(),
+                cancel.clone(),
+            )
+            .instrument(span),
         );
         *task = Some(Running { cancel, handle });
     }
@@ -367,10 +521,24 @@ impl Supervisor {
         }
     }
 
-    /// Stops (flushing) and forgets a pipeline.
+    /// Stops (flushing) and forgets a pipeline, and removes its folder: what its `file`
+    /// writer wrote, and what its spool could not upload within the stop's wait (counted in
+    /// the log), go with it, so that a deleted pipeline holds no disk.
     pub async fn remove(&self, id: &str) {
         self.stop(id).await;
-        self.map().remove(id);
+        if let Some(live) = self.map().remove(id) {
+            self.quota(&live.tenant_id).remove(id);
+        }
+        let dir = self.pipeline_dir(id);
+        let spooled = crate::sinks::spool::count_in(&dir);
+        if spooled > 0 {
+            warn!(pipeline = %id, objects = spooled, "Deleting a pipeline with objects still spooled: they are discarded.");
+        }
+        if let Err(e) = tokio::fs::remove_dir_all(&dir).await
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(pipeline = %id, folder = %dir.display(), error = %e, "Cannot remove the pipeline's folder.");
+        }
     }
 
     /// Stops every pipeline at once, each flushing, and saves their counters.
@@ -420,7 +588,13 @@ fn restore(stats: &PipelineStats, saved: &AccountRow) {
 
 /// One pipeline's task: build, subscribe, export; on failure wait (backoff) and start again,
 /// until cancelled. Cancelling flushes everything accepted before returning.
-async fn supervise(id: String, config: ExporterConfig, live: Arc<Live>, cancel: CancellationToken) {
+async fn supervise(
+    id: String,
+    config: ExporterConfig,
+    context: BuildContext,
+    live: Arc<Live>,
+    cancel: CancellationToken,
+) {
     let mut backoff = BACKOFF_INITIAL;
     loop {
         live.set(RunState::Starting, None);
@@ -439,19 +613,21 @@ async fn supervise(id: String, config: ExporterConfig, live: Arc<Live>, cancel: 
             &config.pipeline.write,
             spool_dir,
             live.stats.clone(),
+            &context.egress,
+            context.confine.as_ref(),
         ) {
             Err(e) => format!("cannot start the writer: {e}"),
             Ok(sink) => {
                 let built = tokio::select! {
                     () = cancel.cancelled() => None,
-                    built = Pipeline::build(&config, Some(sink.clone()), live.stats.clone()) => Some(built),
+                    built = Pipeline::build_in(&config, Some(sink.clone()), live.stats.clone(), &context) => Some(built),
                 };
                 let outcome = match built {
                     None => Ok(()),
                     Some(Ok(pipeline)) => {
                         live.set(RunState::Running, None);
                         info!(pipeline = %id, "Pipeline started.");
-                        run_once(&config, pipeline, &live, &cancel).await
+                        run_once(&config, &context.egress, pipeline, &live, &cancel).await
                     }
                     Some(Err(e)) => Err(format!("cannot build the pipeline: {e}")),
                 };
@@ -483,11 +659,13 @@ async fn supervise(id: String, config: ExporterConfig, live: Arc<Live>, cancel: 
 /// Runs a built pipeline until cancelled (Ok, after the flush) or until a task dies (Err).
 async fn run_once(
     config: &ExporterConfig,
+    egress: &EgressPolicy,
     pipeline: Pipeline,
     live: &Arc<Live>,
     cancel: &CancellationToken,
 ) -> Result<(), String> {
-    let settings = subscriber_settings(config);
+    let mut settings = subscriber_settings(config).map_err(|e| e.to_string())?;
+    settings.egress = egress.clone();
     let (tx, rx) = mpsc::channel(CHANNEL_MESSAGES);
     let sub_cancel = cancel.child_token();
     let mut sub = tokio::spawn(subscriber::run(
@@ -534,70 +712,48 @@ fn panic_message(e: tokio::task::JoinError) -> String {
 /// The subscriber settings of a pipeline in `sluice serve`. A missing `host_id` is `""` here
 /// (the analyzer then assigns one per connection): the server's hostname, `sluice run`'s
 /// default, would be shared by every pipeline and refused by the analyzer.
-pub fn subscriber_settings(config: &ExporterConfig) -> SubscriberSettings {
-    SubscriberSettings {
+pub fn subscriber_settings(config: &ExporterConfig) -> Result<SubscriberSettings, TlsError> {
+    Ok(SubscriberSettings {
         url: config.pipeline.subscriber.url.clone(),
-        host_id: config.host_id.clone().unwrap_or_default(),
+        host_id: config
+            .host_id
+            .clone()
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
         capture_id: config.pipeline.subscriber.capture_id.clone(),
         username: config.analyzer.auth.cluster.username.clone(),
         password: config.analyzer.auth.cluster.password.clone(),
+        tls: crate::tls::client_config(&config.tls)?,
         ..SubscriberSettings::default()
-    }
+    })
 }
 
-/// Checks and resolves the local paths of a definition for `sluice serve`: a relative
-/// `write.file.dir` or `account.file.filename` goes inside `pipeline_dir`; an absolute one is
-/// refused unless `allow_absolute`; `..` is refused always.
-pub fn resolve_for_serve(
-    config: &ExporterConfig,
-    pipeline_dir: &Path,
-    allow_absolute: bool,
-) -> Result<ExporterConfig, Vec<ConfigError>> {
+/// Resolves the local paths of a checked definition for `sluice serve`: a relative
+/// `write.file.dir`, `write.spool.dir` (default `spool`) or `account.file.filename` goes inside
+/// `pipeline_dir` (the rules refused `..`, and absolute paths unless the operator allows them).
+pub fn resolve_for_serve(config: &ExporterConfig, pipeline_dir: &Path) -> ExporterConfig {
     let mut resolved = config.clone();
-    let mut errors = Vec::new();
     let p = &mut resolved.pipeline;
-    let mut fix = |key: &str, value: &mut String| {
+    let fix = |value: &mut String| {
         let path = PathBuf::from(value.as_str());
-        if path.components().any(|c| c == Component::ParentDir) {
-            errors.push(ConfigError {
-                path: key.into(),
-                line: None,
-                message: format!("'{value}' must not contain '..' in sluice serve"),
-            });
-        } else if path.is_absolute() {
-            if !allow_absolute {
-                errors.push(ConfigError {
-                    path: key.into(),
-                    line: None,
-                    message: format!(
-                        "'{value}' is absolute: sluice serve takes a path relative to the pipeline's data folder"
-                    ),
-                });
-            }
-        } else {
+        if !path.is_absolute() {
             *value = pipeline_dir.join(path).display().to_string();
         }
     };
     if p.write.kind == WriteType::File {
-        fix("pipeline.write.file.dir", &mut p.write.file.dir);
+        fix(&mut p.write.file.dir);
     }
     if p.write.kind == WriteType::S3 {
         if p.write.spool.dir.is_empty() {
             p.write.spool.dir = "spool".into();
         }
-        fix("pipeline.write.spool.dir", &mut p.write.spool.dir);
+        fix(&mut p.write.spool.dir);
     }
     if p.account.kind == AccountType::File {
-        fix(
-            "pipeline.account.file.filename",
-            &mut p.account.file.filename,
-        );
+        fix(&mut p.account.file.filename);
     }
-    if errors.is_empty() {
-        Ok(resolved)
-    } else {
-        Err(errors)
-    }
+    resolved
 }
 
 /// Resolves the module of each wasm stage (`pipeline.{transform,mangle}.wasm.module`, a digest
@@ -660,11 +816,36 @@ pub fn resolve_modules(
 /// The (analyzer, host_id) a pipeline must lease, if any: `""` and a missing host_id are never
 /// leased.
 pub fn lease_key(config: &ExporterConfig) -> Option<crate::store::LeaseKey> {
-    let host_id = config.host_id.as_deref().unwrap_or("");
+    let host_id = config.host_id.as_deref().unwrap_or("").trim();
     (!host_id.is_empty()).then(|| crate::store::LeaseKey {
-        analyzer: config.pipeline.subscriber.url.trim().to_string(),
+        analyzer: canonical_analyzer(&config.pipeline.subscriber.url),
         host_id: host_id.to_string(),
     })
+}
+
+/// The analyzer of a lease, written one way whatever way the URL was: scheme and host in
+/// lower case, the port always (the scheme's default when absent), the path without a trailing
+/// `/`, no query, fragment or credentials, an IPv4-mapped IPv6 address as IPv4 and `localhost`
+/// as 127.0.0.1. Every spelling of one analyzer is then one lease.
+pub fn canonical_analyzer(url: &str) -> String {
+    let Ok(parsed) = url::Url::parse(url.trim()) else {
+        return url.trim().to_string();
+    };
+    let host = match parsed.host() {
+        Some(url::Host::Domain(d)) if d.eq_ignore_ascii_case("localhost") => {
+            crate::egress::LOCALHOST.to_string()
+        }
+        Some(url::Host::Domain(d)) => d.trim_end_matches('.').to_ascii_lowercase(),
+        Some(url::Host::Ipv4(a)) => a.to_string(),
+        Some(url::Host::Ipv6(a)) => match crate::egress::canonical_ip(a.into()) {
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        },
+        None => String::new(),
+    };
+    let port = parsed.port_or_known_default().unwrap_or(0);
+    let path = parsed.path().trim_end_matches('/');
+    format!("{}://{host}:{port}{path}", parsed.scheme())
 }
 
 #[cfg(test)]
@@ -716,30 +897,56 @@ mod tests {
 
     #[test]
     fn relative_dirs_go_inside_the_pipeline_folder() {
-        let c = resolve_for_serve(&config("out"), Path::new("/data/pipelines/p1"), false).unwrap();
+        let c = resolve_for_serve(&config("out"), Path::new("/data/pipelines/p1"));
         assert_eq!(c.pipeline.write.file.dir, "/data/pipelines/p1/out");
+        let c = resolve_for_serve(&config("/srv/out"), Path::new("/data/pipelines/p1"));
+        assert_eq!(c.pipeline.write.file.dir, "/srv/out");
     }
 
     #[test]
     fn the_s3_spool_lives_in_the_pipeline_folder() {
         let mut c = config("out");
         c.pipeline.write.kind = WriteType::S3;
-        let resolved = resolve_for_serve(&c, Path::new("/data/pipelines/p1"), false).unwrap();
+        let resolved = resolve_for_serve(&c, Path::new("/data/pipelines/p1"));
         assert_eq!(
             resolved.pipeline.write.spool.dir,
             "/data/pipelines/p1/spool"
         );
-        c.pipeline.write.spool.dir = "/var/spool/x".into();
-        let errors = resolve_for_serve(&c, Path::new("/d"), false).unwrap_err();
-        assert_eq!(errors[0].path, "pipeline.write.spool.dir");
     }
 
     #[test]
-    fn absolute_and_parent_dirs_are_refused() {
-        let errors = resolve_for_serve(&config("/etc"), Path::new("/d"), false).unwrap_err();
-        assert_eq!(errors[0].path, "pipeline.write.file.dir");
-        assert!(resolve_for_serve(&config("/srv/out"), Path::new("/d"), true).is_ok());
-        assert!(resolve_for_serve(&config("a/../../x"), Path::new("/d"), true).is_err());
+    fn every_spelling_of_an_analyzer_is_one_lease() {
+        let canonical = "ws://127.0.0.1:8082/ws/subscriber/flow";
+        for url in [
+            "ws://127.0.0.1:8082/ws/subscriber/flow",
+            "WS://LOCALHOST:8082/ws/subscriber/flow/",
+            "ws://localhost:8082/ws/subscriber/flow?x=1#f",
+            "ws://[::ffff:127.0.0.1]:8082/ws/subscriber/flow",
+            " ws://user:pw@127.0.0.1:8082/ws/subscriber/flow ",
+        ] {
+            assert_eq!(canonical_analyzer(url), canonical, "{url}");
+        }
+        assert_eq!(
+            canonical_analyzer("wss://Analyzer.Example/ws/subscriber/flow"),
+            "wss://analyzer.example:443/ws/subscriber/flow"
+        );
+        assert_eq!(
+            canonical_analyzer("ws://[fd00::1]/x"),
+            "ws://[fd00::1]:80/x"
+        );
+        assert_ne!(
+            canonical_analyzer("ws://127.0.0.1:8082/ws/subscriber/flow"),
+            canonical_analyzer("ws://127.0.0.1:8083/ws/subscriber/flow")
+        );
+        let mut c = config("out");
+        c.host_id = Some("  h1 ".into());
+        assert_eq!(
+            lease_key(&c).unwrap(),
+            crate::store::LeaseKey {
+                analyzer: "ws://127.0.0.1:1/ws/subscriber/flow".into(),
+                host_id: "h1".into(),
+            }
+        );
     }
 
     #[sqlx::test(migrator = "crate::store::MIGRATOR")]
@@ -763,10 +970,7 @@ mod tests {
         crate::store::modules::insert(&pool, &module).await.unwrap();
         let supervisor = Supervisor::new(
             store,
-            SupervisorSettings {
-                data_dir: dir.path().to_path_buf(),
-                allow_absolute_paths: false,
-            },
+            SupervisorSettings::with_defaults(dir.path().to_path_buf()),
         );
         let definition = "pipeline:\n  subscriber:\n    url: ws://127.0.0.1:9/ws/subscriber/flow\n  transform:\n    type: wasm\n    wasm:\n      module: ab12\n  store:\n    buffered:\n      dirname: b\n      max_flows_per_object: 10\n      max_flow_array_size: 100\n  write:\n    type: file\n    file:\n      dir: out\n";
         let row = PipelineRow {

@@ -1,5 +1,5 @@
 //! Client for the analyzer's topology REST API: gremlin queries over `POST /api/topology`
-//! (flow-exporter spec §14, skydive-protocol §5).
+//! (docs/stages.md §14, docs/skydive-protocol.md §5).
 //!
 //! Used by the secadvisor transform (context, node type and `extend` lookups) and by the
 //! `subnet_autodiscovery` classifier. Upstream picks a random analyzer from `analyzers` per
@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::config::{Credentials, ExporterConfig, TlsSection};
+use crate::egress::EgressPolicy;
 
 /// The analyzer used when `analyzers` is empty (Skydive's default).
 pub const DEFAULT_ANALYZER: &str = "127.0.0.1:8082";
@@ -24,14 +25,15 @@ pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
 /// Why a topology query failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TopologyError {
-    /// A TLS file could not be read.
-    #[error("cannot read {path}: {source}")]
-    TlsFile {
-        /// The configured path.
-        path: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
+    /// The TLS material can't be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// The analyzer's address is not a host and port.
+    #[error("analyzers: {0}")]
+    Analyzer(String),
+    /// The egress policy refuses the analyzer.
+    #[error(transparent)]
+    Egress(#[from] crate::egress::EgressError),
     /// The HTTP client could not be built (bad TLS material).
     #[error("cannot build the topology client: {0}")]
     Client(#[source] reqwest::Error),
@@ -101,59 +103,60 @@ pub struct TopologyClient {
     http: reqwest::Client,
     url: String,
     credentials: Option<Credentials>,
+    /// The analyzer's address when it is written as one (the resolver never sees it).
+    literal: Option<std::net::SocketAddr>,
+    egress: EgressPolicy,
 }
 
 impl TopologyClient {
     /// From the pipeline file: the first of `analyzers`, `analyzer.auth.cluster` and `tls`
-    /// (HTTPS with the CA and client certificate when any `tls` file is set).
-    pub fn from_config(config: &ExporterConfig) -> Result<Self, TopologyError> {
+    /// (HTTPS with its CA and client certificate when any `tls` value is set), connecting
+    /// where `egress` allows.
+    pub fn from_config(
+        config: &ExporterConfig,
+        egress: &EgressPolicy,
+    ) -> Result<Self, TopologyError> {
         let analyzer = config
             .analyzers
             .first()
             .map_or(DEFAULT_ANALYZER, String::as_str);
         let cluster = &config.analyzer.auth.cluster;
         let credentials = (!cluster.username.is_empty()).then(|| cluster.clone());
-        Self::build(analyzer, credentials, &config.tls)
+        Self::build(analyzer, credentials, &config.tls, egress)
     }
 
     /// A plain-HTTP client for `host:port`, optionally with basic authentication.
     pub fn new(analyzer: &str, credentials: Option<Credentials>) -> Result<Self, TopologyError> {
-        Self::build(analyzer, credentials, &TlsSection::default())
+        Self::build(
+            analyzer,
+            credentials,
+            &TlsSection::default(),
+            &EgressPolicy::unrestricted(),
+        )
     }
 
     fn build(
         analyzer: &str,
         credentials: Option<Credentials>,
         tls: &TlsSection,
+        egress: &EgressPolicy,
     ) -> Result<Self, TopologyError> {
-        let read = |path: &str| {
-            std::fs::read(path).map_err(|source| TopologyError::TlsFile {
-                path: path.to_string(),
-                source,
-            })
-        };
-        let mut builder = reqwest::Client::builder()
+        let tls = crate::tls::client_config(tls)?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{analyzer}/api/topology");
+        let destination = crate::config::destination(&url).map_err(TopologyError::Analyzer)?;
+        let mut builder = crate::egress::http_client(egress, destination.port())
             .timeout(TIMEOUT)
             .connect_timeout(TIMEOUT);
-        let use_tls =
-            !(tls.ca_cert.is_empty() && tls.client_cert.is_empty() && tls.client_key.is_empty());
-        if !tls.ca_cert.is_empty() {
-            let ca = reqwest::Certificate::from_pem(&read(&tls.ca_cert)?)
-                .map_err(TopologyError::Client)?;
-            builder = builder.add_root_certificate(ca);
+        if let Some(tls) = tls {
+            builder = builder.use_preconfigured_tls(rustls::ClientConfig::clone(&tls));
         }
-        if !tls.client_cert.is_empty() && !tls.client_key.is_empty() {
-            let mut pem = read(&tls.client_cert)?;
-            pem.push(b'\n');
-            pem.extend(read(&tls.client_key)?);
-            let identity = reqwest::Identity::from_pem(&pem).map_err(TopologyError::Client)?;
-            builder = builder.identity(identity);
-        }
-        let scheme = if use_tls { "https" } else { "http" };
         Ok(TopologyClient {
             http: builder.build().map_err(TopologyError::Client)?,
-            url: format!("{scheme}://{analyzer}/api/topology"),
+            url,
             credentials,
+            literal: destination.literal_addr(),
+            egress: egress.clone(),
         })
     }
 
@@ -186,16 +189,18 @@ impl TopologyClient {
         if let Some(c) = &self.credentials {
             request = request.basic_auth(&c.username, Some(&c.password));
         }
-        tracing::trace!(query = gremlin, "topology query");
-        let mut response = request.send().await.map_err(request_error)?;
-        let status = response.status();
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(request_error)? {
-            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                return Err(TopologyError::TooLarge);
-            }
-            body.extend_from_slice(&chunk);
+        if let Some(addr) = self.literal {
+            self.egress.check(addr)?;
         }
+        tracing::trace!(query = gremlin, "topology query");
+        let response = request.send().await.map_err(request_error)?;
+        let status = response.status();
+        let body = crate::egress::read_body(response, MAX_RESPONSE_BYTES)
+            .await
+            .map_err(|e| match e {
+                crate::egress::BodyError::TooLarge(_) => TopologyError::TooLarge,
+                crate::egress::BodyError::Transfer(source) => request_error(source),
+            })?;
         if status != reqwest::StatusCode::OK {
             return Err(TopologyError::Status {
                 status: status.to_string(),
@@ -319,24 +324,45 @@ mod tests {
 
     #[test]
     fn config_picks_first_analyzer_and_https_with_tls() {
+        let open = EgressPolicy::unrestricted();
         let mut config = ExporterConfig::default();
         assert_eq!(
-            TopologyClient::from_config(&config).unwrap().url(),
+            TopologyClient::from_config(&config, &open).unwrap().url(),
             "http://127.0.0.1:8082/api/topology"
         );
         config.analyzers = vec!["a:1".into(), "b:2".into()];
         config.tls.ca_cert = "/nonexistent/ca.pem".into();
-        let err = TopologyClient::from_config(&config).unwrap_err();
+        let err = TopologyClient::from_config(&config, &open).unwrap_err();
         assert!(
             err.to_string()
-                .starts_with("cannot read /nonexistent/ca.pem")
+                .starts_with("tls.ca_cert: cannot read /nonexistent/ca.pem"),
+            "{err}"
         );
         config.tls.ca_cert.clear();
         config.tls.client_cert = "x".into();
-        // A client cert without its key is ignored, but still selects https.
-        assert_eq!(
-            TopologyClient::from_config(&config).unwrap().url(),
-            "https://a:1/api/topology"
+        let err = TopologyClient::from_config(&config, &open).unwrap_err();
+        assert!(err.to_string().contains("client_key"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_denied_analyzer_is_not_contacted() {
+        let mock = MockAnalyzer::start([]).await;
+        let config = ExporterConfig {
+            analyzers: vec![mock.addr.clone()],
+            ..Default::default()
+        };
+        let deny = EgressPolicy::new(
+            &[],
+            &["127.0.0.0/8".parse().unwrap()],
+            crate::egress::Action::Allow,
+            vec![],
         );
+        let err = TopologyClient::from_config(&config, &deny)
+            .unwrap()
+            .query("G.V()")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TopologyError::Egress(_)), "{err}");
+        assert!(mock.requests().is_empty());
     }
 }

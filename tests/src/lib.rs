@@ -382,7 +382,19 @@ impl Serve {
         admin: &str,
         extra: &[&str],
     ) -> anyhow::Result<Serve> {
+        Self::start_env(listen, data_dir, admin, extra, &[])
+    }
+
+    /// [`Serve::start_on`] with more environment variables.
+    pub fn start_env(
+        listen: &str,
+        data_dir: &Path,
+        admin: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Serve> {
         let mut cmd = Command::new(sluice_bin());
+        cmd.envs(env.iter().copied());
         cmd.arg("serve")
             .args(["--listen", listen])
             .arg("--data-dir")
@@ -415,6 +427,27 @@ impl Serve {
     /// The same on a free port.
     pub fn start(data_dir: &Path, admin: &str) -> anyhow::Result<Serve> {
         Self::start_on("127.0.0.1:0", data_dir, admin, &[])
+    }
+
+    /// On a free port with a server config file of `yaml` (written beside the data folder).
+    pub fn start_with_config(data_dir: &Path, admin: &str, yaml: &str) -> anyhow::Result<Serve> {
+        let path = data_dir.with_extension("sluice.yml");
+        std::fs::write(&path, yaml)?;
+        let path = path.to_string_lossy().to_string();
+        Self::start_on("127.0.0.1:0", data_dir, admin, &["--config", &path])
+    }
+
+    /// The server's resident memory in KiB (`VmRSS` of `/proc/<pid>/status`).
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.process.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse().ok())
+            })
+            .unwrap_or(0)
     }
 
     /// A request with an optional bearer token and body (`content_type`, bytes).

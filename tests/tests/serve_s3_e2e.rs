@@ -22,7 +22,7 @@ const ADMIN: &str = "admin-secret-for-serve-s3";
 /// connection, so a reconnection after a SIGKILL is never refused.
 fn s3_yaml(url: &str, endpoint: &str, bucket: &str, per_object: u32) -> String {
     format!(
-        "host_id: \"\"\npipeline:\n  subscriber:\n    url: {url}\n  classify:\n    cluster_net_masks: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16]\n  encode:\n    type: json\n  compress:\n    type: gzip\n  store:\n    type: buffered\n    buffered:\n      filename_prefix: logs\n      dirname: {bucket}\n      max_flows_per_object: {per_object}\n      max_seconds_per_object: 1\n      max_seconds_per_stream: 3600\n      max_flow_array_size: 1000000\n  write:\n    type: s3\n    s3:\n      endpoint: {endpoint}\n      region: us-east-1\n      access_key: test\n      secret_key: test\n"
+        "host_id: \"\"\npipeline:\n  subscriber:\n    url: {url}\n  classify:\n    cluster_net_masks: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16]\n  encode:\n    type: json\n  compress:\n    type: gzip\n  store:\n    type: buffered\n    buffered:\n      filename_prefix: logs\n      dirname: {bucket}\n      max_flows_per_object: {per_object}\n      max_seconds_per_object: 1\n      max_seconds_per_stream: 3600\n      max_flow_array_size: 100000\n  write:\n    type: s3\n    s3:\n      endpoint: {endpoint}\n      region: us-east-1\n      access_key: test\n      secret_key: test\n"
     )
 }
 

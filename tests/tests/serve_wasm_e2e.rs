@@ -38,7 +38,7 @@ fn assert_error(r: &Response, status: u16, code: &str, says: &str) {
 /// A file-writer pipeline whose transform is the wasm module `module` (a digest).
 fn pipeline_yaml(url: &str, host_id: &str, module: &str) -> String {
     format!(
-        "host_id: \"{host_id}\"\npipeline:\n  subscriber:\n    url: {url}\n  classify:\n    cluster_net_masks: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16]\n  transform:\n    type: wasm\n    wasm:\n      module: {module}\n      config: {{ipv4_prefix: 16}}\n      fuel: 100000000\n  encode:\n    type: json\n  compress:\n    type: gzip\n  store:\n    type: buffered\n    buffered:\n      filename_prefix: logs\n      dirname: bucket\n      max_flows_per_object: 50\n      max_seconds_per_object: 1\n      max_seconds_per_stream: 3600\n      max_flow_array_size: 1000000\n  write:\n    type: file\n    file:\n      dir: out\n"
+        "host_id: \"{host_id}\"\npipeline:\n  subscriber:\n    url: {url}\n  classify:\n    cluster_net_masks: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16]\n  transform:\n    type: wasm\n    wasm:\n      module: {module}\n      config: {{ipv4_prefix: 16}}\n      fuel: 100000000\n  encode:\n    type: json\n  compress:\n    type: gzip\n  store:\n    type: buffered\n    buffered:\n      filename_prefix: logs\n      dirname: bucket\n      max_flows_per_object: 50\n      max_seconds_per_object: 1\n      max_seconds_per_stream: 3600\n      max_flow_array_size: 100000\n  write:\n    type: file\n    file:\n      dir: out\n"
     )
 }
 

@@ -120,6 +120,30 @@ impl FromRequestParts<Arc<App>> for AdminOnly {
     }
 }
 
+/// A caller that may read `/metrics`: the admin, or the scrape job's `metrics_token`.
+#[derive(Debug)]
+pub struct MetricsReader;
+
+impl FromRequestParts<Arc<App>> for MetricsReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        let hash = Sha256::digest(bearer(parts)?.as_bytes());
+        if app
+            .metrics_hash
+            .is_some_and(|m| constant_time_eq(&hash, &m))
+        {
+            return Ok(MetricsReader);
+        }
+        match Caller::from_request_parts(parts, app).await? {
+            Caller::Admin => Ok(MetricsReader),
+            Caller::Tenant(_) => Err(ApiError::Forbidden(
+                "/metrics names every tenant: it is for the administrator (a tenant reads its own at /v1/metrics)".into(),
+            )),
+        }
+    }
+}
+
 /// The SHA-256 of the admin token, kept instead of the token.
 pub fn admin_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()

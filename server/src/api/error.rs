@@ -32,6 +32,9 @@ pub enum ApiError {
     /// 403: the tenant has as many pipelines as allowed.
     #[error("the tenant already has {0} pipelines, the most allowed (limits.pipelines_per_tenant)")]
     PipelineLimit(u64),
+    /// 403: the tenant would go past one of its quotas (modules, module bytes, spool bytes).
+    #[error("{0}")]
+    Quota(String),
     /// 404: no such resource (or not the caller's).
     #[error("{0}")]
     NotFound(String),
@@ -94,7 +97,9 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } | ApiError::InvalidConfig(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) | ApiError::PipelineLimit(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::PipelineLimit(_) | ApiError::Quota(_) => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
@@ -115,6 +120,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::PipelineLimit(_) => "pipeline_limit",
+            ApiError::Quota(_) => "quota_exceeded",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::PayloadTooLarge(_) => "body_too_large",

@@ -2,7 +2,8 @@
 //! whose handlers carry their OpenAPI description, so `/v1/openapi.json` is generated from the
 //! routes actually served.
 //!
-//! Every route but `/healthz`, `/readyz` and `/metrics` takes `Authorization: Bearer <token>`.
+//! Every route but `/healthz` and `/readyz` takes `Authorization: Bearer <token>` (`/metrics`
+//! the admin's or the configured `metrics_token`).
 //! A tenant sees only its own resources (another tenant's answer 404); admin routes answer a
 //! tenant 403. Errors are `{"error": {"code", "message"}}` ([`ApiError`]).
 
@@ -43,6 +44,8 @@ pub struct App {
     pub supervisor: Supervisor,
     /// SHA-256 of the admin token.
     pub admin_hash: [u8; 32],
+    /// SHA-256 of the token that may read `/metrics` besides the admin's.
+    pub metrics_hash: Option<[u8; 32]>,
     /// Limits from the server config.
     pub limits: Limits,
     /// This node's id (on leases).

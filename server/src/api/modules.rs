@@ -100,7 +100,7 @@ fn refused(e: WasmError) -> ApiError {
         (status = 201, description = "Stored", body = ModuleView),
         (status = 200, description = "Already stored (same bytes)", body = ModuleView),
         (status = 400, description = "Not a component, a core module, an unknown world, an import sluice does not provide", body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, description = "The admin has no modules", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, description = "The admin has no modules, or the tenant's module quota is used up", body = ErrorBody),
         (status = 413, description = "Larger than limits.max_module_bytes", body = ErrorBody),
         (status = 415, body = ErrorBody),
     ))]
@@ -142,9 +142,15 @@ async fn upload_module(
         .await
         .map_err(|_| ApiError::ModuleTooLarge(limit))?;
     let digest = crate::wasm::digest(&bytes);
+    if let Some(existing) = modules::get(app.store.pool(), &tenant, &digest).await? {
+        return Ok((StatusCode::OK, Json((&existing).into())));
+    }
+    check_quota(&app, &tenant, bytes.len()).await?;
+    // Compiling is the tenant's CPU: it runs on the guest pool, within the tenant's share.
     let compiled = {
         let bytes = bytes.clone();
-        tokio::task::spawn_blocking(move || WasmHost::global().precompile(&bytes))
+        app.supervisor
+            .run_as(&tenant, move || WasmHost::global().precompile(&bytes))
             .await
             .map_err(|e| ApiError::Internal(format!("compiling the module failed: {e}")))?
     };
@@ -153,6 +159,7 @@ async fn upload_module(
     if let Some(existing) = modules::get(app.store.pool(), &tenant, &digest).await? {
         return Ok((StatusCode::OK, Json((&existing).into())));
     }
+    check_quota(&app, &tenant, bytes.len()).await?;
     let path = app.supervisor.module_path(&digest);
     if !path.exists() {
         let dir = app.supervisor.modules_dir();
@@ -180,6 +187,28 @@ async fn upload_module(
     modules::insert(app.store.pool(), &row).await?;
     tracing::info!(module = %digest, tenant = %tenant, world = %world, size = bytes.len(), "Module uploaded.");
     Ok((StatusCode::CREATED, Json((&row).into())))
+}
+
+/// A new module of `size` bytes must fit the tenant's quotas (`limits.modules_per_tenant`,
+/// `limits.module_bytes_per_tenant`).
+async fn check_quota(app: &App, tenant: &str, size: usize) -> Result<(), ApiError> {
+    let owned = modules::list(app.store.pool(), Some(tenant)).await?;
+    let limits = &app.limits;
+    if owned.len() as u64 >= limits.modules_per_tenant {
+        return Err(ApiError::Quota(format!(
+            "the tenant has {} modules, the most allowed (limits.modules_per_tenant): delete one first",
+            owned.len()
+        )));
+    }
+    let used: u64 = owned.iter().map(|m| m.size.max(0) as u64).sum();
+    if used + size as u64 > limits.module_bytes_per_tenant {
+        return Err(ApiError::Quota(format!(
+            "the tenant's modules would take {} bytes, more than the {} allowed (limits.module_bytes_per_tenant)",
+            used + size as u64,
+            limits.module_bytes_per_tenant
+        )));
+    }
+    Ok(())
 }
 
 /// Lists the caller's modules.

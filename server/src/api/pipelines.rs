@@ -19,7 +19,7 @@ use super::auth::new_id;
 use super::body::{QueryParams, RawBody, is_json, is_yaml, parse_json};
 use super::error::{ApiError, ErrorBody};
 use super::{App, Caller, rfc3339};
-use crate::config::{AccountType, ConfigError, ExporterConfig};
+use crate::config::{AccountType, ConfigError, ExporterConfig, ServeRules, WriteType};
 use crate::flow::Flow;
 use crate::metrics::{Counters, PipelineStats};
 use crate::pipeline::Pipeline;
@@ -187,14 +187,14 @@ pub struct TestResult {
     pub malformed: Vec<MalformedFlow>,
 }
 
-/// Reads a pipeline definition: YAML (`application/yaml`) as is, or JSON converted to the same
-/// YAML tree. Returns the config and the YAML text to store.
-fn parse_definition(body: &RawBody) -> Result<(ExporterConfig, String), ApiError> {
+/// Reads a tenant's pipeline definition under the server's rules: YAML (`application/yaml`)
+/// as is, or JSON converted to the same YAML tree.
+fn parse_definition(body: &RawBody, rules: &ServeRules) -> Result<ExporterConfig, ApiError> {
     let media = body.media.as_deref().unwrap_or("");
     let text = body.text()?;
     if is_yaml(media) {
-        let config = ExporterConfig::load(text).map_err(|e| ApiError::InvalidConfig(e.0))?;
-        return Ok((config, text.to_string()));
+        return ExporterConfig::load_for_serve(text, rules)
+            .map_err(|e| ApiError::InvalidConfig(e.0));
     }
     if !is_json(media) {
         return Err(ApiError::UnsupportedMediaType(format!(
@@ -217,14 +217,92 @@ fn parse_definition(body: &RawBody) -> Result<(ExporterConfig, String), ApiError
     let yaml = serde_yaml::to_string(&tree)
         .map_err(|e| ApiError::bad_request("bad_json", format!("cannot convert: {e}")))?;
     // Lines would point into the converted text, not the body: keep the key paths only.
-    let config = ExporterConfig::load(&yaml).map_err(|e| {
+    ExporterConfig::load_for_serve(&yaml, rules).map_err(|e| {
         ApiError::InvalidConfig(
             e.0.into_iter()
                 .map(|e| ConfigError { line: None, ..e })
                 .collect(),
         )
-    })?;
-    Ok((config, yaml))
+    })
+}
+
+/// What a definition must pass beyond its own checks before it is stored: its named hosts
+/// resolve to allowed addresses, its modules are the tenant's, its guests accept their
+/// config, and the tenant's spool quota holds it. Returns the resolved config.
+async fn admit(
+    app: &App,
+    id: &str,
+    tenant_id: &str,
+    config: &ExporterConfig,
+) -> Result<ExporterConfig, ApiError> {
+    let supervisor = &app.supervisor;
+    let mut errors: Vec<ConfigError> =
+        crate::egress::check_destinations(&supervisor.rules().egress, &config.destinations())
+            .await
+            .into_iter()
+            .map(|(path, message)| ConfigError {
+                path,
+                line: None,
+                message,
+            })
+            .collect();
+    let owned = supervisor.owned_modules(tenant_id).await?;
+    let resolved = match supervisor.resolve(id, config, &owned) {
+        Ok(resolved) => {
+            errors.extend(supervisor.check_guests(&resolved, tenant_id).await);
+            Some(resolved)
+        }
+        Err(e) => {
+            errors.extend(e);
+            None
+        }
+    };
+    match resolved {
+        Some(resolved) if errors.is_empty() => {
+            check_spool_quota(app, id, tenant_id, config).await?;
+            Ok(resolved)
+        }
+        _ => Err(ApiError::InvalidConfig(errors)),
+    }
+}
+
+/// Spool bytes a pipeline may hold (what its `write.spool.max_bytes` says, else the server's
+/// maximum); 0 without a spool.
+fn spool_bytes(config: &ExporterConfig, app: &App) -> u64 {
+    let w = &config.pipeline.write;
+    if w.kind != WriteType::S3 {
+        return 0;
+    }
+    w.spool.max_bytes.unwrap_or(app.limits.max_spool_bytes)
+}
+
+/// The tenant's S3 pipelines together (this one instead of its older self) may spool at most
+/// `limits.spool_bytes_per_tenant`.
+async fn check_spool_quota(
+    app: &App,
+    id: &str,
+    tenant_id: &str,
+    config: &ExporterConfig,
+) -> Result<(), ApiError> {
+    let own = spool_bytes(config, app);
+    if own == 0 {
+        return Ok(());
+    }
+    let others: u64 = pipelines::list(app.store.pool(), Some(tenant_id))
+        .await?
+        .iter()
+        .filter(|row| row.id != id)
+        .filter_map(|row| ExporterConfig::load(&row.definition).ok())
+        .map(|c| spool_bytes(&c, app))
+        .sum();
+    let limit = app.limits.spool_bytes_per_tenant;
+    if others.saturating_add(own) > limit {
+        return Err(ApiError::Quota(format!(
+            "pipeline.write.spool.max_bytes: the tenant's pipelines would spool up to {} bytes, more than the {limit} allowed (limits.spool_bytes_per_tenant); lower write.spool.max_bytes",
+            others.saturating_add(own)
+        )));
+    }
+    Ok(())
 }
 
 fn view(app: &App, row: &PipelineRow, detail: bool) -> PipelineView {
@@ -343,17 +421,14 @@ async fn create_pipeline(
             ));
         }
     };
-    let (config, definition) = parse_definition(&body)?;
+    let config = parse_definition(&body, app.supervisor.rules())?;
     let id = new_id("pl_");
-    let owned = app.supervisor.owned_modules(&tenant_id).await?;
-    app.supervisor
-        .resolve(&id, &config, &owned)
-        .map_err(ApiError::InvalidConfig)?;
+    admit(&app, &id, &tenant_id, &config).await?;
     let now = crate::now_ms();
     let row = PipelineRow {
         id: id.clone(),
         tenant_id,
-        definition,
+        definition: app.supervisor.sealed_definition(&config),
         desired_state: query
             .desired_state
             .unwrap_or(DesiredState::Running)
@@ -414,12 +489,9 @@ async fn replace_pipeline(
     body: RawBody,
 ) -> Result<Json<PipelineView>, ApiError> {
     let mut row = find(&app, &caller, &id).await?;
-    let (config, definition) = parse_definition(&body)?;
-    let owned = app.supervisor.owned_modules(&row.tenant_id).await?;
-    app.supervisor
-        .resolve(&id, &config, &owned)
-        .map_err(ApiError::InvalidConfig)?;
-    row.definition = definition;
+    let config = parse_definition(&body, app.supervisor.rules())?;
+    admit(&app, &id, &row.tenant_id, &config).await?;
+    row.definition = app.supervisor.sealed_definition(&config);
     row.updated_at = crate::now_ms();
     let lease = lease_request(&app, &config);
     app.store
@@ -550,7 +622,13 @@ async fn test_pipeline(
             }),
         }
     }
-    let config = ExporterConfig::load(&row.definition).map_err(|e| ApiError::InvalidConfig(e.0))?;
+    let config = app
+        .supervisor
+        .open_stored(&row.definition)
+        .map_err(|message| ApiError::Conflict {
+            code: "build_failed",
+            message,
+        })?;
     // Module digests become the tenant's module files (paths are resolved too; a dry run
     // writes nothing there).
     let owned = app.supervisor.owned_modules(&row.tenant_id).await?;
@@ -562,9 +640,15 @@ async fn test_pipeline(
     config.pipeline.account.kind = AccountType::None;
     let sink = MemorySink::default();
     let stats = Arc::new(PipelineStats::default());
+    let context = app.supervisor.dry_run_context(&row.tenant_id);
     let built = tokio::time::timeout(
         TEST_TIMEOUT,
-        Pipeline::build(&config, Some(Sink::Memory(sink.clone())), stats.clone()),
+        Pipeline::build_in(
+            &config,
+            Some(Sink::Memory(sink.clone())),
+            stats.clone(),
+            &context,
+        ),
     )
     .await
     .map_err(|_| {

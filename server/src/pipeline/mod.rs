@@ -23,10 +23,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AccountType, Cidr, ClassifyType, ExporterConfig};
+use crate::egress::EgressPolicy;
 use crate::flow::Flow;
 use crate::metrics::{DropReason, PipelineStats};
-use crate::sinks::Sink;
+use crate::sinks::{Confinement, Sink};
 use crate::subscriber::FlowBatch;
+use crate::wasm::GuestRunner;
 use classify::{Classifier, Tag};
 use filter::Filter;
 use mangle::Mangler;
@@ -50,6 +52,21 @@ pub enum BuildError {
     /// The analyzer client of `subnet_autodiscovery`.
     #[error(transparent)]
     Topology(#[from] crate::topology::TopologyError),
+    /// The account file's folder is outside the pipeline's.
+    #[error("pipeline.account.file.filename: {0}")]
+    AccountFile(std::io::Error),
+}
+
+/// What a pipeline is built with besides its definition. The default is `sluice run`'s: any
+/// destination, files wherever its user may write, guests run in place.
+#[derive(Debug, Clone, Default)]
+pub struct BuildContext {
+    /// Where the pipeline may connect.
+    pub egress: EgressPolicy,
+    /// `sluice serve`: the folder its files stay in, and the tenant's quota.
+    pub confine: Option<Confinement>,
+    /// Where its guests run.
+    pub guests: GuestRunner,
 }
 
 /// A built pipeline. It is driven by one task: [`Pipeline::run`].
@@ -73,11 +90,21 @@ impl Pipeline {
         sink: Option<Sink>,
         stats: Arc<PipelineStats>,
     ) -> Result<Self, BuildError> {
+        Self::build_in(config, sink, stats, &BuildContext::default()).await
+    }
+
+    /// [`Pipeline::build`] with `sluice serve`'s confinement, egress policy and guest pool.
+    pub async fn build_in(
+        config: &ExporterConfig,
+        sink: Option<Sink>,
+        stats: Arc<PipelineStats>,
+        context: &BuildContext,
+    ) -> Result<Self, BuildError> {
         let p = &config.pipeline;
         // Config errors first (as upstream's order: mangle, transform, classify), so a bad
         // `extend` template is reported before any wait for the analyzer.
-        let mangler = Mangler::from_config(p)?;
-        let transformer = Transformer::from_config(config)?;
+        let mangler = Mangler::build(p, context).await?;
+        let transformer = Transformer::build(config, context).await?;
         let mut masks: Vec<Cidr> = p
             .classify
             .cluster_net_masks
@@ -85,7 +112,7 @@ impl Pipeline {
             .filter_map(|m| Cidr::parse(m).ok())
             .collect();
         if p.classify.kind == ClassifyType::SubnetAutodiscovery {
-            let client = crate::topology::TopologyClient::from_config(config)?;
+            let client = crate::topology::TopologyClient::from_config(config, &context.egress)?;
             masks.extend(
                 classify::autodiscovery::discover_node_masks(
                     &client,
@@ -96,7 +123,7 @@ impl Pipeline {
         }
         let sink = match sink {
             Some(sink) => sink,
-            None => Sink::from_config(&p.write)?,
+            None => Sink::from_config(&p.write, &context.egress, context.confine.as_ref())?,
         };
         let encoder = encode::Encoder::from_config(&p.encode);
         let compressor = compress::Compressor::from_config(&p.compress);
@@ -108,6 +135,13 @@ impl Pipeline {
             (crate::config::StoreType::Direct, "") => "my_dirname".to_string(),
             (_, dirname) => dirname.to_string(),
         };
+        if p.account.kind == AccountType::File
+            && let Some(c) = &context.confine
+        {
+            let file = std::path::Path::new(&p.account.file.filename);
+            let folder = file.parent().unwrap_or(std::path::Path::new("."));
+            crate::sinks::ensure_within(folder, &c.within).map_err(BuildError::AccountFile)?;
+        }
         let output = Output {
             header: storeheader::StoreHeader::from_config(&p.storeheader),
             encoder,

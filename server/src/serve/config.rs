@@ -4,7 +4,11 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use ipnet::IpNet;
 use serde::Deserialize;
+
+use crate::config::Ceilings;
+use crate::egress::Action;
 
 /// Environment variable that sets (and overrides) `admin_token`.
 pub const ADMIN_TOKEN_ENV: &str = "SLUICE_ADMIN_TOKEN";
@@ -32,9 +36,89 @@ pub struct ServerConfig {
     /// Off by default: a tenant's relative paths resolve inside its pipeline's data folder.
     #[serde(default)]
     pub allow_absolute_paths: bool,
+    /// Bearer token that may read `GET /metrics` (for a Prometheus scrape job), besides the
+    /// admin token. Unset: only the admin token.
+    #[serde(default)]
+    pub metrics_token: Option<String>,
     /// Limits.
     #[serde(default)]
     pub limits: Limits,
+    /// Where pipelines may connect.
+    #[serde(default)]
+    pub egress: EgressConfig,
+    /// The REST API's connections.
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// `egress:` where pipelines may connect (their analyzers, S3 and IAM endpoints). Link-local
+/// (cloud metadata), unspecified, multicast and broadcast addresses and the server's own listen
+/// address are always refused; then the longest matching prefix of `allow` and `deny` decides
+/// (deny on a tie), and `default` decides what matches neither.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressConfig {
+    /// CIDRs pipelines may reach.
+    #[serde(default)]
+    pub allow: Vec<IpNet>,
+    /// CIDRs pipelines may not reach.
+    #[serde(default)]
+    pub deny: Vec<IpNet>,
+    /// `allow` (default) or `deny`: what matches neither list.
+    #[serde(default = "default_egress_action")]
+    pub default: Action,
+}
+
+impl Default for EgressConfig {
+    fn default() -> Self {
+        EgressConfig {
+            allow: Vec::new(),
+            deny: Vec::new(),
+            default: default_egress_action(),
+        }
+    }
+}
+
+fn default_egress_action() -> Action {
+    Action::Allow
+}
+
+/// `http:` the REST API's connections.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Seconds a client has to send a request's headers; an idle keep-alive connection is
+    /// closed after as long.
+    #[serde(default = "default_header_timeout_secs")]
+    pub header_timeout_secs: u64,
+    /// Seconds a client has to send a request's body.
+    #[serde(default = "default_body_timeout_secs")]
+    pub body_timeout_secs: u64,
+    /// Connections served at once; more wait to be accepted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_timeout_secs: default_header_timeout_secs(),
+            body_timeout_secs: default_body_timeout_secs(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+fn default_header_timeout_secs() -> u64 {
+    10
+}
+
+fn default_body_timeout_secs() -> u64 {
+    30
+}
+
+fn default_max_connections() -> usize {
+    512
 }
 
 /// `limits:`
@@ -56,6 +140,84 @@ pub struct Limits {
     /// Largest WebAssembly module accepted by `POST /v1/modules` (larger gets 413).
     #[serde(default = "default_max_module_bytes")]
     pub max_module_bytes: usize,
+    /// Modules one tenant may keep (one more gets 403 `quota_exceeded`).
+    #[serde(default = "default_modules_per_tenant")]
+    pub modules_per_tenant: u64,
+    /// Bytes of modules one tenant may keep.
+    #[serde(default = "default_module_bytes_per_tenant")]
+    pub module_bytes_per_tenant: u64,
+    /// Spool bytes (`write.spool.max_bytes`, default `max_spool_bytes`) summed over a tenant's
+    /// S3 pipelines.
+    #[serde(default = "default_spool_bytes_per_tenant")]
+    pub spool_bytes_per_tenant: u64,
+    /// Bytes the `file` writer may keep on disk for one tenant, over all its pipelines; past it,
+    /// writes fail (retried, then `overflow`).
+    #[serde(default = "default_file_bytes_per_tenant")]
+    pub file_bytes_per_tenant: u64,
+    /// `store.buffered.max_flows_per_object` at most.
+    #[serde(default = "d_max_flows_per_object")]
+    pub max_flows_per_object: u64,
+    /// `store.buffered.max_flow_array_size` at most (records held in memory per tag).
+    #[serde(default = "d_max_flow_array_size")]
+    pub max_flow_array_size: u64,
+    /// `store.buffered.max_seconds_per_object` at most.
+    #[serde(default = "d_max_seconds_per_object")]
+    pub max_seconds_per_object: u64,
+    /// `store.buffered.max_seconds_per_stream` at most.
+    #[serde(default = "d_max_seconds_per_stream")]
+    pub max_seconds_per_stream: u64,
+    /// `write.spool.max_objects` at most (and its value when unset).
+    #[serde(default = "d_max_spool_objects")]
+    pub max_spool_objects: u64,
+    /// `write.spool.max_bytes` at most (and its value when unset).
+    #[serde(default = "d_max_spool_bytes")]
+    pub max_spool_bytes: u64,
+    /// `action.reject_timeout` at most (seconds).
+    #[serde(default = "d_max_reject_timeout_secs")]
+    pub max_reject_timeout_secs: u64,
+    /// Entries of any list of a definition (`analyzers`, `cluster_net_masks`, ...) at most.
+    #[serde(default = "d_max_list_entries")]
+    pub max_list_entries: usize,
+    /// Fuel of a guest's batch at most (and its value when the pipeline sets none).
+    #[serde(default = "d_wasm_fuel")]
+    pub wasm_fuel: u64,
+    /// Deadline of a guest's batch at most, in milliseconds.
+    #[serde(default = "d_wasm_deadline_ms")]
+    pub wasm_deadline_ms: u64,
+    /// Memory of a guest instance at most, in bytes.
+    #[serde(default = "d_wasm_memory_bytes")]
+    pub wasm_memory_bytes: u64,
+    /// Bytes a guest may return per batch at most.
+    #[serde(default = "d_wasm_output_bytes")]
+    pub wasm_output_bytes: u64,
+    /// Threads that run guests (0: one per core). Guests never run on the threads that serve
+    /// the API and move flows.
+    #[serde(default)]
+    pub guest_threads: usize,
+    /// Guest batches of one tenant running at once (0: half the guest threads, at least 1), so
+    /// that one tenant's guests can't hold every guest thread.
+    #[serde(default)]
+    pub guest_calls_per_tenant: usize,
+}
+
+impl Limits {
+    /// The ceilings on a pipeline definition.
+    pub fn ceilings(&self) -> Ceilings {
+        Ceilings {
+            max_flows_per_object: self.max_flows_per_object,
+            max_flow_array_size: self.max_flow_array_size,
+            max_seconds_per_object: self.max_seconds_per_object,
+            max_seconds_per_stream: self.max_seconds_per_stream,
+            max_spool_objects: self.max_spool_objects,
+            max_spool_bytes: self.max_spool_bytes,
+            max_reject_timeout_secs: self.max_reject_timeout_secs,
+            max_list_entries: self.max_list_entries,
+            wasm_fuel: self.wasm_fuel,
+            wasm_deadline_ms: self.wasm_deadline_ms,
+            wasm_memory_bytes: self.wasm_memory_bytes,
+            wasm_output_bytes: self.wasm_output_bytes,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -66,9 +228,65 @@ impl Default for Limits {
             lease_ttl_secs: default_lease_ttl_secs(),
             account_save_secs: default_account_save_secs(),
             max_module_bytes: default_max_module_bytes(),
+            modules_per_tenant: default_modules_per_tenant(),
+            module_bytes_per_tenant: default_module_bytes_per_tenant(),
+            spool_bytes_per_tenant: default_spool_bytes_per_tenant(),
+            file_bytes_per_tenant: default_file_bytes_per_tenant(),
+            max_flows_per_object: d_max_flows_per_object(),
+            max_flow_array_size: d_max_flow_array_size(),
+            max_seconds_per_object: d_max_seconds_per_object(),
+            max_seconds_per_stream: d_max_seconds_per_stream(),
+            max_spool_objects: d_max_spool_objects(),
+            max_spool_bytes: d_max_spool_bytes(),
+            max_reject_timeout_secs: d_max_reject_timeout_secs(),
+            max_list_entries: d_max_list_entries(),
+            wasm_fuel: d_wasm_fuel(),
+            wasm_deadline_ms: d_wasm_deadline_ms(),
+            wasm_memory_bytes: d_wasm_memory_bytes(),
+            wasm_output_bytes: d_wasm_output_bytes(),
+            guest_threads: 0,
+            guest_calls_per_tenant: 0,
         }
     }
 }
+
+fn default_modules_per_tenant() -> u64 {
+    50
+}
+
+fn default_module_bytes_per_tenant() -> u64 {
+    256 << 20
+}
+
+fn default_spool_bytes_per_tenant() -> u64 {
+    8 << 30
+}
+
+fn default_file_bytes_per_tenant() -> u64 {
+    8 << 30
+}
+
+// The pipeline ceilings' defaults are `Ceilings::default()`'s, one function per key for serde.
+macro_rules! ceiling_defaults {
+    ($($name:ident: $ty:ty = $field:ident),* $(,)?) => {
+        $(fn $name() -> $ty { Ceilings::default().$field })*
+    };
+}
+
+ceiling_defaults!(
+    d_max_flows_per_object: u64 = max_flows_per_object,
+    d_max_flow_array_size: u64 = max_flow_array_size,
+    d_max_seconds_per_object: u64 = max_seconds_per_object,
+    d_max_seconds_per_stream: u64 = max_seconds_per_stream,
+    d_max_spool_objects: u64 = max_spool_objects,
+    d_max_spool_bytes: u64 = max_spool_bytes,
+    d_max_reject_timeout_secs: u64 = max_reject_timeout_secs,
+    d_max_list_entries: usize = max_list_entries,
+    d_wasm_fuel: u64 = wasm_fuel,
+    d_wasm_deadline_ms: u64 = wasm_deadline_ms,
+    d_wasm_memory_bytes: u64 = wasm_memory_bytes,
+    d_wasm_output_bytes: u64 = wasm_output_bytes,
+);
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -78,7 +296,10 @@ impl Default for ServerConfig {
             admin_token: None,
             node_id: None,
             allow_absolute_paths: false,
+            metrics_token: None,
             limits: Limits::default(),
+            egress: EgressConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }

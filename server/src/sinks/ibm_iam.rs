@@ -10,12 +10,20 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
+use crate::egress::EgressPolicy;
+
 /// Where api keys are exchanged when `write.s3.iam_endpoint` is empty.
 pub const DEFAULT_IAM_ENDPOINT: &str = "https://iam.cloud.ibm.com/identity/token";
 const GRANT_TYPE: &str = "urn:ibm:params:oauth:grant-type:apikey";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Refresh ahead of expiry by this much at most.
 const MAX_REFRESH_MARGIN: Duration = Duration::from_secs(300);
+/// The longest token lifetime believed.
+const MAX_LIFETIME: Duration = Duration::from_secs(3600);
+/// The shortest token lifetime used.
+const MIN_LIFETIME: Duration = Duration::from_secs(1);
+/// Largest IAM answer read (a token answer is a few kilobytes).
+const MAX_ANSWER_BYTES: usize = 64 << 10;
 
 /// A cached IAM token source.
 pub struct IamTokens {
@@ -23,6 +31,9 @@ pub struct IamTokens {
     endpoint: String,
     api_key: String,
     cached: Mutex<Option<Token>>,
+    /// The endpoint's address when it is written as one (the resolver never sees it).
+    literal: Option<std::net::SocketAddr>,
+    egress: EgressPolicy,
 }
 
 impl std::fmt::Debug for IamTokens {
@@ -51,13 +62,15 @@ struct TokenResponse {
 
 impl IamTokens {
     /// A token source for `api_key`; an empty `endpoint` means [`DEFAULT_IAM_ENDPOINT`].
-    pub fn new(api_key: String, endpoint: String) -> Self {
+    pub fn new(api_key: String, endpoint: String, egress: &EgressPolicy) -> Self {
         let endpoint = if endpoint.is_empty() {
             DEFAULT_IAM_ENDPOINT.to_string()
         } else {
             endpoint
         };
-        let http = reqwest::Client::builder()
+        let destination = crate::config::destination(&endpoint).ok();
+        let port = destination.as_ref().map_or(443, |d| d.port());
+        let http = crate::egress::http_client(egress, port)
             .timeout(REQUEST_TIMEOUT)
             .build()
             .unwrap_or_default();
@@ -66,6 +79,8 @@ impl IamTokens {
             endpoint,
             api_key,
             cached: Mutex::new(None),
+            literal: destination.and_then(|d| d.literal_addr()),
+            egress: egress.clone(),
         }
     }
 
@@ -97,6 +112,9 @@ impl IamTokens {
 
     async fn fetch(&self) -> Result<Token, String> {
         let failed = |what: String| format!("IBM IAM token from {}: {what}", self.endpoint);
+        if let Some(addr) = self.literal {
+            self.egress.check(addr).map_err(|e| failed(e.to_string()))?;
+        }
         let response = self
             .http
             .post(&self.endpoint)
@@ -109,8 +127,7 @@ impl IamTokens {
             .await
             .map_err(|e| failed(format!("request failed: {}", error_chain(&e))))?;
         let status = response.status();
-        let body = response
-            .bytes()
+        let body = crate::egress::read_body(response, MAX_ANSWER_BYTES)
             .await
             .map_err(|e| failed(format!("reading the answer: {}", error_chain(&e))))?;
         if !status.is_success() {
@@ -129,8 +146,11 @@ impl IamTokens {
             (None, Some(epoch)) => {
                 Duration::from_secs((epoch - chrono::Utc::now().timestamp()).max(0) as u64)
             }
-            (None, None) => Duration::from_secs(3600),
-        };
+            (None, None) => MAX_LIFETIME,
+        }
+        // IAM tokens live an hour: a longer lifetime is not believed (nor can an endless one
+        // overflow the clock), and a zero one would have every upload fetch a token.
+        .clamp(MIN_LIFETIME, MAX_LIFETIME);
         let margin = (lifetime / 5).min(MAX_REFRESH_MARGIN);
         tracing::info!(endpoint = %self.endpoint, expires_in_s = lifetime.as_secs(), "got an IBM IAM token");
         Ok(Token {
@@ -194,7 +214,7 @@ mod tests {
     #[tokio::test]
     async fn token_is_cached_refreshed_before_expiry_and_replaced_when_refused() {
         let (url, issued) = iam(1).await;
-        let tokens = IamTokens::new("good".into(), url);
+        let tokens = IamTokens::new("good".into(), url, &EgressPolicy::unrestricted());
         assert_eq!(tokens.token().await.unwrap(), "tok-1");
         assert_eq!(tokens.token().await.unwrap(), "tok-1");
         assert_eq!(issued.load(Ordering::SeqCst), 1, "reused");
@@ -208,12 +228,62 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_refused_key_is_a_clear_error() {
-        let (url, _) = iam(3600).await;
-        let err = IamTokens::new("wrong-key-123".into(), url.clone())
+    async fn an_endless_lifetime_is_clamped_to_an_hour() {
+        let (url, issued) = iam(u64::MAX).await;
+        let tokens = IamTokens::new("good".into(), url, &EgressPolicy::unrestricted());
+        assert_eq!(tokens.token().await.unwrap(), "tok-1");
+        let refresh_at = tokens.cached.lock().await.as_ref().unwrap().refresh_at;
+        assert!(refresh_at <= Instant::now() + MAX_LIFETIME);
+        assert_eq!(issued.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn redirects_are_not_followed_and_denied_endpoints_not_contacted() {
+        let app = axum::Router::new().route(
+            "/identity/token",
+            axum::routing::post(|| async {
+                (
+                    axum::http::StatusCode::TEMPORARY_REDIRECT,
+                    [(
+                        axum::http::header::LOCATION,
+                        "http://169.254.169.254/latest",
+                    )],
+                )
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let url = format!("http://{addr}/identity/token");
+        let err = IamTokens::new("good".into(), url.clone(), &EgressPolicy::unrestricted())
             .token()
             .await
             .unwrap_err();
+        assert!(err.contains("HTTP 307"), "{err}");
+        let deny_loopback = EgressPolicy::new(
+            &[],
+            &["127.0.0.0/8".parse().unwrap()],
+            crate::egress::Action::Allow,
+            vec![],
+        );
+        let err = IamTokens::new("good".into(), url, &deny_loopback)
+            .token()
+            .await
+            .unwrap_err();
+        assert!(err.contains("not an allowed destination"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_key_is_a_clear_error() {
+        let (url, _) = iam(3600).await;
+        let err = IamTokens::new(
+            "wrong-key-123".into(),
+            url.clone(),
+            &EgressPolicy::unrestricted(),
+        )
+        .token()
+        .await
+        .unwrap_err();
         assert!(
             err.starts_with(&format!("IBM IAM token from {url}: HTTP 400")),
             "{err}"

@@ -7,7 +7,7 @@ mod s3;
 pub mod spool;
 mod stdout;
 
-pub use file::FileSink;
+pub use file::{DiskQuota, FileSink, ensure_within};
 pub use memory::MemorySink;
 pub use s3::S3Sink;
 pub use spool::{SpoolSettings, SpooledSink};
@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{WriteSection, WriteType};
+use crate::egress::EgressPolicy;
 use crate::metrics::PipelineStats;
 
 /// One encoded, compressed object ready to be written.
@@ -103,6 +104,31 @@ pub enum SinkError {
         /// Cause.
         source: std::io::Error,
     },
+    /// The tenant's `file` writers hold as many bytes as its quota allows.
+    #[error(
+        "not writing {bucket}/{key}: the tenant's files use {used} bytes of the {limit} allowed (limits.file_bytes_per_tenant)"
+    )]
+    QuotaExceeded {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+        /// Bytes the tenant's files use.
+        used: u64,
+        /// Its quota.
+        limit: u64,
+    },
+}
+
+/// Where the files of a pipeline of `sluice serve` must stay, and whose quota they use.
+#[derive(Debug, Clone)]
+pub struct Confinement {
+    /// The pipeline's folder: every file it writes resolves (symlinks too) inside it.
+    pub within: PathBuf,
+    /// The tenant's quota for `file` writer bytes.
+    pub quota: Arc<DiskQuota>,
+    /// The pipeline's id (its entry in the quota).
+    pub owner: String,
 }
 
 /// A configured writer.
@@ -123,11 +149,22 @@ pub enum Sink {
 impl Sink {
     /// Builds from a validated config section. `s3` is written directly, without a spool:
     /// use [`Sink::from_config_spooled`] for delivery that survives outages and crashes.
-    pub fn from_config(section: &WriteSection) -> Result<Self, SinkError> {
+    /// Connections go where `egress` allows; with `confine`, files stay in the pipeline's
+    /// folder and count against the tenant's quota.
+    pub fn from_config(
+        section: &WriteSection,
+        egress: &EgressPolicy,
+        confine: Option<&Confinement>,
+    ) -> Result<Self, SinkError> {
         match section.kind {
             WriteType::Stdout => Ok(Sink::Stdout(StdoutSink)),
-            WriteType::File => Ok(Sink::File(FileSink::new(&section.file.dir))),
-            WriteType::S3 => Ok(Sink::S3(S3Sink::from_options(&section.s3))),
+            WriteType::File => Ok(Sink::File(match confine {
+                Some(c) => {
+                    FileSink::confined(&section.file.dir, &c.within, c.quota.clone(), &c.owner)
+                }
+                None => FileSink::new(&section.file.dir),
+            })),
+            WriteType::S3 => Ok(Sink::S3(S3Sink::from_options(&section.s3, egress))),
         }
     }
 
@@ -139,18 +176,27 @@ impl Sink {
         section: &WriteSection,
         default_spool_dir: PathBuf,
         stats: Arc<PipelineStats>,
+        egress: &EgressPolicy,
+        confine: Option<&Confinement>,
     ) -> Result<Self, SinkError> {
-        let sink = Self::from_config(section)?;
+        let sink = Self::from_config(section, egress, confine)?;
         if section.kind != WriteType::S3 {
             return Ok(sink);
         }
         let opts = &section.spool;
+        let dir = if opts.dir.is_empty() {
+            default_spool_dir
+        } else {
+            PathBuf::from(&opts.dir)
+        };
+        if let Some(c) = confine {
+            file::ensure_within(&dir, &c.within).map_err(|source| SinkError::Spool {
+                dir: dir.display().to_string(),
+                source,
+            })?;
+        }
         let settings = SpoolSettings {
-            dir: if opts.dir.is_empty() {
-                default_spool_dir
-            } else {
-                PathBuf::from(&opts.dir)
-            },
+            dir,
             max_objects: opts.max_objects.unwrap_or(spool::DEFAULT_MAX_OBJECTS),
             max_bytes: opts.max_bytes.unwrap_or(spool::DEFAULT_MAX_BYTES),
         };

@@ -24,6 +24,7 @@ use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use super::ibm_iam::IamTokens;
 use super::{Object, SinkError};
 use crate::config::S3Options;
+use crate::egress::EgressPolicy;
 
 /// Region used when `pipeline.write.s3.region` is empty (SigV4 needs one).
 pub const DEFAULT_REGION: &str = "us-east-1";
@@ -37,6 +38,9 @@ pub struct S3Sink {
     /// For messages: the configured endpoint, or AWS's for the region.
     endpoint: Arc<str>,
     iam: Option<Arc<IamTokens>>,
+    /// The endpoint's address when it is written as one (the resolver never sees it).
+    literal: Option<std::net::SocketAddr>,
+    egress: EgressPolicy,
 }
 
 impl std::fmt::Debug for S3Sink {
@@ -50,19 +54,22 @@ impl std::fmt::Debug for S3Sink {
 
 impl S3Sink {
     /// Builds the client from validated options. Nothing is contacted yet.
-    pub fn from_options(opts: &S3Options) -> Self {
+    pub fn from_options(opts: &S3Options, egress: &EgressPolicy) -> Self {
         let region = if opts.region.is_empty() {
             DEFAULT_REGION
         } else {
             opts.region.as_str()
         };
+        let destination = crate::config::destination(&opts.endpoint).ok();
+        let port = destination.as_ref().map_or(443, |d| d.port());
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-            .build_https();
+            .build_with_resolver(egress.resolver(port));
         let iam = (!opts.api_key.is_empty()).then(|| {
             Arc::new(IamTokens::new(
                 opts.api_key.clone(),
                 opts.iam_endpoint.clone(),
+                egress,
             ))
         });
         // With IAM the SigV4 signature is replaced by the bearer token before sending, so
@@ -104,6 +111,8 @@ impl S3Sink {
             client: aws_sdk_s3::Client::from_conf(config.build()),
             endpoint: endpoint.into(),
             iam,
+            literal: destination.and_then(|d| d.literal_addr()),
+            egress: egress.clone(),
         }
     }
 
@@ -115,6 +124,11 @@ impl S3Sink {
     /// One PutObject. With IBM IAM, a 401/403 answer invalidates the token and the request is
     /// sent once more with a fresh one.
     pub async fn write(&self, object: &Object) -> Result<(), SinkError> {
+        if let Some(addr) = self.literal {
+            self.egress
+                .check(addr)
+                .map_err(|e| self.error(object, None, e.to_string()))?;
+        }
         let Some(iam) = &self.iam else {
             return self.put(object, None).await;
         };

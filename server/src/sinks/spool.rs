@@ -55,6 +55,26 @@ pub struct SpoolSettings {
     pub max_bytes: u64,
 }
 
+/// Spooled objects anywhere below `dir` (a deleted pipeline's folder, before it goes).
+pub fn count_in(dir: &Path) -> usize {
+    let mut count = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(path);
+            } else if path.to_string_lossy().ends_with(SUFFIX) {
+                count += 1;
+            }
+        }
+    }
+    count
+}
+
 /// The default spool folder of `sluice run <config>`: `$XDG_STATE_HOME/sluice/spool/
 /// <bucket>-<hash of the config file's absolute path>` (`~/.local/state` when `XDG_STATE_HOME`
 /// is unset), so a restart on the same file finds what the last run left.

@@ -5,7 +5,8 @@ use sqlx::{Executor, Sqlite};
 /// What a lease is on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseKey {
-    /// The analyzer: `pipeline.subscriber.url` as written.
+    /// The analyzer: `pipeline.subscriber.url` in its canonical form
+    /// (`supervisor::canonical_analyzer`).
     pub analyzer: String,
     /// The non-empty `host_id`.
     pub host_id: String,
@@ -128,6 +129,22 @@ pub async fn release_pipeline<'e>(
         .execute(db)
         .await?;
     Ok(done.rows_affected())
+}
+
+/// Moves a pipeline's lease to `key` (its canonical form); a unique violation means another
+/// pipeline holds that key.
+pub async fn rekey<'e>(
+    db: impl Executor<'e, Database = Sqlite>,
+    pipeline_id: &str,
+    key: &LeaseKey,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query("UPDATE leases SET analyzer = ?, host_id = ? WHERE pipeline_id = ?")
+        .bind(&key.analyzer)
+        .bind(&key.host_id)
+        .bind(pipeline_id)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() > 0)
 }
 
 /// Every lease, by analyzer and host_id.

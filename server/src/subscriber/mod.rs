@@ -20,11 +20,13 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, debug, info, warn};
 
+use crate::egress::{EgressError, EgressPolicy, redact_url};
 use crate::flow::Flow;
+use crate::log_throttle::LogThrottle;
 use decode::{Decoded, decode};
 
 /// Largest message accepted from the analyzer (100 flows are far below this).
@@ -51,6 +53,10 @@ pub struct SubscriberSettings {
     pub backoff_initial: Duration,
     /// Largest reconnect delay.
     pub backoff_max: Duration,
+    /// TLS for `wss://` from the pipeline's `tls` section; `None`: the public roots.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Where the subscriber may connect.
+    pub egress: EgressPolicy,
 }
 
 impl Default for SubscriberSettings {
@@ -64,11 +70,18 @@ impl Default for SubscriberSettings {
             silence_timeout: Duration::from_secs(60),
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
+            tls: None,
+            egress: EgressPolicy::unrestricted(),
         }
     }
 }
 
 impl SubscriberSettings {
+    /// The URL for logs and errors (credentials in it hidden).
+    pub fn shown_url(&self) -> String {
+        redact_url(&self.url)
+    }
+
     /// The flow namespace to subscribe to: `flow` or `flow/<capture_id>`.
     pub fn namespace(&self) -> String {
         if self.capture_id.is_empty() {
@@ -170,6 +183,14 @@ pub enum SubscriberError {
         /// The transport error.
         source: tungstenite::Error,
     },
+    /// The egress policy refuses the analyzer's address.
+    #[error("not connecting to {url}: {source}")]
+    Egress {
+        /// Analyzer URL.
+        url: String,
+        /// Which address, and why.
+        source: EgressError,
+    },
     /// The connect or upgrade took too long.
     #[error("connecting to {url} timed out")]
     ConnectTimeout {
@@ -228,7 +249,8 @@ pub async fn run(
 ) {
     // rustls needs a process-wide crypto provider for wss://; ignore "already installed".
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let span = tracing::info_span!("subscriber", url = %settings.url, host_id = %settings.host_id);
+    let span =
+        tracing::info_span!("subscriber", url = %settings.shown_url(), host_id = %settings.host_id);
     supervise(settings, out, stats, shutdown)
         .instrument(span)
         .await;
@@ -253,7 +275,7 @@ async fn supervise(
             Ok(socket) => {
                 stats.connected.store(true, Ordering::Relaxed);
                 stats.connects.fetch_add(1, Ordering::Relaxed);
-                info!(url = %settings.url, host_id = %settings.host_id, namespace = %settings.namespace(), "Subscribed to the analyzer.");
+                info!(url = %settings.shown_url(), host_id = %settings.host_id, namespace = %settings.namespace(), "Subscribed to the analyzer.");
                 let ended = stream(&settings, socket, &out, &stats, &shutdown).await;
                 stats.connected.store(false, Ordering::Relaxed);
                 stats.disconnects.fetch_add(1, Ordering::Relaxed);
@@ -270,12 +292,12 @@ async fn supervise(
                 if delivered {
                     backoff = settings.backoff_initial;
                 }
-                warn!(url = %settings.url, host_id = %settings.host_id, error = %error, "Subscriber disconnected.");
+                warn!(url = %settings.shown_url(), host_id = %settings.host_id, error = %error, "Subscriber disconnected.");
                 stats.set_error(&error);
             }
         }
         let delay = jitter(backoff);
-        debug!(url = %settings.url, ?delay, "Reconnecting after backoff.");
+        debug!(url = %settings.shown_url(), ?delay, "Reconnecting after backoff.");
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
@@ -295,7 +317,7 @@ fn request(
     settings: &SubscriberSettings,
 ) -> Result<tungstenite::handshake::client::Request, SubscriberError> {
     let invalid = |reason: String| SubscriberError::InvalidRequest {
-        url: settings.url.clone(),
+        url: settings.shown_url(),
         reason,
     };
     let mut request = settings
@@ -321,17 +343,67 @@ fn request(
     Ok(request)
 }
 
+/// A TCP connection to the first reachable address the analyzer's host resolves to, among
+/// those the egress policy allows.
+async fn open_tcp(settings: &SubscriberSettings) -> Result<TcpStream, SubscriberError> {
+    let url = settings.shown_url();
+    let parsed = url::Url::parse(&settings.url).map_err(|e| SubscriberError::InvalidRequest {
+        url: url.clone(),
+        reason: e.to_string(),
+    })?;
+    let host = match parsed.host() {
+        Some(url::Host::Ipv6(a)) => a.to_string(),
+        Some(h) => h.to_string(),
+        None => {
+            return Err(SubscriberError::InvalidRequest {
+                url,
+                reason: "no host".into(),
+            });
+        }
+    };
+    let port = parsed.port_or_known_default().unwrap_or(80);
+    let addrs = settings
+        .egress
+        .resolve(&host, port)
+        .await
+        .map_err(|source| SubscriberError::Egress {
+            url: url.clone(),
+            source,
+        })?;
+    let mut last = None;
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(SubscriberError::Connect {
+        url,
+        source: tungstenite::Error::Io(last.unwrap_or_else(|| std::io::Error::other("no address"))),
+    })
+}
+
 async fn connect(settings: &SubscriberSettings) -> Result<Socket, SubscriberError> {
-    let url = settings.url.clone();
+    let url = settings.shown_url();
     let request = request(settings)?;
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE_SIZE))
         .max_frame_size(Some(MAX_MESSAGE_SIZE));
-    let connecting = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
+    let connecting = async {
+        let stream = open_tcp(settings).await.map_err(Err)?;
+        let connector = settings.tls.clone().map(Connector::Rustls);
+        tokio_tungstenite::client_async_tls_with_config(request, stream, Some(config), connector)
+            .await
+            .map_err(Ok)
+    };
     let (socket, response) = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
         Err(_) => return Err(SubscriberError::ConnectTimeout { url }),
+        Ok(Err(Err(error))) => return Err(error),
         Ok(Ok(done)) => done,
-        Ok(Err(tungstenite::Error::Http(response))) => {
+        Ok(Err(Ok(tungstenite::Error::Http(response)))) => {
             return Err(match response.status() {
                 StatusCode::UNAUTHORIZED => SubscriberError::Unauthorized { url },
                 StatusCode::FORBIDDEN => SubscriberError::Forbidden { url },
@@ -345,11 +417,11 @@ async fn connect(settings: &SubscriberSettings) -> Result<Socket, SubscriberErro
                 },
             });
         }
-        Ok(Err(source)) => return Err(SubscriberError::Connect { url, source }),
+        Ok(Err(Ok(source))) => return Err(SubscriberError::Connect { url, source }),
     };
     for header in ["X-Host-ID", "X-Service-Type"] {
         if !response.headers().contains_key(header) {
-            warn!(url = %settings.url, header, "Analyzer upgrade response lacks a header a Skydive analyzer sends.");
+            warn!(url = %url, header, "Analyzer upgrade response lacks a header a Skydive analyzer sends.");
         }
     }
     Ok(socket)
@@ -363,12 +435,13 @@ async fn stream(
     stats: &SubscriberStats,
     shutdown: &CancellationToken,
 ) -> Ended {
-    let url = &settings.url;
+    let url = &settings.shown_url();
     let accepted = [settings.namespace(), "stats".to_owned()];
     let silence = tokio::time::sleep(settings.silence_timeout);
     tokio::pin!(silence);
     let mut delivered = false;
     let mut first_frame = true;
+    let mut malformed_log = LogThrottle::default();
     loop {
         let next = tokio::select! {
             _ = shutdown.cancelled() => {
@@ -437,8 +510,11 @@ async fn stream(
                 silence
                     .as_mut()
                     .reset(tokio::time::Instant::now() + settings.silence_timeout);
-                for reason in &malformed {
-                    warn!(%url, %namespace, %reason, "Dropped a malformed flow.");
+                if let Some(reason) = malformed.first()
+                    && let Some(not_logged) = malformed_log.allow()
+                {
+                    let reason = crate::log_throttle::truncate(reason.to_string(), 512);
+                    warn!(%url, %namespace, %reason, flows = malformed.len(), not_logged, "Dropped malformed flows.");
                 }
                 stats
                     .malformed_flows
@@ -481,6 +557,119 @@ async fn stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A test certificate or key of `tests/vectors/tls` (a CA, a server certificate for
+    /// localhost and a client certificate it signed).
+    fn pem(name: &str) -> String {
+        let path = format!("{}/../tests/vectors/tls/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(path).unwrap()
+    }
+
+    /// An analyzer on `wss://` that trusts only clients with a certificate of the test CA and
+    /// sends one `store` message of one flow.
+    async fn tls_analyzer() -> std::net::SocketAddr {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(pem("ca.pem").as_bytes()).unwrap())
+            .unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            roots.into(),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(
+                vec![CertificateDer::from_pem_slice(pem("server.pem").as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(pem("server.key").as_bytes()).unwrap(),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let flow = pem("../skydive/flow-tcp4-1-first-seen.json");
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let (acceptor, flow) = (acceptor.clone(), flow.clone());
+                tokio::spawn(async move {
+                    // A client without a certificate of the CA fails here.
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut ws = tokio_tungstenite::accept_async(tls).await.unwrap();
+                    use futures_util::SinkExt as _;
+                    let message =
+                        format!(r#"{{"Namespace":"flow","Type":"store","Obj":[{flow}]}}"#);
+                    ws.send(Message::text(message)).await.unwrap();
+                    let _ = ws.next().await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn wss_uses_the_pipelines_ca_and_client_certificate() {
+        let addr = tls_analyzer().await;
+        let section = |with_client: bool| crate::config::TlsSection {
+            ca_cert: pem("ca.pem"),
+            client_cert: if with_client {
+                pem("client.pem")
+            } else {
+                String::new()
+            },
+            client_key: if with_client {
+                pem("client.key")
+            } else {
+                String::new()
+            },
+        };
+        let settings = |tls| SubscriberSettings {
+            url: format!("wss://localhost:{}/ws/subscriber/flow", addr.port()),
+            tls: crate::tls::client_config(&tls).unwrap(),
+            backoff_initial: Duration::from_millis(50),
+            ..SubscriberSettings::default()
+        };
+        // With the CA and the client certificate: subscribed, and the flow arrives.
+        let (tx, mut rx) = mpsc::channel(4);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(
+            settings(section(true)),
+            tx,
+            Arc::new(SubscriberStats::default()),
+            stop.clone(),
+        ));
+        let batch = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(batch.flows.len(), 1);
+        stop.cancel();
+        task.await.unwrap();
+        // Without the client certificate the analyzer refuses the handshake.
+        let error = connect(&settings(section(false)))
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert!(matches!(error, SubscriberError::Connect { .. }), "{error}");
+        // The public roots don't know the test CA.
+        let public = SubscriberSettings {
+            url: format!("wss://localhost:{}/ws/subscriber/flow", addr.port()),
+            ..SubscriberSettings::default()
+        };
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let error = connect(&public).await.map(|_| ()).unwrap_err();
+        assert!(error.to_string().contains("certificate"), "{error}");
+    }
 
     #[test]
     fn namespace_follows_capture_id() {

@@ -460,13 +460,23 @@ pub(super) fn read_field<'a>(r: &mut Reader<'a>) -> Result<WasmField<'a>, Decode
 }
 
 fn read_names(s: &mut Reader<'_>, n: usize, unique: bool) -> Result<Arc<[Box<str>]>, DecodeError> {
+    // A hostile guest sends many schemas of 1,024 fields: the duplicate check stays linear
+    // (a set) past a few fields, where comparing with each earlier name would be quadratic.
+    const LINEAR_UP_TO: usize = 16;
     let mut names: Vec<Box<str>> = Vec::with_capacity(n);
+    let mut seen = hashbrown::HashSet::with_hasher(foldhash::fast::RandomState::default());
     for _ in 0..n {
         let name = s.str()?;
         if name.len() > MAX_NAME {
             return Err(DecodeError::Invalid("field name longer than 256 bytes"));
         }
-        if unique && names.iter().any(|n| &**n == name) {
+        let duplicate = unique
+            && if n <= LINEAR_UP_TO {
+                names.iter().any(|n| &**n == name)
+            } else {
+                !seen.insert(name)
+            };
+        if duplicate {
             return Err(DecodeError::Invalid("duplicate field name in a record"));
         }
         names.push(name.into());

@@ -16,6 +16,7 @@ mod bindings;
 mod cache;
 pub mod encoding;
 mod engine;
+mod pool;
 pub mod record;
 mod stage;
 #[doc(hidden)]
@@ -25,7 +26,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use engine::WasmHost;
-pub use stage::{BatchFailure, StageOptions, WasmStage};
+pub use pool::{GuestPool, PoolClosed};
+pub use stage::{BatchFailure, GuestRunner, StageOptions, WasmStage};
 
 /// The world a component implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]

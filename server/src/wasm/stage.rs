@@ -10,9 +10,11 @@ use wasmtime::{ResourceLimiter, Store, Trap};
 
 use super::encoding::{self, SchemaCache};
 use super::engine::{LoadedModule, WasmHost};
+use super::pool::GuestPool;
 use super::record::WasmRecord;
 use super::{WasmError, WasmLimits, World, bindings};
 use crate::config::WasmOptions;
+use crate::log_throttle::truncate;
 use crate::metrics::{DropReason, PipelineStats};
 
 /// Longest log line a guest may write; the rest is cut.
@@ -212,6 +214,30 @@ struct Health {
     consecutive: u32,
     until: Option<Instant>,
     backoff: Option<Duration>,
+    /// When a failure was last logged, and how many were not since.
+    last_logged: Option<Instant>,
+    unlogged: u64,
+}
+
+/// Longest guest error text kept (the rest is cut): it is logged and shown to the tenant.
+pub const GUEST_ERROR_BYTES: usize = 512;
+/// Failures of one stage are logged at most this often (the others are counted).
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Where a stage's guests run.
+#[derive(Debug, Clone, Default)]
+pub enum GuestRunner {
+    /// On the calling thread (`sluice run`, tests): `block_in_place` on a multi-thread runtime,
+    /// else the blocking pool.
+    #[default]
+    InPlace,
+    /// On the guest pool, within the tenant's share (`sluice serve`).
+    Pool {
+        /// The pool.
+        pool: Arc<GuestPool>,
+        /// Whose share the batches use.
+        tenant: Arc<str>,
+    },
 }
 
 /// One pipeline's wasm transform or mangle stage.
@@ -221,6 +247,7 @@ pub struct WasmStage {
     config: Arc<str>,
     options: StageOptions,
     pipeline: Arc<str>,
+    runner: GuestRunner,
     health: Health,
     input: Vec<u8>,
     schemas: SchemaCache,
@@ -228,8 +255,8 @@ pub struct WasmStage {
 
 /// What one call returns.
 struct CallResult {
-    /// The guest's record batch, not decoded yet (empty for a check).
-    outcome: Result<Vec<u8>, BatchFailure>,
+    /// The guest's records, decoded (none for a check).
+    outcome: Result<Vec<WasmRecord>, BatchFailure>,
     fuel_used: u64,
     logs_dropped: u32,
 }
@@ -237,40 +264,65 @@ struct CallResult {
 impl WasmStage {
     /// Loads the module file named by `options.module` for a stage of `world`, resolves the
     /// limits and checks the guest's `init` accepts its config (once, now, so a bad config
-    /// fails the build rather than every batch).
-    pub fn from_options(
+    /// fails the build rather than every batch). The guest runs where `runner` says, the
+    /// check included.
+    pub async fn build(
         options: &WasmOptions,
         world: World,
         pipeline: &str,
+        runner: GuestRunner,
     ) -> Result<Self, WasmError> {
         let host = WasmHost::global();
         let module = host.load_file(std::path::Path::new(&options.module), world)?;
         let stage_options = StageOptions::resolve(host, options)?;
-        Self::new(module, options.config.as_ref(), stage_options, pipeline)
+        let mut stage = Self::unchecked(module, options.config.as_ref(), stage_options, pipeline);
+        stage.runner = runner;
+        let check = stage.execute(Input::Check).await;
+        stage.checked(check.outcome)
     }
 
-    /// A stage over an already loaded module.
+    /// A stage over an already loaded module, its guest run in place; `init` is checked now.
     pub fn new(
         module: Arc<LoadedModule>,
         config: Option<&serde_json::Value>,
         options: StageOptions,
         pipeline: &str,
     ) -> Result<Self, WasmError> {
-        let config: Arc<str> = config
-            .map_or_else(|| "null".to_string(), |c| c.to_string())
-            .into();
-        let stage = WasmStage {
+        let mut stage = Self::unchecked(module, config, options, pipeline);
+        let check = execute(
+            &stage.module,
+            &stage.config,
+            &stage.options,
+            &stage.pipeline,
+            &Input::Check,
+            &mut stage.schemas,
+        );
+        stage.checked(check.outcome)
+    }
+
+    fn unchecked(
+        module: Arc<LoadedModule>,
+        config: Option<&serde_json::Value>,
+        options: StageOptions,
+        pipeline: &str,
+    ) -> Self {
+        WasmStage {
             module,
-            config,
+            config: config
+                .map_or_else(|| "null".to_string(), |c| c.to_string())
+                .into(),
             options,
             pipeline: pipeline.into(),
+            runner: GuestRunner::InPlace,
             health: Health::default(),
             input: Vec::new(),
             schemas: SchemaCache::default(),
-        };
-        let check = stage.call_blocking(&Input::Check);
-        match check.outcome {
-            Ok(_) => Ok(stage),
+        }
+    }
+
+    fn checked(self, outcome: Result<Vec<WasmRecord>, BatchFailure>) -> Result<Self, WasmError> {
+        match outcome {
+            Ok(_) => Ok(self),
             Err(BatchFailure::Guest(msg)) => Err(WasmError::Init(msg)),
             Err(other) => Err(WasmError::Instantiate(other.to_string())),
         }
@@ -328,55 +380,23 @@ impl WasmStage {
                 return Vec::new();
             }
         }
-        let result = if on_multi_thread_runtime() {
-            // The worker hands its other tasks to another thread and runs the guest here: no
-            // round trip to the blocking pool (two thread wake-ups, the larger part of a
-            // small batch's cost), and neighbours still run while a guest spins.
-            let r = tokio::task::block_in_place(|| self.call_blocking(&input));
-            if let Input::Flows(buf) = input {
-                self.input = buf;
-            }
-            r
-        } else {
-            let module = self.module.clone();
-            let config = self.config.clone();
-            let options = self.options.clone();
-            let pipeline = self.pipeline.clone();
-            let joined = tokio::task::spawn_blocking(move || {
-                let r = call(&module, &config, &options, &pipeline, &input);
-                (r, input)
-            })
-            .await;
-            match joined {
-                Ok((r, input)) => {
-                    if let Input::Flows(buf) = input {
-                        self.input = buf;
-                    }
-                    r
-                }
-                Err(e) => CallResult {
-                    outcome: Err(BatchFailure::Trap(format!("host task failed: {e}"))),
-                    fuel_used: 0,
-                    logs_dropped: 0,
-                },
-            }
-        };
+        let result = self.execute(input).await;
         stats
             .wasm_fuel_used
             .fetch_add(result.fuel_used, Ordering::Relaxed);
         if result.logs_dropped > 0 {
             tracing::debug!(pipeline = %self.pipeline, lines = result.logs_dropped, "guest log lines over the budget");
         }
-        let outcome = result.outcome.and_then(|bytes| {
-            encoding::decode_records(bytes, &mut self.schemas)
-                .map_err(|e| BatchFailure::Guest(e.to_string()))
-        });
-        match outcome {
+        match result.outcome {
             Ok(records) => {
                 if self.health.consecutive > 0 || self.health.backoff.is_some() {
                     tracing::info!(pipeline = %self.pipeline, "wasm stage healthy again");
                 }
-                self.health = Health::default();
+                // The failure log's rate limit outlives a success between two failures.
+                self.health = Health {
+                    last_logged: self.health.last_logged,
+                    ..Health::default()
+                };
                 records
             }
             Err(failure) => {
@@ -387,17 +407,99 @@ impl WasmStage {
         }
     }
 
+    /// Runs one call (and decodes its records) where the runner says.
+    async fn execute(&mut self, input: Input) -> CallResult {
+        match &self.runner {
+            GuestRunner::Pool { pool, tenant } => {
+                let module = self.module.clone();
+                let config = self.config.clone();
+                let options = self.options.clone();
+                let pipeline = self.pipeline.clone();
+                let mut schemas = std::mem::take(&mut self.schemas);
+                let ran = pool
+                    .run(tenant, move || {
+                        let r =
+                            execute(&module, &config, &options, &pipeline, &input, &mut schemas);
+                        (r, input, schemas)
+                    })
+                    .await;
+                match ran {
+                    Ok((r, input, schemas)) => {
+                        self.schemas = schemas;
+                        self.keep_buffer(input);
+                        r
+                    }
+                    Err(e) => host_failure(e.to_string()),
+                }
+            }
+            GuestRunner::InPlace if on_multi_thread_runtime() => {
+                // The worker hands its other tasks to another thread and runs the guest here:
+                // no round trip to the blocking pool (two thread wake-ups, the larger part of a
+                // small batch's cost), and neighbours still run while a guest spins.
+                let r = tokio::task::block_in_place(|| {
+                    execute(
+                        &self.module,
+                        &self.config,
+                        &self.options,
+                        &self.pipeline,
+                        &input,
+                        &mut self.schemas,
+                    )
+                });
+                self.keep_buffer(input);
+                r
+            }
+            GuestRunner::InPlace => {
+                let module = self.module.clone();
+                let config = self.config.clone();
+                let options = self.options.clone();
+                let pipeline = self.pipeline.clone();
+                let mut schemas = std::mem::take(&mut self.schemas);
+                let joined = tokio::task::spawn_blocking(move || {
+                    let r = execute(&module, &config, &options, &pipeline, &input, &mut schemas);
+                    (r, input, schemas)
+                })
+                .await;
+                match joined {
+                    Ok((r, input, schemas)) => {
+                        self.schemas = schemas;
+                        self.keep_buffer(input);
+                        r
+                    }
+                    Err(e) => host_failure(format!("host task failed: {e}")),
+                }
+            }
+        }
+    }
+
+    /// Keeps a flow batch's buffer for the next batch.
+    fn keep_buffer(&mut self, input: Input) {
+        if let Input::Flows(buf) = input {
+            self.input = buf;
+        }
+    }
+
     fn failed(&mut self, failure: &BatchFailure, stats: &PipelineStats) {
         let h = &mut self.health;
         h.consecutive += 1;
-        tracing::warn!(
-            pipeline = %self.pipeline,
-            module = %self.module.digest,
-            reason = failure.reason().as_str(),
-            consecutive = h.consecutive,
-            error = %failure,
-            "wasm batch failed"
-        );
+        let now = Instant::now();
+        if h.last_logged
+            .is_none_or(|t| now.duration_since(t) >= FAILURE_LOG_EVERY)
+        {
+            tracing::warn!(
+                pipeline = %self.pipeline,
+                module = %self.module.digest,
+                reason = failure.reason().as_str(),
+                consecutive = h.consecutive,
+                not_logged = h.unlogged,
+                error = %failure,
+                "wasm batch failed"
+            );
+            h.last_logged = Some(now);
+            h.unlogged = 0;
+        } else {
+            h.unlogged += 1;
+        }
         // A retry after quarantine that fails again goes straight back, for twice as long.
         let retrying = h.backoff.is_some();
         if retrying || h.consecutive >= self.options.quarantine_after {
@@ -417,15 +519,36 @@ impl WasmStage {
             );
         }
     }
+}
 
-    fn call_blocking(&self, input: &Input) -> CallResult {
-        call(
-            &self.module,
-            &self.config,
-            &self.options,
-            &self.pipeline,
-            input,
-        )
+fn host_failure(message: String) -> CallResult {
+    CallResult {
+        outcome: Err(BatchFailure::Trap(message)),
+        fuel_used: 0,
+        logs_dropped: 0,
+    }
+}
+
+/// One call and the decoding of its records, on whatever thread runs guests.
+fn execute(
+    module: &LoadedModule,
+    config: &str,
+    options: &StageOptions,
+    pipeline: &Arc<str>,
+    input: &Input,
+    schemas: &mut SchemaCache,
+) -> CallResult {
+    let (outcome, fuel_used, logs_dropped) = call(module, config, options, pipeline, input);
+    let outcome = outcome.and_then(|bytes| match input {
+        Input::Check => Ok(Vec::new()),
+        _ => {
+            encoding::decode_records(bytes, schemas).map_err(|e| BatchFailure::Guest(e.to_string()))
+        }
+    });
+    CallResult {
+        outcome,
+        fuel_used,
+        logs_dropped,
     }
 }
 
@@ -460,15 +583,16 @@ fn classify(e: &wasmtime::Error, options: &StageOptions) -> BatchFailure {
     }
 }
 
-/// One batch in a fresh store: instantiate, `init(config)`, then the call. Runs where blocking
-/// is allowed (`block_in_place` or the blocking pool); never panics on guest behaviour.
+/// One batch in a fresh store: instantiate, `init(config)`, then the call; returns the guest's
+/// bytes, the fuel used and the log lines over the budget. Runs where blocking is allowed (a
+/// guest thread, `block_in_place` or the blocking pool); never panics on guest behaviour.
 fn call(
     module: &LoadedModule,
     config: &str,
     options: &StageOptions,
     pipeline: &Arc<str>,
     input: &Input,
-) -> CallResult {
+) -> (Result<Vec<u8>, BatchFailure>, u64, u32) {
     let host = WasmHost::global();
     let limits = options.limits;
     let mut store = Store::new(
@@ -492,11 +616,7 @@ fn call(
 
     let outcome = run_in(&mut store, module, config, options, input);
     let fuel_used = limits.fuel - store.get_fuel().unwrap_or(0);
-    CallResult {
-        outcome,
-        fuel_used,
-        logs_dropped: store.data().logs_dropped,
-    }
+    (outcome, fuel_used, store.data().logs_dropped)
 }
 
 /// A batch result, copied out of the guest. (Not a `WasmList` view: wasmtime runs the
@@ -517,7 +637,7 @@ fn run_in(
         .get_typed_func::<(&str,), (Result<(), String>,)>(&mut *store, "init")
         .map_err(fail)?;
     let (r,) = init.call(&mut *store, (config,)).map_err(fail)?;
-    r.map_err(|msg| BatchFailure::Guest(format!("init: {msg}")))?;
+    r.map_err(|msg| BatchFailure::Guest(truncate(format!("init: {msg}"), GUEST_ERROR_BYTES)))?;
     let (result,) = match input {
         Input::Check => return Ok(Vec::new()),
         Input::Flows(batch) => {
@@ -534,7 +654,7 @@ fn run_in(
                 .map_err(fail)?
         }
     };
-    let bytes = result.map_err(BatchFailure::Guest)?;
+    let bytes = result.map_err(|msg| BatchFailure::Guest(truncate(msg, GUEST_ERROR_BYTES)))?;
     if bytes.len() > options.limits.output_bytes {
         return Err(BatchFailure::OutputLimit {
             bytes: bytes.len(),

@@ -43,7 +43,7 @@ fn stage(
 fn vectors() -> Value {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/vectors/exporter/awsflowlogs_transform.json"
+        "/../tests/vectors/exporter/awsflowlogs_transform.json"
     );
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
@@ -64,7 +64,7 @@ fn tcp_flow(i: usize) -> Flow {
 
 #[test]
 fn flows_encoded_by_the_host_decode_in_the_sdk() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/vectors/skydive");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/vectors/skydive");
     let mut flows = Vec::new();
     for name in [
         "flow-tcp4-3b-expired-with-tcpmetric-ipmetric.json",

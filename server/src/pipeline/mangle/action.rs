@@ -1,4 +1,4 @@
-//! `action`: accept or reject vpclogs records seen by two capture points (spec §7.3).
+//! `action`: accept or reject vpclogs records seen by two capture points (docs/stages.md §7.3).
 //!
 //! Flows of one connection share an `L3TrackingID`. When both capture points (`tid1`, `tid2`)
 //! report it, the traffic confirmed on both sides is reported as `accepted`; when only one side
@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use crate::config::ActionSection;
 use crate::flow::FlowMetric;
+use crate::log_throttle::LogThrottle;
 use crate::pipeline::record::Record;
 use crate::pipeline::transform::vpclogs::{Action, VpcLog};
 
@@ -47,6 +48,7 @@ pub struct ActionMangler {
     reject_timeout_s: i64,
     table: BTreeMap<String, Entry>,
     last_cleanup_s: i64,
+    strangers: LogThrottle,
 }
 
 impl ActionMangler {
@@ -61,6 +63,7 @@ impl ActionMangler {
             },
             table: BTreeMap::new(),
             last_cleanup_s: 0,
+            strangers: LogThrottle::default(),
         }
     }
 
@@ -88,7 +91,9 @@ impl ActionMangler {
                 }
             };
             if flow.node_tid != self.tid1 && flow.node_tid != self.tid2 {
-                tracing::error!(tid = %flow.node_tid, uuid = %flow.uuid, "flow from neither tid1 nor tid2: skipped");
+                if let Some(not_logged) = self.strangers.allow() {
+                    tracing::error!(tid = %flow.node_tid, uuid = %flow.uuid, not_logged, "flow from neither tid1 nor tid2: skipped");
+                }
                 continue;
             }
             let entry = self.table.entry(flow.l3_tracking_id.clone()).or_default();

@@ -3,6 +3,7 @@
 pub mod action;
 pub mod logstatus;
 
+use super::BuildContext;
 use super::record::Record;
 use crate::config::{MangleType, PipelineConfig};
 use crate::metrics::PipelineStats;
@@ -32,7 +33,10 @@ pub enum Mangler {
 
 impl Mangler {
     /// Builds from a validated config (`action` reads `pipeline.action`, as upstream).
-    pub fn from_config(pipeline: &PipelineConfig) -> Result<Self, MangleBuildError> {
+    pub async fn build(
+        pipeline: &PipelineConfig,
+        context: &BuildContext,
+    ) -> Result<Self, MangleBuildError> {
         match pipeline.mangle.kind {
             MangleType::None => Ok(Mangler::None),
             MangleType::Logstatus => Ok(Mangler::Logstatus(Box::default())),
@@ -41,7 +45,9 @@ impl Mangler {
             ))),
             MangleType::Wasm => {
                 let options = pipeline.mangle.wasm.clone().unwrap_or_default();
-                let stage = WasmStage::from_options(&options, World::Mangler, "mangle")?;
+                let stage =
+                    WasmStage::build(&options, World::Mangler, "mangle", context.guests.clone())
+                        .await?;
                 Ok(Mangler::Wasm(Box::new(stage)))
             }
         }

@@ -4,6 +4,7 @@ pub mod awsflowlogs;
 pub mod secadvisor;
 pub mod vpclogs;
 
+use super::BuildContext;
 use super::record::Record;
 use crate::config::{ExporterConfig, TransformType};
 use crate::flow::Flow;
@@ -20,6 +21,9 @@ pub enum TransformBuildError {
     /// The wasm guest (`pipeline.transform.wasm`).
     #[error("pipeline.transform.wasm: {0}")]
     Wasm(#[from] WasmError),
+    /// The vpclogs transform's analyzer client (TLS material).
+    #[error(transparent)]
+    Topology(#[from] crate::topology::TopologyError),
 }
 
 /// A configured transform.
@@ -40,21 +44,31 @@ pub enum Transformer {
 impl Transformer {
     /// Builds from a validated config: the whole file, since secadvisor and vpclogs also need
     /// the analyzer's address, credentials and TLS settings.
-    pub fn from_config(config: &ExporterConfig) -> Result<Self, TransformBuildError> {
+    pub async fn build(
+        config: &ExporterConfig,
+        context: &BuildContext,
+    ) -> Result<Self, TransformBuildError> {
         match config.pipeline.transform.kind {
             TransformType::None => Ok(Transformer::None),
             TransformType::Secadvisor => Ok(Transformer::Secadvisor(Box::new(
-                SecAdvisor::from_config(config)?,
+                SecAdvisor::from_config(config, &context.egress)?,
             ))),
             TransformType::Awsflowlogs => Ok(Transformer::AwsFlowLogs(
                 awsflowlogs::AwsFlowLogs::from_options(&config.pipeline.transform.awsflowlogs),
             )),
-            TransformType::Vpclogs => {
-                Ok(Transformer::VpcLogs(vpclogs::VpcLogs::from_config(config)))
-            }
+            TransformType::Vpclogs => Ok(Transformer::VpcLogs(vpclogs::VpcLogs::from_config(
+                config,
+                &context.egress,
+            )?)),
             TransformType::Wasm => {
                 let options = config.pipeline.transform.wasm.clone().unwrap_or_default();
-                let stage = WasmStage::from_options(&options, World::Transformer, "transform")?;
+                let stage = WasmStage::build(
+                    &options,
+                    World::Transformer,
+                    "transform",
+                    context.guests.clone(),
+                )
+                .await?;
                 Ok(Transformer::Wasm(Box::new(stage)))
             }
         }

@@ -1,4 +1,4 @@
-//! Transform `secadvisor`: IBM Security Advisor records (flow-exporter spec §6.2).
+//! Transform `secadvisor`: IBM Security Advisor records (docs/stages.md §6.2).
 
 pub mod extend;
 pub mod record;
@@ -47,8 +47,11 @@ pub struct SecAdvisor {
 
 impl SecAdvisor {
     /// From the whole pipeline file: options, analyzer address, credentials and TLS.
-    pub fn from_config(config: &ExporterConfig) -> Result<Self, SecAdvisorBuildError> {
-        let client = Arc::new(TopologyClient::from_config(config)?);
+    pub fn from_config(
+        config: &ExporterConfig,
+        egress: &crate::egress::EgressPolicy,
+    ) -> Result<Self, SecAdvisorBuildError> {
+        let client = Arc::new(TopologyClient::from_config(config, egress)?);
         let options = &config.pipeline.transform.secadvisor;
         Ok(Self::new(
             Resolver::new(client.clone()),

@@ -1,4 +1,4 @@
-//! `vpclogs`: IBM Cloud VPC Flow Logs records (spec §6.4, anchors B.2).
+//! `vpclogs`: IBM Cloud VPC Flow Logs records (docs/stages.md §6.4, docs/vpclogs.md §1).
 //!
 //! Values follow IBM's published format where upstream departed from it (direction `I`/`O`,
 //! action `accepted`/`rejected`, zero counters written); `docs/vpclogs.md` lists every
@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use crate::config::ExporterConfig;
 use crate::flow::{Flow, FlowMetric, FlowProtocol};
 use crate::pipeline::record::CsvRow;
+use crate::topology::{TopologyClient, TopologyError};
 
 /// How long a TID's addresses are trusted (upstream's cache TTL).
 pub const NODE_IPS_TTL: Duration = Duration::from_secs(600);
@@ -31,23 +32,12 @@ const CACHE_SWEEP_AT: usize = 4096;
 /// Why the addresses of a capture node could not be found.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeIpsError {
-    /// `analyzers` is empty.
-    #[error("no analyzer configured")]
-    NoAnalyzer,
     /// The TID would have to be escaped inside the gremlin string.
     #[error("TID {0:?} can't be used in a gremlin query")]
     BadTid(String),
-    /// The request failed.
+    /// The query failed.
     #[error("topology query failed: {0}")]
-    Http(#[from] reqwest::Error),
-    /// The analyzer answered with an error status.
-    #[error("analyzer answered {status}: {body}")]
-    Status {
-        /// HTTP status.
-        status: u16,
-        /// Response text.
-        body: String,
-    },
+    Topology(TopologyError),
     /// The query matched no node.
     #[error("no node has TID {0}")]
     NotFound(String),
@@ -59,109 +49,31 @@ pub trait NodeIps: Send + Sync + fmt::Debug {
     fn node_ips<'a>(&'a self, tid: &'a str) -> BoxFuture<'a, Result<Vec<String>, NodeIpsError>>;
 }
 
-/// [`NodeIps`] over the analyzer's gremlin REST API (`POST /api/topology`, spec §14).
-#[derive(Debug, Clone)]
-pub struct GremlinNodeIps {
-    client: reqwest::Client,
-    url: Option<String>,
-    auth: Option<(String, String)>,
-}
-
-impl GremlinNodeIps {
-    /// Asks `http(s)://<analyzer>/api/topology`, with the cluster credentials when set.
-    pub fn new(analyzer: Option<&str>, https: bool, auth: Option<(String, String)>) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .unwrap_or_default();
-        let scheme = if https { "https" } else { "http" };
-        GremlinNodeIps {
-            client,
-            url: analyzer.map(|a| format!("{scheme}://{a}/api/topology")),
-            auth,
-        }
-    }
-
-    /// From the pipeline file: one of `analyzers` at random (as upstream), https when a TLS
-    /// file is set, `analyzer.auth.cluster` credentials.
-    pub fn from_config(config: &ExporterConfig) -> Self {
-        let analyzer = match config.analyzers.len() {
-            0 => None,
-            n => config.analyzers.get(rand::random_range(0..n)),
-        };
-        let tls = &config.tls;
-        let https = !(tls.ca_cert.is_empty() && tls.client_cert.is_empty());
-        let creds = &config.analyzer.auth.cluster;
-        let auth =
-            (!creds.username.is_empty()).then(|| (creds.username.clone(), creds.password.clone()));
-        let mut lookup = GremlinNodeIps::new(analyzer.map(String::as_str), https, auth);
-        if !tls.ca_cert.is_empty() {
-            match std::fs::read(&tls.ca_cert)
-                .map_err(|e| e.to_string())
-                .and_then(|pem| reqwest::Certificate::from_pem(&pem).map_err(|e| e.to_string()))
-                .and_then(|ca| {
-                    reqwest::Client::builder()
-                        .timeout(Duration::from_secs(5))
-                        .add_root_certificate(ca)
-                        .build()
-                        .map_err(|e| e.to_string())
-                }) {
-                Ok(client) => lookup.client = client,
-                Err(e) => {
-                    tracing::warn!(file = %tls.ca_cert, error = %e, "CA certificate not used")
-                }
-            }
-        }
-        lookup
-    }
-
-    async fn query(&self, tid: &str) -> Result<Vec<String>, NodeIpsError> {
-        let url = self.url.as_deref().ok_or(NodeIpsError::NoAnalyzer)?;
-        if tid.contains(['"', '\\']) {
-            return Err(NodeIpsError::BadTid(tid.to_string()));
-        }
-        let body = serde_json::json!({ "GremlinQuery": format!("G.V().Has(\"TID\", \"{tid}\")") });
-        let mut request = self
-            .client
-            .post(url)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .json(&body);
-        if let Some((user, password)) = &self.auth {
-            request = request.basic_auth(user, Some(password));
-        }
-        let response = request.send().await?;
-        let status = response.status();
-        if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
-            return Err(NodeIpsError::Status {
-                status: status.as_u16(),
-                body: body.trim().chars().take(200).collect(),
-            });
-        }
-        let nodes: Option<Vec<serde_json::Value>> = response.json().await?;
-        let node = nodes
-            .unwrap_or_default()
-            .into_iter()
-            .flat_map(|v| match v {
-                serde_json::Value::Array(path) => path,
-                other => vec![other],
-            })
-            .find(serde_json::Value::is_object)
-            .ok_or_else(|| NodeIpsError::NotFound(tid.to_string()))?;
-        Ok(match &node["Metadata"]["IPV4"] {
-            serde_json::Value::Array(ips) => ips
-                .iter()
-                .filter_map(|ip| ip.as_str().map(str::to_string))
-                .collect(),
-            serde_json::Value::String(ip) => vec![ip.clone()],
-            _ => Vec::new(),
-        })
-    }
-}
-
-impl NodeIps for GremlinNodeIps {
+/// [`NodeIps`] over the analyzer's gremlin REST API (`POST /api/topology`, docs/stages.md §14),
+/// with the same client (TLS, egress policy, answer size cap) as every other topology query.
+impl NodeIps for TopologyClient {
     fn node_ips<'a>(&'a self, tid: &'a str) -> BoxFuture<'a, Result<Vec<String>, NodeIpsError>> {
-        Box::pin(self.query(tid))
+        Box::pin(async move {
+            if tid.contains(['"', '\\']) {
+                return Err(NodeIpsError::BadTid(tid.to_string()));
+            }
+            let node = match self
+                .first_node(&format!("G.V().Has(\"TID\", \"{tid}\")"))
+                .await
+            {
+                Ok(node) => node,
+                Err(TopologyError::NoResult) => return Err(NodeIpsError::NotFound(tid.into())),
+                Err(e) => return Err(NodeIpsError::Topology(e)),
+            };
+            Ok(match node.get("IPV4") {
+                Some(serde_json::Value::Array(ips)) => ips
+                    .iter()
+                    .filter_map(|ip| ip.as_str().map(str::to_string))
+                    .collect(),
+                Some(serde_json::Value::String(ip)) => vec![ip.clone()],
+                _ => Vec::new(),
+            })
+        })
     }
 }
 
@@ -433,9 +345,15 @@ impl VpcLogs {
         }
     }
 
-    /// From the pipeline file (the analyzer's topology API).
-    pub fn from_config(config: &ExporterConfig) -> Self {
-        VpcLogs::new(Arc::new(GremlinNodeIps::from_config(config)))
+    /// From the pipeline file (the analyzer's topology API, as the other topology queries:
+    /// the first of `analyzers`; upstream picked one at random).
+    pub fn from_config(
+        config: &ExporterConfig,
+        egress: &crate::egress::EgressPolicy,
+    ) -> Result<Self, TopologyError> {
+        Ok(VpcLogs::new(Arc::new(TopologyClient::from_config(
+            config, egress,
+        )?)))
     }
 
     /// One flow in; flows without a transport layer give nothing.
@@ -492,7 +410,7 @@ pub(crate) mod tests {
 
     const VECTORS: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/vectors/exporter/vpclogs.json"
+        "/../tests/vectors/exporter/vpclogs.json"
     );
 
     pub(crate) fn vectors() -> Value {
@@ -591,7 +509,7 @@ pub(crate) mod tests {
         let v = vectors();
         let case = &v["transform_cases"][0];
         let (addr, hits) = fake_analyzer(case["node_ipv4_for_tid"].clone()).await;
-        let mut t = VpcLogs::new(Arc::new(GremlinNodeIps::new(Some(&addr), false, None)));
+        let mut t = VpcLogs::new(Arc::new(TopologyClient::new(&addr, None).unwrap()));
         let flow: Flow = serde_json::from_value(case["input_flow"].clone()).unwrap();
         for lookup in ["first", "second"] {
             let record = t.transform(&flow).await.unwrap();
@@ -623,7 +541,7 @@ pub(crate) mod tests {
     async fn inbound_when_the_node_is_the_target_and_no_analyzer_means_no_direction() {
         let (addr, _) =
             fake_analyzer(serde_json::json!({"t": ["10.9.9.9/16", "10.0.0.2/24"]})).await;
-        let mut t = VpcLogs::new(Arc::new(GremlinNodeIps::new(Some(&addr), false, None)));
+        let mut t = VpcLogs::new(Arc::new(TopologyClient::new(&addr, None).unwrap()));
         let v = vectors();
         let mut flow: Flow =
             serde_json::from_value(v["transform_cases"][0]["input_flow"].clone()).unwrap();
@@ -632,13 +550,13 @@ pub(crate) mod tests {
             t.transform(&flow).await.unwrap().direction,
             Some(Direction::Inbound)
         );
-        let mut none = VpcLogs::new(Arc::new(GremlinNodeIps::new(None, false, None)));
+        let mut none = VpcLogs::new(Arc::new(TopologyClient::new("127.0.0.1:1", None).unwrap()));
         assert_eq!(none.transform(&flow).await.unwrap().direction, None);
     }
 
     #[tokio::test]
     async fn udp_without_tcp_metric_or_counters_is_not_terminated() {
-        let mut t = VpcLogs::new(Arc::new(GremlinNodeIps::new(None, false, None)));
+        let mut t = VpcLogs::new(Arc::new(TopologyClient::new("127.0.0.1:1", None).unwrap()));
         let mut flow: Flow = serde_json::from_str(
             r#"{"UUID":"u","Network":{"Protocol":"IPV4","A":"10.0.0.1","B":"10.0.0.2","ID":0},
                 "Transport":{"Protocol":"UDP","A":5353,"B":53,"ID":0},

@@ -1,5 +1,5 @@
 //! `extend`: `NAME=<gremlin template>` entries whose rendered query's first string result is
-//! added to each record's `Extend` map (flow-exporter spec §6.2.3).
+//! added to each record's `Extend` map (docs/stages.md §6.2.3).
 //!
 //! Templates use Go text/template field syntax over the record's Go field names
 //! (`{{.Network.A}}`, `{{.Context.A.Name}}`, `{{.Extend.X}}`). Only field substitutions are
@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use super::record::SecAdvisorRecord;
+use crate::log_throttle::LogThrottle;
 use crate::pipeline::ttl_cache::{DEFAULT_CAPACITY, TtlCache};
 use crate::topology::TopologyClient;
 
@@ -143,6 +144,7 @@ pub struct Extender {
     client: Arc<TopologyClient>,
     templates: Vec<(String, Template)>,
     cache: TtlCache<String>,
+    failures: LogThrottle,
 }
 
 impl Extender {
@@ -162,6 +164,7 @@ impl Extender {
             client,
             templates,
             cache: TtlCache::new(DEFAULT_CAPACITY),
+            failures: LogThrottle::default(),
         })
     }
 
@@ -186,7 +189,7 @@ impl Extender {
             let value = match self.cache.get(&query, now_ms) {
                 Some(v) => v.clone(),
                 None => {
-                    let v = first_string(&self.client, &query).await;
+                    let v = first_string(&self.client, &query, &mut self.failures).await;
                     self.cache.insert(&query, v.clone(), EXTEND_TTL_MS, now_ms);
                     v
                 }
@@ -197,11 +200,13 @@ impl Extender {
 }
 
 /// The first string of the query's answer; "" on any failure or an empty answer.
-async fn first_string(client: &TopologyClient, query: &str) -> String {
+async fn first_string(client: &TopologyClient, query: &str, failures: &mut LogThrottle) -> String {
     let answer = match client.query(query).await {
         Ok(answer) => answer,
         Err(e) => {
-            tracing::warn!(query, error = %e, "extend query failed");
+            if let Some(not_logged) = failures.allow() {
+                tracing::warn!(query, error = %e, not_logged, "extend query failed");
+            }
             return String::new();
         }
     };
@@ -210,7 +215,9 @@ async fn first_string(client: &TopologyClient, query: &str) -> String {
             .and_then(|v| v.into_iter().next())
             .unwrap_or_default(),
         Err(e) => {
-            tracing::warn!(query, error = %e, "extend answer is not a list of strings");
+            if let Some(not_logged) = failures.allow() {
+                tracing::warn!(query, error = %e, not_logged, "extend answer is not a list of strings");
+            }
             String::new()
         }
     }
