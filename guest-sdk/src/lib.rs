@@ -223,6 +223,9 @@ macro_rules! export_transform {
                 ) -> ::std::result::Result<::std::vec::Vec<u8>, ::std::string::String> {
                     $crate::__rt::transform::<$t>(batch)
                 }
+                fn batch_encoding() -> BatchEncoding {
+                    BatchEncoding::Binary
+                }
             }
             export!(__SluiceTransformer);
         );
@@ -247,6 +250,9 @@ macro_rules! export_mangle {
                     batch: ::std::vec::Vec<u8>,
                 ) -> ::std::result::Result<::std::vec::Vec<u8>, ::std::string::String> {
                     $crate::__rt::mangle::<$t>(tag, batch)
+                }
+                fn batch_encoding() -> BatchEncoding {
+                    BatchEncoding::Binary
                 }
             }
             export!(__SluiceMangler);
@@ -276,18 +282,26 @@ interface host {
         debug,
     }
     log: func(level: level, message: string);
+    enum batch-encoding {
+        binary,
+        json,
+    }
 }
 
 world transformer {
     import host;
+    use host.{batch-encoding};
     export init: func(config: string) -> result<_, string>;
     export transform: func(batch: list<u8>) -> result<list<u8>, string>;
+    export batch-encoding: func() -> batch-encoding;
 }
 
 world mangler {
     import host;
+    use host.{batch-encoding};
     export init: func(config: string) -> result<_, string>;
     export mangle: func(tag: string, batch: list<u8>) -> result<list<u8>, string>;
+    export batch-encoding: func() -> batch-encoding;
 }
 "#,
                 world: $world,

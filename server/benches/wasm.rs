@@ -189,7 +189,7 @@ fn breakdown(rt: &tokio::runtime::Runtime, messages: &[String]) {
         .load_file(&test_guests::path("awsflowlogs"), World::Transformer)
         .unwrap();
     let options = StageOptions::resolve(host, &WasmOptions::default()).unwrap();
-    let mut stage = WasmStage::new(module, None, options, "bench").unwrap();
+    let mut stage = WasmStage::new(module, None, options, "transform", Default::default()).unwrap();
     let stats = PipelineStats::default();
     let (total, _) = best_of(5, || {
         let mut out = Vec::new();
@@ -256,7 +256,7 @@ fn instantiation(rt: &tokio::runtime::Runtime) {
         .load_file(&test_guests::path("awsflowlogs"), World::Transformer)
         .unwrap();
     let options = StageOptions::resolve(host, &WasmOptions::default()).unwrap();
-    let mut stage = WasmStage::new(module, None, options, "bench").unwrap();
+    let mut stage = WasmStage::new(module, None, options, "transform", Default::default()).unwrap();
     let stats = PipelineStats::default();
     let calls = 2000;
     let (d, _) = best_of(3, || {

@@ -9,6 +9,7 @@ pub mod api;
 pub mod config;
 pub mod egress;
 pub mod flow;
+pub mod guest_log;
 pub mod log_throttle;
 pub mod metrics;
 pub mod pipeline;
@@ -23,6 +24,13 @@ pub mod supervisor;
 pub mod tls;
 pub mod topology;
 pub mod wasm;
+
+/// Epoch milliseconds as RFC 3339 (UTC, milliseconds).
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
 
 /// Wall-clock milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {

@@ -21,6 +21,7 @@ use crate::config::{
     WriteType,
 };
 use crate::egress::EgressPolicy;
+use crate::guest_log::GuestLog;
 use crate::metrics::{Counters, DropReason, PipelineStats};
 use crate::pipeline::{BuildContext, Pipeline};
 use crate::secrets::Keyring;
@@ -124,6 +125,8 @@ pub struct Live {
     pub subscriber: Arc<SubscriberStats>,
     /// Restarts after failures.
     pub restarts: AtomicU64,
+    /// What its guests said (`GET /v1/pipelines/{id}/logs`); kept across restarts.
+    pub guest_log: Arc<GuestLog>,
     status: Mutex<(RunState, Option<String>)>,
     /// The running task; the async mutex serialises start/stop/replace of this pipeline.
     task: tokio::sync::Mutex<Option<Running>>,
@@ -266,7 +269,14 @@ impl Supervisor {
             ),
         ] {
             let Some(Some(options)) = wasm else { continue };
-            let built = WasmStage::build(options, world, section, self.guest_runner(tenant)).await;
+            let built = WasmStage::build(
+                options,
+                world,
+                section,
+                self.guest_runner(tenant),
+                Arc::new(GuestLog::new()),
+            )
+            .await;
             if let Err(e) = built {
                 let key = match e {
                     WasmError::Init(_) => "config",
@@ -312,27 +322,29 @@ impl Supervisor {
             .clone()
     }
 
-    /// What a dry run of `tenant` is built with: the egress policy and the guest pool (it
-    /// writes no file).
+    /// What a dry run of `tenant` is built with: the egress policy, the guest pool and a log
+    /// of its own (it writes no file).
     pub fn dry_run_context(&self, tenant: &str) -> BuildContext {
         BuildContext {
             egress: self.rules().egress.clone(),
             confine: None,
             guests: self.guest_runner(tenant),
+            guest_log: Arc::new(GuestLog::new()),
         }
     }
 
-    /// What a pipeline of `tenant` is built with: its folder, the egress policy, the guest
-    /// pool.
-    fn build_context(&self, id: &str, tenant: &str) -> BuildContext {
+    /// What a pipeline is built with: its folder, the egress policy, the guest pool and its
+    /// guest log.
+    fn build_context(&self, id: &str, live: &Live) -> BuildContext {
         BuildContext {
             egress: self.rules().egress.clone(),
             confine: Some(Confinement {
                 within: self.pipeline_dir(id),
-                quota: self.quota(tenant),
+                quota: self.quota(&live.tenant_id),
                 owner: id.to_string(),
             }),
-            guests: self.guest_runner(tenant),
+            guests: self.guest_runner(&live.tenant_id),
+            guest_log: live.guest_log.clone(),
         }
     }
 
@@ -429,6 +441,7 @@ impl Supervisor {
             stats,
             subscriber: Arc::new(SubscriberStats::default()),
             restarts: AtomicU64::new(0),
+            guest_log: Arc::new(GuestLog::new()),
             status: Mutex::new((RunState::Stopped, None)),
             task: tokio::sync::Mutex::new(None),
         });
@@ -481,7 +494,7 @@ impl Supervisor {
         let span = tracing::info_span!("pipeline", id = %id, tenant = %live.tenant_id);
         // Before the spawn: the task sets `running` as soon as it has built the stages.
         live.set(RunState::Starting, None);
-        let context = self.build_context(id, &live.tenant_id);
+        let context = self.build_context(id, live);
         let handle = tokio::spawn(
             supervise(
                 id.to_string(),

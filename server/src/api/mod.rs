@@ -105,9 +105,4 @@ async fn count_requests(State(app): State<Arc<App>>, request: Request, next: Nex
     response
 }
 
-/// Epoch milliseconds as RFC 3339 (UTC, milliseconds).
-pub fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
+pub use crate::rfc3339;

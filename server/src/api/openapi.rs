@@ -20,7 +20,7 @@ use super::App;
         (name = "pipelines", description = "A tenant's pipelines"),
         (name = "modules", description = "A tenant's WebAssembly modules"),
         (name = "admin", description = "Server-wide views (admin)"),
-        (name = "health", description = "Liveness, readiness, metrics (no token)"),
+        (name = "health", description = "Liveness and readiness (no token), metrics"),
     )
 )]
 pub struct ApiDoc;

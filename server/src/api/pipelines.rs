@@ -21,6 +21,7 @@ use super::error::{ApiError, ErrorBody};
 use super::{App, Caller, rfc3339};
 use crate::config::{AccountType, ConfigError, ExporterConfig, ServeRules, WriteType};
 use crate::flow::Flow;
+use crate::guest_log::GuestLine;
 use crate::metrics::{Counters, PipelineStats};
 use crate::pipeline::Pipeline;
 use crate::sinks::{MemorySink, Sink};
@@ -41,6 +42,16 @@ pub fn router() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(stop_pipeline))
         .routes(routes!(pipeline_status))
         .routes(routes!(test_pipeline))
+        .routes(routes!(pipeline_logs))
+}
+
+/// Query of `GET /v1/pipelines/{id}/logs`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct LogsQuery {
+    /// The `seq` of the last line already read: only later lines come back (0 or absent: every
+    /// line kept).
+    pub since: Option<u64>,
 }
 
 /// Query of `POST /v1/pipelines`.
@@ -181,6 +192,8 @@ pub struct MalformedFlow {
 pub struct TestResult {
     /// The objects the pipeline would write.
     pub objects: Vec<TestObject>,
+    /// What the pipeline's guests said during the dry run.
+    pub logs: Vec<GuestLine>,
     /// Counters of the dry run.
     pub counters: CountersView,
     /// Flows that did not decode (dropped as `malformed`).
@@ -594,6 +607,45 @@ async fn pipeline_status(
     Ok(Json(status_of(&app, &row).await))
 }
 
+/// The lines the pipeline's WebAssembly guests wrote (`log`, stdout, stderr) and why their
+/// batches failed, oldest first, as JSON lines; the `Sluice-Guest-Log-Dropped` header counts the
+/// lines not kept (over the per-batch or per-second budget). Poll with `?since=<last seq>`.
+#[utoipa::path(get, path = "/v1/pipelines/{id}/logs", tag = "pipelines", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Pipeline id"), LogsQuery),
+    responses((status = 200, description = "One JSON object per line", body = GuestLine, content_type = "application/x-ndjson"),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn pipeline_logs(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    QueryParams(query): QueryParams<LogsQuery>,
+) -> Result<impl axum::response::IntoResponse, ApiError> {
+    let row = find(&app, &caller, &id).await?;
+    let (lines, dropped) = app
+        .supervisor
+        .live(&row.id)
+        .map(|live| live.guest_log.since(query.since.unwrap_or(0)))
+        .unwrap_or_default();
+    let mut body = String::new();
+    for line in &lines {
+        body.push_str(&serde_json::to_string(line).unwrap_or_default());
+        body.push('\n');
+    }
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/x-ndjson".to_string(),
+            ),
+            (
+                axum::http::HeaderName::from_static("sluice-guest-log-dropped"),
+                dropped.to_string(),
+            ),
+        ],
+        body,
+    ))
+}
+
 /// Dry run: the flows of the body (a JSON array of Skydive flows) go through the pipeline's
 /// stages up to encode and compress; the objects come back instead of being written.
 #[utoipa::path(post, path = "/v1/pipelines/{id}/test", tag = "pipelines", security(("bearer" = [])),
@@ -692,6 +744,7 @@ async fn test_pipeline(
         })
         .collect();
     Ok(Json(TestResult {
+        logs: context.guest_log.since(0).0,
         objects,
         counters: Counters::read(&stats, malformed.len() as u64).into(),
         malformed,

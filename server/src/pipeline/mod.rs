@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{AccountType, Cidr, ClassifyType, ExporterConfig};
 use crate::egress::EgressPolicy;
 use crate::flow::Flow;
+use crate::guest_log::GuestLog;
 use crate::metrics::{DropReason, PipelineStats};
 use crate::sinks::{Confinement, Sink};
 use crate::subscriber::FlowBatch;
@@ -67,6 +68,8 @@ pub struct BuildContext {
     pub confine: Option<Confinement>,
     /// Where its guests run.
     pub guests: GuestRunner,
+    /// Where its guests' lines go.
+    pub guest_log: Arc<GuestLog>,
 }
 
 /// A built pipeline. It is driven by one task: [`Pipeline::run`].

@@ -329,7 +329,9 @@ fn default_account_save_secs() -> u64 {
 }
 
 fn default_max_module_bytes() -> usize {
-    16 << 20
+    // A Python guest is about 19 MB (an interpreter and its heap snapshot); 32 MiB leaves
+    // room for its own code (guest-sdk/README.md has the measured sizes).
+    32 << 20
 }
 
 impl ServerConfig {

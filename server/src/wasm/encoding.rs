@@ -43,6 +43,9 @@ pub enum DecodeError {
     /// Anything else out of shape.
     #[error("malformed record batch: {0}")]
     Invalid(&'static str),
+    /// A JSON answer that is not an array of objects.
+    #[error("the JSON answer is not an array of record objects: {0}")]
+    Json(String),
 }
 
 trait Put {
@@ -317,6 +320,17 @@ pub fn encode_records(records: &[Record]) -> Vec<u8> {
 fn push_builtin(w: &mut RecordWriter, record: &Record, shapes: &mut Vec<Arc<Schema>>) {
     let text = serde_json::to_string(record).unwrap_or_else(|_| "{}".into());
     let fields = OrderedFields::parse(&text).unwrap_or_default();
+    push_object(w, &fields, shapes);
+}
+
+/// A JSON object's members as one record: its keys in order are the fields (records of the
+/// same keys share a schema); strings, numbers, booleans and null are values, nested objects
+/// and arrays JSON texts.
+pub(super) fn push_object(
+    w: &mut RecordWriter,
+    fields: &[(String, Box<RawValue>)],
+    shapes: &mut Vec<Arc<Schema>>,
+) {
     let names: Vec<Box<str>> = fields.iter().map(|(n, _)| n.as_str().into()).collect();
     let schema = match shapes.iter().find(|s| *s.names == *names) {
         Some(s) => s.clone(),
@@ -327,7 +341,7 @@ fn push_builtin(w: &mut RecordWriter, record: &Record, shapes: &mut Vec<Arc<Sche
         }
     };
     w.start(&schema);
-    for (_, raw) in &fields {
+    for (_, raw) in fields {
         let text = raw.get();
         let unquoted;
         let value = match text.as_bytes().first() {
@@ -359,12 +373,18 @@ fn push_builtin(w: &mut RecordWriter, record: &Record, shapes: &mut Vec<Arc<Sche
 
 /// A JSON object's members in document order.
 #[derive(Debug, Default)]
-struct OrderedFields(Vec<(String, Box<RawValue>)>);
+pub(super) struct OrderedFields(pub(super) Vec<(String, Box<RawValue>)>);
 
 impl OrderedFields {
     fn parse(text: &str) -> Result<Vec<(String, Box<RawValue>)>, serde_json::Error> {
         let mut de = serde_json::Deserializer::from_str(text);
         Ok(de.deserialize_map(OrderedFieldsVisitor)?.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for OrderedFields {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(OrderedFieldsVisitor)
     }
 }
 

@@ -196,10 +196,11 @@ impl WasmHost {
             |s| s,
         )
         .map_err(|e| WasmError::Instantiate(format!("{e:#}")))?;
-        // WASI interfaces that `wasm32-wasip2` std imports (stdio, environment, exit...) are
-        // never called on the happy path: they trap if they are. No capability is granted.
-        linker
-            .define_unknown_imports_as_traps(&component)
+        // WASI 0.2, with nothing granted (wasi.rs decides what each call gets). Its
+        // interfaces match any 0.2.x a component imports; one it doesn't have (`wasi:http`,
+        // say) makes the component fail to load, named in the error. (Traps for unknown imports
+        // would also shadow those version matches.)
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| WasmError::Instantiate(format!("{e:#}")))?;
         let pre = linker
             .instantiate_pre(&component)

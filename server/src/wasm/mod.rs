@@ -9,18 +9,21 @@
 //! - [`WasmStage`]: one pipeline's wasm transform or mangle: a fresh `Store` and instance per
 //!   batch, failures counted by reason, quarantine with backoff after repeated failures.
 //!
-//! Guests get no WASI capability: the WASI interfaces a `wasm32-wasip2` guest imports are
-//! linked as traps, and the only working import is the rate-limited `host.log`.
+//! Guests get WASI 0.2 with no capability ([`wasi`]: no files, network, environment or
+//! arguments; random numbers, millisecond clocks, and stdout/stderr into the pipeline's guest
+//! log) and the host's rate-limited `log`.
 
 mod bindings;
 mod cache;
 pub mod encoding;
 mod engine;
+pub mod json;
 mod pool;
 pub mod record;
 mod stage;
 #[doc(hidden)]
 pub mod test_guests;
+mod wasi;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -166,7 +169,7 @@ impl Default for HostSettings {
     fn default() -> Self {
         HostSettings {
             limits: WasmLimits::default(),
-            max_module_bytes: 16 << 20,
+            max_module_bytes: 32 << 20,
             cache_dir: default_cache_dir(),
             epoch_tick: Duration::from_millis(10),
             quarantine_after: 5,

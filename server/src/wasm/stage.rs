@@ -6,19 +6,20 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::encoding::{self, SchemaCache};
 use super::engine::{LoadedModule, WasmHost};
 use super::pool::GuestPool;
 use super::record::WasmRecord;
+use super::wasi::BatchLog;
 use super::{WasmError, WasmLimits, World, bindings};
 use crate::config::WasmOptions;
+use crate::guest_log::{GuestLog, Level};
 use crate::log_throttle::truncate;
 use crate::metrics::{DropReason, PipelineStats};
-
-/// Longest log line a guest may write; the rest is cut.
-const LOG_LINE_BYTES: usize = 1024;
 
 /// A memory grow past the stage's cap: the typed error the limiter raises (the call fails right
 /// at the grow instead of the guest's allocator aborting into an `unreachable` trap).
@@ -77,36 +78,39 @@ impl ResourceLimiter for Limiter {
 }
 
 /// What a `Store` holds for one batch.
-#[derive(Debug)]
 pub struct StoreState {
     limiter: Limiter,
-    pipeline: Arc<str>,
-    logs_left: u32,
-    logs_dropped: u32,
+    batch_log: Arc<BatchLog>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl std::fmt::Debug for StoreState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreState")
+            .field("limiter", &self.limiter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
 }
 
 impl bindings::Host for StoreState {
     fn log(&mut self, level: bindings::Level, message: String) {
-        if self.logs_left == 0 {
-            self.logs_dropped += 1;
-            return;
-        }
-        self.logs_left -= 1;
-        let mut message = message;
-        if message.len() > LOG_LINE_BYTES {
-            let mut cut = LOG_LINE_BYTES;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-        }
-        let pipeline = &*self.pipeline;
-        match level {
-            bindings::Level::Error => tracing::error!(pipeline, guest = %message, "guest log"),
-            bindings::Level::Warn => tracing::warn!(pipeline, guest = %message, "guest log"),
-            bindings::Level::Info => tracing::info!(pipeline, guest = %message, "guest log"),
-            bindings::Level::Debug => tracing::debug!(pipeline, guest = %message, "guest log"),
-        }
+        let level = match level {
+            bindings::Level::Error => Level::Error,
+            bindings::Level::Warn => Level::Warn,
+            bindings::Level::Info => Level::Info,
+            bindings::Level::Debug => Level::Debug,
+        };
+        self.batch_log.line(level, &message);
     }
 }
 
@@ -240,14 +244,24 @@ pub enum GuestRunner {
     },
 }
 
+/// What every call of a stage needs, shared with the thread that runs it.
+#[derive(Debug)]
+struct Guest {
+    module: Arc<LoadedModule>,
+    config: String,
+    options: StageOptions,
+    /// `transform` or `mangle`.
+    stage: &'static str,
+    log: Arc<GuestLog>,
+}
+
 /// One pipeline's wasm transform or mangle stage.
 #[derive(Debug)]
 pub struct WasmStage {
-    module: Arc<LoadedModule>,
-    config: Arc<str>,
-    options: StageOptions,
-    pipeline: Arc<str>,
+    guest: Arc<Guest>,
     runner: GuestRunner,
+    /// The guest takes and gives JSON batches (it says so through `batch-encoding`).
+    json: bool,
     health: Health,
     input: Vec<u8>,
     schemas: SchemaCache,
@@ -257,28 +271,31 @@ pub struct WasmStage {
 struct CallResult {
     /// The guest's records, decoded (none for a check).
     outcome: Result<Vec<WasmRecord>, BatchFailure>,
+    /// For a check: whether the guest takes JSON batches.
+    json: bool,
     fuel_used: u64,
-    logs_dropped: u32,
+    logs_dropped: u64,
 }
 
 impl WasmStage {
-    /// Loads the module file named by `options.module` for a stage of `world`, resolves the
-    /// limits and checks the guest's `init` accepts its config (once, now, so a bad config
-    /// fails the build rather than every batch). The guest runs where `runner` says, the
-    /// check included.
+    /// Loads the module file named by `options.module` for the `stage` (`transform` or
+    /// `mangle`) of `world`, resolves the limits and checks the guest's `init` accepts its
+    /// config (once, now, so a bad config fails the build rather than every batch). The guest
+    /// runs where `runner` says, the check included, and writes to `log`.
     pub async fn build(
         options: &WasmOptions,
         world: World,
-        pipeline: &str,
+        stage: &'static str,
         runner: GuestRunner,
+        log: Arc<GuestLog>,
     ) -> Result<Self, WasmError> {
         let host = WasmHost::global();
         let module = host.load_file(std::path::Path::new(&options.module), world)?;
         let stage_options = StageOptions::resolve(host, options)?;
-        let mut stage = Self::unchecked(module, options.config.as_ref(), stage_options, pipeline);
-        stage.runner = runner;
-        let check = stage.execute(Input::Check).await;
-        stage.checked(check.outcome)
+        let mut built = Self::unchecked(module, options.config.as_ref(), stage_options, stage, log);
+        built.runner = runner;
+        let check = built.execute(Input::Check).await;
+        built.checked(check)
     }
 
     /// A stage over an already loaded module, its guest run in place; `init` is checked now.
@@ -286,43 +303,43 @@ impl WasmStage {
         module: Arc<LoadedModule>,
         config: Option<&serde_json::Value>,
         options: StageOptions,
-        pipeline: &str,
+        stage: &'static str,
+        log: Arc<GuestLog>,
     ) -> Result<Self, WasmError> {
-        let mut stage = Self::unchecked(module, config, options, pipeline);
-        let check = execute(
-            &stage.module,
-            &stage.config,
-            &stage.options,
-            &stage.pipeline,
-            &Input::Check,
-            &mut stage.schemas,
-        );
-        stage.checked(check.outcome)
+        let mut built = Self::unchecked(module, config, options, stage, log);
+        let check = execute(&built.guest, &Input::Check, false, &mut built.schemas);
+        built.checked(check)
     }
 
     fn unchecked(
         module: Arc<LoadedModule>,
         config: Option<&serde_json::Value>,
         options: StageOptions,
-        pipeline: &str,
+        stage: &'static str,
+        log: Arc<GuestLog>,
     ) -> Self {
         WasmStage {
-            module,
-            config: config
-                .map_or_else(|| "null".to_string(), |c| c.to_string())
-                .into(),
-            options,
-            pipeline: pipeline.into(),
+            guest: Arc::new(Guest {
+                module,
+                config: config.map_or_else(|| "null".to_string(), |c| c.to_string()),
+                options,
+                stage,
+                log,
+            }),
             runner: GuestRunner::InPlace,
+            json: false,
             health: Health::default(),
             input: Vec::new(),
             schemas: SchemaCache::default(),
         }
     }
 
-    fn checked(self, outcome: Result<Vec<WasmRecord>, BatchFailure>) -> Result<Self, WasmError> {
-        match outcome {
-            Ok(_) => Ok(self),
+    fn checked(mut self, check: CallResult) -> Result<Self, WasmError> {
+        match check.outcome {
+            Ok(_) => {
+                self.json = check.json;
+                Ok(self)
+            }
             Err(BatchFailure::Guest(msg)) => Err(WasmError::Init(msg)),
             Err(other) => Err(WasmError::Instantiate(other.to_string())),
         }
@@ -330,12 +347,17 @@ impl WasmStage {
 
     /// The module's digest.
     pub fn digest(&self) -> &str {
-        &self.module.digest
+        &self.guest.module.digest
     }
 
     /// The world of the module.
     pub fn world(&self) -> World {
-        self.module.world
+        self.guest.module.world
+    }
+
+    /// Whether the guest takes and gives JSON batches.
+    pub fn is_json(&self) -> bool {
+        self.json
     }
 
     /// Whether the stage is quarantined now.
@@ -351,7 +373,11 @@ impl WasmStage {
         stats: &PipelineStats,
     ) -> Vec<WasmRecord> {
         let mut input = std::mem::take(&mut self.input);
-        encoding::encode_flows(flows, &mut input);
+        if self.json {
+            super::json::encode_flows_json(flows, &mut input);
+        } else {
+            encoding::encode_flows(flows, &mut input);
+        }
         self.run(Input::Flows(input), flows.len() as u64, stats)
             .await
     }
@@ -363,7 +389,11 @@ impl WasmStage {
         records: &[crate::pipeline::record::Record],
         stats: &PipelineStats,
     ) -> Vec<WasmRecord> {
-        let input = encoding::encode_records(records);
+        let input = if self.json {
+            super::json::encode_records_json(records)
+        } else {
+            encoding::encode_records(records)
+        };
         self.run(
             Input::Records(tag.to_string(), input),
             records.len() as u64,
@@ -385,12 +415,16 @@ impl WasmStage {
             .wasm_fuel_used
             .fetch_add(result.fuel_used, Ordering::Relaxed);
         if result.logs_dropped > 0 {
-            tracing::debug!(pipeline = %self.pipeline, lines = result.logs_dropped, "guest log lines over the budget");
+            tracing::debug!(
+                stage = self.guest.stage,
+                lines = result.logs_dropped,
+                "guest log lines over the budget"
+            );
         }
         match result.outcome {
             Ok(records) => {
                 if self.health.consecutive > 0 || self.health.backoff.is_some() {
-                    tracing::info!(pipeline = %self.pipeline, "wasm stage healthy again");
+                    tracing::info!(stage = self.guest.stage, "wasm stage healthy again");
                 }
                 // The failure log's rate limit outlives a success between two failures.
                 self.health = Health {
@@ -409,17 +443,14 @@ impl WasmStage {
 
     /// Runs one call (and decodes its records) where the runner says.
     async fn execute(&mut self, input: Input) -> CallResult {
+        let json = self.json;
         match &self.runner {
             GuestRunner::Pool { pool, tenant } => {
-                let module = self.module.clone();
-                let config = self.config.clone();
-                let options = self.options.clone();
-                let pipeline = self.pipeline.clone();
+                let guest = self.guest.clone();
                 let mut schemas = std::mem::take(&mut self.schemas);
                 let ran = pool
                     .run(tenant, move || {
-                        let r =
-                            execute(&module, &config, &options, &pipeline, &input, &mut schemas);
+                        let r = execute(&guest, &input, json, &mut schemas);
                         (r, input, schemas)
                     })
                     .await;
@@ -437,26 +468,16 @@ impl WasmStage {
                 // no round trip to the blocking pool (two thread wake-ups, the larger part of a
                 // small batch's cost), and neighbours still run while a guest spins.
                 let r = tokio::task::block_in_place(|| {
-                    execute(
-                        &self.module,
-                        &self.config,
-                        &self.options,
-                        &self.pipeline,
-                        &input,
-                        &mut self.schemas,
-                    )
+                    execute(&self.guest, &input, json, &mut self.schemas)
                 });
                 self.keep_buffer(input);
                 r
             }
             GuestRunner::InPlace => {
-                let module = self.module.clone();
-                let config = self.config.clone();
-                let options = self.options.clone();
-                let pipeline = self.pipeline.clone();
+                let guest = self.guest.clone();
                 let mut schemas = std::mem::take(&mut self.schemas);
                 let joined = tokio::task::spawn_blocking(move || {
-                    let r = execute(&module, &config, &options, &pipeline, &input, &mut schemas);
+                    let r = execute(&guest, &input, json, &mut schemas);
                     (r, input, schemas)
                 })
                 .await;
@@ -480,6 +501,13 @@ impl WasmStage {
     }
 
     fn failed(&mut self, failure: &BatchFailure, stats: &PipelineStats) {
+        let guest = &self.guest;
+        // The tenant sees every failure in its guest log (rate-limited there).
+        guest.log.push(
+            guest.stage,
+            Level::Error,
+            &format!("batch dropped ({}): {failure}", failure.reason().as_str()),
+        );
         let h = &mut self.health;
         h.consecutive += 1;
         let now = Instant::now();
@@ -487,8 +515,8 @@ impl WasmStage {
             .is_none_or(|t| now.duration_since(t) >= FAILURE_LOG_EVERY)
         {
             tracing::warn!(
-                pipeline = %self.pipeline,
-                module = %self.module.digest,
+                stage = guest.stage,
+                module = %guest.module.digest,
                 reason = failure.reason().as_str(),
                 consecutive = h.consecutive,
                 not_logged = h.unlogged,
@@ -502,17 +530,26 @@ impl WasmStage {
         }
         // A retry after quarantine that fails again goes straight back, for twice as long.
         let retrying = h.backoff.is_some();
-        if retrying || h.consecutive >= self.options.quarantine_after {
+        if retrying || h.consecutive >= guest.options.quarantine_after {
             let backoff = match h.backoff {
-                Some(b) => (b * 2).min(self.options.quarantine_max),
-                None => self.options.quarantine_backoff,
+                Some(b) => (b * 2).min(guest.options.quarantine_max),
+                None => guest.options.quarantine_backoff,
             };
             h.backoff = Some(backoff);
             h.until = Some(Instant::now() + backoff);
             stats.wasm_quarantines.fetch_add(1, Ordering::Relaxed);
+            guest.log.push(
+                guest.stage,
+                Level::Error,
+                &format!(
+                    "quarantined for {} ms after {} failed batches: its batches are dropped until then",
+                    backoff.as_millis(),
+                    h.consecutive
+                ),
+            );
             tracing::error!(
-                pipeline = %self.pipeline,
-                module = %self.module.digest,
+                stage = guest.stage,
+                module = %guest.module.digest,
                 failures = h.consecutive,
                 backoff_ms = backoff.as_millis() as u64,
                 "wasm stage quarantined: its batches are dropped until the backoff ends"
@@ -524,29 +561,37 @@ impl WasmStage {
 fn host_failure(message: String) -> CallResult {
     CallResult {
         outcome: Err(BatchFailure::Trap(message)),
+        json: false,
         fuel_used: 0,
         logs_dropped: 0,
     }
 }
 
-/// One call and the decoding of its records, on whatever thread runs guests.
-fn execute(
-    module: &LoadedModule,
-    config: &str,
-    options: &StageOptions,
-    pipeline: &Arc<str>,
-    input: &Input,
-    schemas: &mut SchemaCache,
-) -> CallResult {
-    let (outcome, fuel_used, logs_dropped) = call(module, config, options, pipeline, input);
-    let outcome = outcome.and_then(|bytes| match input {
-        Input::Check => Ok(Vec::new()),
-        _ => {
-            encoding::decode_records(bytes, schemas).map_err(|e| BatchFailure::Guest(e.to_string()))
+/// One call and the decoding of its records (`json`: the guest's JSON form), on whatever
+/// thread runs guests.
+fn execute(guest: &Guest, input: &Input, json: bool, schemas: &mut SchemaCache) -> CallResult {
+    let batch_log = BatchLog::new(
+        guest.log.clone(),
+        guest.stage,
+        guest.options.log_lines_per_batch,
+    );
+    let (outcome, fuel_used) = call(guest, input, &batch_log);
+    let logs_dropped = batch_log.finish();
+    let mut says_json = false;
+    let outcome = outcome.and_then(|bytes| {
+        match input {
+            Input::Check => {
+                says_json = bytes.first() == Some(&JSON_ENCODING);
+                Ok(Vec::new())
+            }
+            _ if json => super::json::decode_json_records(&bytes, schemas),
+            _ => encoding::decode_records(bytes, schemas),
         }
+        .map_err(|e| BatchFailure::Guest(truncate(e.to_string(), GUEST_ERROR_BYTES)))
     });
     CallResult {
         outcome,
+        json: says_json,
         fuel_used,
         logs_dropped,
     }
@@ -584,17 +629,16 @@ fn classify(e: &wasmtime::Error, options: &StageOptions) -> BatchFailure {
 }
 
 /// One batch in a fresh store: instantiate, `init(config)`, then the call; returns the guest's
-/// bytes, the fuel used and the log lines over the budget. Runs where blocking is allowed (a
-/// guest thread, `block_in_place` or the blocking pool); never panics on guest behaviour.
+/// bytes (for a check, one byte: [`JSON_ENCODING`] when the guest takes JSON) and the fuel
+/// used. Runs where blocking is allowed (a guest thread, `block_in_place` or the blocking
+/// pool); never panics on guest behaviour.
 fn call(
-    module: &LoadedModule,
-    config: &str,
-    options: &StageOptions,
-    pipeline: &Arc<str>,
+    guest: &Guest,
     input: &Input,
-) -> (Result<Vec<u8>, BatchFailure>, u64, u32) {
+    batch_log: &Arc<BatchLog>,
+) -> (Result<Vec<u8>, BatchFailure>, u64) {
     let host = WasmHost::global();
-    let limits = options.limits;
+    let limits = guest.options.limits;
     let mut store = Store::new(
         host.engine(),
         StoreState {
@@ -602,9 +646,9 @@ fn call(
                 cap: limits.memory_bytes,
                 used: 0,
             },
-            pipeline: pipeline.clone(),
-            logs_left: options.log_lines_per_batch,
-            logs_dropped: 0,
+            batch_log: batch_log.clone(),
+            wasi: super::wasi::context(batch_log),
+            table: ResourceTable::new(),
         },
     );
     store.limiter(|s| &mut s.limiter);
@@ -614,10 +658,13 @@ fn call(
     store.set_epoch_deadline(ticks);
     store.epoch_deadline_trap();
 
-    let outcome = run_in(&mut store, module, config, options, input);
+    let outcome = run_in(&mut store, guest, input);
     let fuel_used = limits.fuel - store.get_fuel().unwrap_or(0);
-    (outcome, fuel_used, store.data().logs_dropped)
+    (outcome, fuel_used)
 }
+
+/// A check's answer for a guest that takes JSON batches.
+const JSON_ENCODING: u8 = 1;
 
 /// A batch result, copied out of the guest. (Not a `WasmList` view: wasmtime runs the
 /// export's post-return, which frees the guest's buffer, before `call` returns, so a view would
@@ -626,20 +673,30 @@ type Batch = (Result<Vec<u8>, String>,);
 
 fn run_in(
     store: &mut Store<StoreState>,
-    module: &LoadedModule,
-    config: &str,
-    options: &StageOptions,
+    guest: &Guest,
     input: &Input,
 ) -> Result<Vec<u8>, BatchFailure> {
+    let options = &guest.options;
     let fail = |e: wasmtime::Error| classify(&e, options);
-    let instance = module.pre.instantiate(&mut *store).map_err(fail)?;
+    let instance = guest.module.pre.instantiate(&mut *store).map_err(fail)?;
     let init = instance
         .get_typed_func::<(&str,), (Result<(), String>,)>(&mut *store, "init")
         .map_err(fail)?;
-    let (r,) = init.call(&mut *store, (config,)).map_err(fail)?;
+    let (r,) = init
+        .call(&mut *store, (guest.config.as_str(),))
+        .map_err(fail)?;
     r.map_err(|msg| BatchFailure::Guest(truncate(format!("init: {msg}"), GUEST_ERROR_BYTES)))?;
     let (result,) = match input {
-        Input::Check => return Ok(Vec::new()),
+        Input::Check => {
+            // A guest that doesn't say (built before `batch-encoding` existed) takes bytes.
+            let json = match instance
+                .get_typed_func::<(), (bindings::BatchEncoding,)>(&mut *store, "batch-encoding")
+            {
+                Ok(f) => f.call(&mut *store, ()).map_err(fail)?.0 == bindings::BatchEncoding::Json,
+                Err(_) => false,
+            };
+            return Ok(vec![u8::from(json)]);
+        }
         Input::Flows(batch) => {
             let f = instance
                 .get_typed_func::<(&[u8],), Batch>(&mut *store, "transform")

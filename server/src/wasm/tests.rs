@@ -37,7 +37,11 @@ fn stage(
     let module = host().load(&guest(name), Some(world)).unwrap();
     let mut options = StageOptions::resolve(host(), &WasmOptions::default()).unwrap();
     tweak(&mut options);
-    WasmStage::new(module, Some(&config), options, name).unwrap()
+    let stage = match world {
+        World::Transformer => "transform",
+        World::Mangler => "mangle",
+    };
+    WasmStage::new(module, Some(&config), options, stage, Default::default()).unwrap()
 }
 
 fn vectors() -> Value {
@@ -241,7 +245,14 @@ fn a_bad_guest_config_fails_the_build() {
         .load(&guest("anonymize"), Some(World::Transformer))
         .unwrap();
     let options = StageOptions::resolve(host(), &WasmOptions::default()).unwrap();
-    let err = WasmStage::new(module, Some(&json!({"ipv4_prefix": 40})), options, "t").unwrap_err();
+    let err = WasmStage::new(
+        module,
+        Some(&json!({"ipv4_prefix": 40})),
+        options,
+        "transform",
+        Default::default(),
+    )
+    .unwrap_err();
     assert!(
         matches!(&err, WasmError::Init(m) if m.contains("prefix out of range")),
         "{err}"
@@ -793,4 +804,87 @@ fn csv_columns_and_texts_round_trip_between_host_and_sdk() {
     assert_eq!(nested[tag], 8);
     nested[tag + 4 + 1 + 1] = 8;
     assert!(decode(&nested).is_err());
+}
+
+/// A stage of `name` writing to its own guest log.
+fn logged_stage(name: &str, config: Value) -> (WasmStage, Arc<crate::guest_log::GuestLog>) {
+    let module = host().load(&guest(name), Some(World::Transformer)).unwrap();
+    let options = StageOptions::resolve(host(), &WasmOptions::default()).unwrap();
+    let log = Arc::new(crate::guest_log::GuestLog::new());
+    let stage = WasmStage::new(module, Some(&config), options, "transform", log.clone()).unwrap();
+    (stage, log)
+}
+
+fn record_json(record: &record::WasmRecord) -> Value {
+    let mut text = Vec::new();
+    write_go_json(&mut text, false, &Record::Wasm(record.clone())).unwrap();
+    serde_json::from_slice(&text).unwrap()
+}
+
+#[tokio::test]
+async fn a_guest_written_with_std_runs_and_its_output_reaches_the_guest_log() {
+    let (mut s, log) = logged_stage("stdlib", Value::Null);
+    assert!(!s.is_json());
+    let stats = PipelineStats::default();
+    let before = crate::now_ms();
+    let records = s
+        .transform(&[tcp_flow(1), tcp_flow(2), tcp_flow(3)], &stats)
+        .await;
+    assert_eq!(
+        records.len(),
+        3,
+        "{:?} {:?}",
+        stats.snapshot(),
+        log.since(0)
+    );
+    let last = record_json(&records[2]);
+    assert_eq!(last["SamePath"], 3, "the HashMap counted: {last}");
+    let now = last["NowMs"].as_i64().unwrap();
+    assert!(
+        now >= before - 1000 && now <= crate::now_ms() + 1000,
+        "{last}"
+    );
+    assert!(
+        last["File"].as_str().unwrap().starts_with("refused"),
+        "{last}"
+    );
+    let (lines, dropped) = log.since(0);
+    let texts: Vec<(&str, crate::guest_log::Level)> =
+        lines.iter().map(|l| (l.text.as_str(), l.level)).collect();
+    assert_eq!(
+        texts,
+        [
+            (
+                "stdlib guest: 3 flows, 1 layers paths",
+                crate::guest_log::Level::Info
+            ),
+            ("stdlib guest: done", crate::guest_log::Level::Warn),
+        ]
+    );
+    assert_eq!(dropped, 0);
+    assert!(lines.iter().all(|l| l.stage == "transform"));
+}
+
+#[tokio::test]
+async fn a_guest_trying_files_env_sockets_and_a_stdout_flood_is_contained() {
+    let (mut s, log) = logged_stage("escape", json!({"flood_lines": 20000}));
+    let stats = PipelineStats::default();
+    let records = s.transform(&[tcp_flow(1)], &stats).await;
+    assert_eq!(records.len(), 1, "{:?}", stats.snapshot());
+    let got = record_json(&records[0]);
+    for key in ["Read", "Write", "List", "Metadata", "Loopback", "Lookup"] {
+        assert!(
+            got[key].as_str().unwrap().starts_with("refused"),
+            "{key}: {got}"
+        );
+    }
+    assert_eq!(got["Env"], 0);
+    assert_eq!(got["Args"], 0);
+    assert!(!std::path::Path::new("/tmp/sluice-escape").exists());
+    // 20,000 stdout lines: the batch's budget is kept, the rest counted.
+    let (lines, dropped) = log.since(0);
+    let budget = host().settings().log_lines_per_batch as usize;
+    assert_eq!(lines.len(), budget);
+    assert_eq!(dropped, 20_000 - budget as u64);
+    assert!(lines[0].text.starts_with("flood line 0 yyy"));
 }

@@ -45,9 +45,14 @@ impl Mangler {
             ))),
             MangleType::Wasm => {
                 let options = pipeline.mangle.wasm.clone().unwrap_or_default();
-                let stage =
-                    WasmStage::build(&options, World::Mangler, "mangle", context.guests.clone())
-                        .await?;
+                let stage = WasmStage::build(
+                    &options,
+                    World::Mangler,
+                    "mangle",
+                    context.guests.clone(),
+                    context.guest_log.clone(),
+                )
+                .await?;
                 Ok(Mangler::Wasm(Box::new(stage)))
             }
         }

@@ -67,6 +67,7 @@ impl Transformer {
                     World::Transformer,
                     "transform",
                     context.guests.clone(),
+                    context.guest_log.clone(),
                 )
                 .await?;
                 Ok(Transformer::Wasm(Box::new(stage)))
