@@ -297,3 +297,76 @@ fn bad_modules_get_a_4xx_that_says_which() {
     assert_error(&r, 413, "module_too_large", "4096 bytes");
     assert!(r.text().contains("max_module_bytes"), "{}", r.text());
 }
+
+#[test]
+fn a_guest_written_with_std_runs_and_its_tenant_reads_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start_fast(dir.path(), 20, 300, 300, 13).unwrap();
+    let serve = Serve::start(&dir.path().join("data"), ADMIN).unwrap();
+    let (_, a) = serve.tenant("alpha");
+    let (_, b) = serve.tenant("beta");
+    let r = upload(&serve, Some(&a), &guest("stdlib"));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let digest = r.json()["id"].as_str().unwrap().to_string();
+    let yaml = pipeline_yaml(&sim.ws_url(), "wasm-std", &digest);
+    let r = serve.yaml("POST", "/v1/pipelines", Some(&a), &yaml);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let logs = |since: u64| {
+        let r = serve.request(
+            "GET",
+            &format!("/v1/pipelines/{id}/logs?since={since}"),
+            Some(&a),
+            None,
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.text()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    // Its println! and eprintln! lines are in its guest log, not in the server's.
+    let lines = wait_for("the guest's lines", WAIT, || {
+        let lines = logs(0);
+        (lines.len() >= 2).then_some(lines)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", serve.process.stderr()));
+    let first = &lines[0];
+    assert!(
+        first["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("stdlib guest: "),
+        "{first}"
+    );
+    assert_eq!(first["stage"], "transform");
+    assert_eq!(first["level"], "info");
+    assert!(first["time"].as_str().unwrap().ends_with('Z'), "{first}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["text"] == "stdlib guest: done" && l["level"] == "warn")
+    );
+    assert!(!serve.process.stderr().contains("stdlib guest:"));
+    // Polling: only the lines after the last one read.
+    let last = lines.last().unwrap()["seq"].as_u64().unwrap();
+    assert!(logs(last).iter().all(|l| l["seq"].as_u64().unwrap() > last));
+    // Its records: the HashMap counts, the clock reads, a file read is refused.
+    wait_for("objects", WAIT, || {
+        (!exported(&serve, &id).is_empty()).then_some(())
+    })
+    .unwrap();
+    let record = &exported(&serve, &id)[0];
+    assert!(record["SamePath"].as_i64().unwrap() >= 1, "{record}");
+    assert!(
+        record["NowMs"].as_i64().unwrap() > 1_700_000_000_000,
+        "{record}"
+    );
+    assert!(
+        record["File"].as_str().unwrap().starts_with("refused"),
+        "{record}"
+    );
+    // Another tenant doesn't see it.
+    let r = serve.request("GET", &format!("/v1/pipelines/{id}/logs"), Some(&b), None);
+    assert_error(&r, 404, "not_found", "no pipeline");
+}
