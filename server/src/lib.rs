@@ -9,6 +9,7 @@ pub mod api;
 pub mod config;
 pub mod egress;
 pub mod flow;
+pub mod guest_cli;
 pub mod guest_log;
 pub mod log_throttle;
 pub mod metrics;

@@ -35,6 +35,8 @@ enum Command {
     Serve(sluice::serve::ServeArgs),
     /// A Skydive analyzer simulator: flows over /ws/subscriber/flow, gremlin on /api/topology.
     Sim(Box<sluice::sim::SimArgs>),
+    /// Guests: scaffold (new), build a .py, .js or Rust guest into a component, upload (deploy).
+    Guest(sluice::guest_cli::GuestArgs),
 }
 
 fn main() -> ExitCode {
@@ -87,6 +89,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         }
         Command::Serve(args) => sluice::serve::serve(args, stop_on_signal()).await,
         Command::Sim(args) => sluice::sim::serve(*args, stop_on_signal()).await,
+        Command::Guest(args) => sluice::guest_cli::run(args).await,
     }
 }
 
