@@ -19,7 +19,7 @@ use crate::config::{ExporterConfig, ServeRules};
 use crate::egress::EgressPolicy;
 use crate::secrets::{Keyring, is_sealed};
 use crate::store::{PipelineRow, Store, leases, pipelines};
-use crate::supervisor::{Supervisor, SupervisorSettings};
+use crate::supervisor::{StoredFields, Supervisor, SupervisorSettings};
 use crate::wasm::GuestPool;
 use config::{ADMIN_TOKEN_ENV, ServerConfig};
 
@@ -141,6 +141,7 @@ impl Server {
             limits: config.limits.clone(),
             node,
             requests: Mutex::new(Default::default()),
+            tokens: Default::default(),
         });
         Ok(Server {
             listener,
@@ -190,7 +191,14 @@ async fn upgrade_stored(
         return Ok(row); // reported when it starts
     };
     let keyring = supervisor.keyring();
-    let mut stale = false;
+    // Rows from before the columns existed (or before a canonical form changed).
+    let fields = StoredFields::of(&config, supervisor.rules().ceilings.max_spool_bytes);
+    let mut stale = {
+        let mut expected = row.clone();
+        fields.apply(&mut expected);
+        expected != row
+    };
+    fields.apply(&mut row);
     for (key, value) in config.secrets_mut() {
         if value.is_empty() || (is_sealed(value) && keyring.is_current(value)) {
             continue;
@@ -204,9 +212,8 @@ async fn upgrade_stored(
     }
     if stale {
         row.definition = supervisor.sealed_definition(&config);
-        pipelines::update_definition(store.pool(), &row.id, &row.definition, row.updated_at)
-            .await?;
-        tracing::info!(pipeline = %row.id, "Secrets sealed under the current key.");
+        store.upgrade_pipeline(&row, &fields.modules).await?;
+        tracing::info!(pipeline = %row.id, "Stored definition brought up to date (sealed secrets, columns).");
     }
     if let Some(key) = crate::supervisor::lease_key(&config)
         && let Some(lease) = leases::for_pipeline(store.pool(), &row.id).await?

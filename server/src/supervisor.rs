@@ -446,7 +446,7 @@ impl Supervisor {
             task: tokio::sync::Mutex::new(None),
         });
         self.map().insert(row.id.clone(), live.clone());
-        if row.desired() == DesiredState::Running {
+        if row.desired_state == DesiredState::Running {
             self.start_with(&row.id, &live, &row.definition).await;
         }
     }
@@ -529,7 +529,7 @@ impl Supervisor {
     /// if `start` (the desired state is `running`).
     pub async fn replace(&self, row: &PipelineRow) {
         self.stop(&row.id).await;
-        if row.desired() == DesiredState::Running {
+        if row.desired_state == DesiredState::Running {
             self.start(row).await;
         }
     }
@@ -826,6 +826,57 @@ pub fn resolve_modules(
     errors
 }
 
+/// What the database keeps beside a pipeline's definition, read from its checked config: the
+/// canonical analyzer and trimmed host_id (shown in every list), the bytes its spool may hold
+/// (`default_spool_bytes` when it sets none; 0 without a spool) and the modules it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFields {
+    /// `pipeline.subscriber.url`, canonical.
+    pub analyzer: String,
+    /// `host_id`, trimmed.
+    pub host_id: String,
+    /// Spool bytes.
+    pub spool_bytes: u64,
+    /// (stage, module digest) of each wasm stage.
+    pub modules: Vec<crate::store::pipelines::ModuleUse>,
+}
+
+impl StoredFields {
+    /// From a checked config.
+    pub fn of(config: &ExporterConfig, default_spool_bytes: u64) -> Self {
+        let p = &config.pipeline;
+        let mut modules = Vec::new();
+        for (stage, on, wasm) in [
+            (
+                "transform",
+                p.transform.kind == TransformType::Wasm,
+                &p.transform.wasm,
+            ),
+            ("mangle", p.mangle.kind == MangleType::Wasm, &p.mangle.wasm),
+        ] {
+            if let Some(wasm) = wasm.as_ref().filter(|_| on) {
+                modules.push((stage, wasm.module.trim().to_ascii_lowercase()));
+            }
+        }
+        StoredFields {
+            analyzer: canonical_analyzer(&p.subscriber.url),
+            host_id: config.host_id.as_deref().unwrap_or("").trim().to_string(),
+            spool_bytes: match p.write.kind {
+                WriteType::S3 => p.write.spool.max_bytes.unwrap_or(default_spool_bytes),
+                _ => 0,
+            },
+            modules,
+        }
+    }
+
+    /// Copies the columns into `row`.
+    pub fn apply(&self, row: &mut PipelineRow) {
+        row.analyzer = self.analyzer.clone();
+        row.host_id = self.host_id.clone();
+        row.spool_bytes = self.spool_bytes.min(i64::MAX as u64) as i64;
+    }
+}
+
 /// The (analyzer, host_id) a pipeline must lease, if any: `""` and a missing host_id are never
 /// leased.
 pub fn lease_key(config: &ExporterConfig) -> Option<crate::store::LeaseKey> {
@@ -990,9 +1041,12 @@ mod tests {
             id: "p1".into(),
             tenant_id: "t1".into(),
             definition: definition.into(),
-            desired_state: "running".into(),
+            desired_state: DesiredState::Running,
             created_at: 0,
             updated_at: 0,
+            analyzer: String::new(),
+            host_id: String::new(),
+            spool_bytes: 0,
         };
         supervisor.add(&row).await;
         let live = supervisor.live("p1").unwrap();

@@ -100,8 +100,15 @@ impl FromRequestParts<Arc<App>> for Caller {
         if constant_time_eq(&hash, &app.admin_hash) {
             return Ok(Caller::Admin);
         }
-        match tokens::tenant_of_hash(app.store.pool(), &hex(&hash)).await? {
-            Some(tenant) => Ok(Caller::Tenant(tenant)),
+        let hash = hex(&hash);
+        if let Some(tenant) = app.tokens.get(&hash) {
+            return Ok(Caller::Tenant(tenant));
+        }
+        match tokens::tenant_of_hash(app.store.pool(), &hash).await? {
+            Some(tenant) => {
+                app.tokens.put(hash, tenant.clone());
+                Ok(Caller::Tenant(tenant))
+            }
             None => Err(ApiError::Unauthorized("unknown or revoked token".into())),
         }
     }
@@ -117,6 +124,48 @@ impl FromRequestParts<Arc<App>> for AdminOnly {
                 "this route is for the administrator only".into(),
             )),
         }
+    }
+}
+
+/// Tenant tokens recently seen valid (by hash), so that a request needs no database round trip
+/// to know its caller. Revoking a token or deleting a tenant empties it; an entry also lives
+/// at most [`TokenCache::TTL`], the longest a token revoked through another server sharing the
+/// database stays usable here.
+#[derive(Debug, Default)]
+pub struct TokenCache {
+    entries: std::sync::Mutex<std::collections::HashMap<String, (String, std::time::Instant)>>,
+}
+
+impl TokenCache {
+    /// How long a cached token is trusted.
+    pub const TTL: std::time::Duration = std::time::Duration::from_secs(10);
+    /// Entries kept at most (a flood of distinct valid tokens can't grow it without bound).
+    const MAX: usize = 10_000;
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (String, std::time::Instant)>>
+    {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, hash: &str) -> Option<String> {
+        let entries = self.lock();
+        let (tenant, seen) = entries.get(hash)?;
+        (seen.elapsed() < Self::TTL).then(|| tenant.clone())
+    }
+
+    fn put(&self, hash: String, tenant: String) {
+        let mut entries = self.lock();
+        if entries.len() >= Self::MAX {
+            entries.clear();
+        }
+        entries.insert(hash, (tenant, std::time::Instant::now()));
+    }
+
+    /// Forgets every token (one was revoked).
+    pub fn clear(&self) {
+        self.lock().clear();
     }
 }
 

@@ -52,6 +52,8 @@ pub struct App {
     pub node: String,
     /// Requests answered, by status.
     pub requests: Mutex<BTreeMap<u16, u64>>,
+    /// Tenant tokens recently seen valid.
+    pub tokens: auth::TokenCache,
 }
 
 impl App {

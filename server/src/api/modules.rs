@@ -17,7 +17,6 @@ use utoipa_axum::routes;
 use super::auth::new_id;
 use super::error::{ApiError, ErrorBody};
 use super::{App, Caller, rfc3339};
-use crate::config::{ExporterConfig, MangleType, TransformType};
 use crate::store::{ModuleRow, modules, pipelines};
 use crate::wasm::{WasmError, WasmHost};
 
@@ -252,12 +251,7 @@ async fn delete_module(
 ) -> Result<StatusCode, ApiError> {
     let tenant = tenant_of(&caller)?;
     let module = find(&app, tenant, &id).await?;
-    let users: Vec<String> = pipelines::list(app.store.pool(), Some(tenant))
-        .await?
-        .into_iter()
-        .filter(|p| ExporterConfig::load(&p.definition).is_ok_and(|c| uses(&c, &module.digest)))
-        .map(|p| p.id)
-        .collect();
+    let users = pipelines::users_of(app.store.pool(), tenant, &module.digest).await?;
     if !users.is_empty() {
         return Err(ApiError::Conflict {
             code: "module_in_use",
@@ -292,20 +286,10 @@ async fn drop_if_unowned(app: &App, digest: &str) -> Result<(), ApiError> {
 pub async fn delete_tenant(app: &App, tenant: &str) -> Result<(), ApiError> {
     let _files = FILES.lock().await;
     let owned = modules::list(app.store.pool(), Some(tenant)).await?;
-    crate::store::tenants::delete(app.store.pool(), tenant).await?;
+    app.store.delete_tenant(tenant).await?;
+    app.tokens.clear();
     for m in owned {
         drop_if_unowned(app, &m.digest).await?;
     }
     Ok(())
-}
-
-/// Whether a pipeline's wasm transform or mangler names `digest`.
-fn uses(config: &ExporterConfig, digest: &str) -> bool {
-    let p = &config.pipeline;
-    let named = |w: &Option<crate::config::WasmOptions>| {
-        w.as_ref()
-            .is_some_and(|w| w.module.trim().eq_ignore_ascii_case(digest))
-    };
-    (p.transform.kind == TransformType::Wasm && named(&p.transform.wasm))
-        || (p.mangle.kind == MangleType::Wasm && named(&p.mangle.wasm))
 }

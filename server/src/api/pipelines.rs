@@ -19,7 +19,7 @@ use super::auth::new_id;
 use super::body::{QueryParams, RawBody, is_json, is_yaml, parse_json};
 use super::error::{ApiError, ErrorBody};
 use super::{App, Caller, rfc3339};
-use crate::config::{AccountType, ConfigError, ExporterConfig, ServeRules, WriteType};
+use crate::config::{AccountType, ConfigError, ExporterConfig, ServeRules};
 use crate::flow::Flow;
 use crate::guest_log::GuestLine;
 use crate::metrics::{Counters, PipelineStats};
@@ -28,7 +28,7 @@ use crate::sinks::{MemorySink, Sink};
 use crate::store::{
     DesiredState, LeaseRequest, PipelineRow, PipelineWriteError, pipelines, tenants,
 };
-use crate::supervisor::{RunState, lease_key};
+use crate::supervisor::{RunState, StoredFields, lease_key};
 
 /// How long a dry run may take (building may query the analyzer).
 const TEST_TIMEOUT: Duration = Duration::from_secs(40);
@@ -241,13 +241,13 @@ fn parse_definition(body: &RawBody, rules: &ServeRules) -> Result<ExporterConfig
 
 /// What a definition must pass beyond its own checks before it is stored: its named hosts
 /// resolve to allowed addresses, its modules are the tenant's, its guests accept their
-/// config, and the tenant's spool quota holds it. Returns the resolved config.
+/// config, and the tenant's spool quota holds it. Returns what the database keeps beside it.
 async fn admit(
     app: &App,
     id: &str,
     tenant_id: &str,
     config: &ExporterConfig,
-) -> Result<ExporterConfig, ApiError> {
+) -> Result<StoredFields, ApiError> {
     let supervisor = &app.supervisor;
     let mut errors: Vec<ConfigError> =
         crate::egress::check_destinations(&supervisor.rules().egress, &config.destinations())
@@ -271,43 +271,22 @@ async fn admit(
         }
     };
     match resolved {
-        Some(resolved) if errors.is_empty() => {
-            check_spool_quota(app, id, tenant_id, config).await?;
-            Ok(resolved)
+        Some(_) if errors.is_empty() => {
+            let fields = StoredFields::of(config, app.limits.max_spool_bytes);
+            check_spool_quota(app, id, tenant_id, fields.spool_bytes).await?;
+            Ok(fields)
         }
         _ => Err(ApiError::InvalidConfig(errors)),
     }
 }
 
-/// Spool bytes a pipeline may hold (what its `write.spool.max_bytes` says, else the server's
-/// maximum); 0 without a spool.
-fn spool_bytes(config: &ExporterConfig, app: &App) -> u64 {
-    let w = &config.pipeline.write;
-    if w.kind != WriteType::S3 {
-        return 0;
-    }
-    w.spool.max_bytes.unwrap_or(app.limits.max_spool_bytes)
-}
-
 /// The tenant's S3 pipelines together (this one instead of its older self) may spool at most
 /// `limits.spool_bytes_per_tenant`.
-async fn check_spool_quota(
-    app: &App,
-    id: &str,
-    tenant_id: &str,
-    config: &ExporterConfig,
-) -> Result<(), ApiError> {
-    let own = spool_bytes(config, app);
+async fn check_spool_quota(app: &App, id: &str, tenant_id: &str, own: u64) -> Result<(), ApiError> {
     if own == 0 {
         return Ok(());
     }
-    let others: u64 = pipelines::list(app.store.pool(), Some(tenant_id))
-        .await?
-        .iter()
-        .filter(|row| row.id != id)
-        .filter_map(|row| ExporterConfig::load(&row.definition).ok())
-        .map(|c| spool_bytes(&c, app))
-        .sum();
+    let others = pipelines::spool_bytes_of(app.store.pool(), tenant_id, id).await?;
     let limit = app.limits.spool_bytes_per_tenant;
     if others.saturating_add(own) > limit {
         return Err(ApiError::Quota(format!(
@@ -318,26 +297,24 @@ async fn check_spool_quota(
     Ok(())
 }
 
+/// A pipeline as the API shows it; the definition (parsed, secrets redacted) only for `detail`
+/// (a list reads the row's columns, no YAML).
 fn view(app: &App, row: &PipelineRow, detail: bool) -> PipelineView {
-    let config = ExporterConfig::load(&row.definition).ok();
+    let redacted = detail
+        .then(|| ExporterConfig::load(&row.definition).ok())
+        .flatten()
+        .map(|c| c.redacted());
     let state = app
         .supervisor
         .live(&row.id)
         .map_or(RunState::Stopped, |l| l.state().0);
-    let redacted = config.as_ref().map(ExporterConfig::redacted);
     PipelineView {
         id: row.id.clone(),
         tenant_id: row.tenant_id.clone(),
-        desired_state: row.desired(),
+        desired_state: row.desired_state,
         state,
-        analyzer: config
-            .as_ref()
-            .map(|c| c.pipeline.subscriber.url.clone())
-            .unwrap_or_default(),
-        host_id: config
-            .as_ref()
-            .and_then(|c| c.host_id.clone())
-            .unwrap_or_default(),
+        analyzer: row.analyzer.clone(),
+        host_id: row.host_id.clone(),
         created_at: rfc3339(row.created_at),
         updated_at: rfc3339(row.updated_at),
         definition: detail
@@ -436,23 +413,28 @@ async fn create_pipeline(
     };
     let config = parse_definition(&body, app.supervisor.rules())?;
     let id = new_id("pl_");
-    admit(&app, &id, &tenant_id, &config).await?;
+    let fields = admit(&app, &id, &tenant_id, &config).await?;
     let now = crate::now_ms();
-    let row = PipelineRow {
+    let mut row = PipelineRow {
         id: id.clone(),
         tenant_id,
         definition: app.supervisor.sealed_definition(&config),
-        desired_state: query
-            .desired_state
-            .unwrap_or(DesiredState::Running)
-            .as_str()
-            .to_string(),
+        desired_state: query.desired_state.unwrap_or(DesiredState::Running),
         created_at: now,
         updated_at: now,
+        analyzer: String::new(),
+        host_id: String::new(),
+        spool_bytes: 0,
     };
+    fields.apply(&mut row);
     let lease = lease_request(&app, &config);
     app.store
-        .create_pipeline(&row, lease.as_ref(), app.limits.pipelines_per_tenant)
+        .create_pipeline(
+            &row,
+            &fields.modules,
+            lease.as_ref(),
+            app.limits.pipelines_per_tenant,
+        )
         .await
         .map_err(|e| write_error(e, &caller, &id))?;
     app.supervisor.add(&row).await;
@@ -467,7 +449,10 @@ async fn list_pipelines(
     State(app): State<Arc<App>>,
     caller: Caller,
 ) -> Result<Json<PipelineList>, ApiError> {
-    let rows = pipelines::list(app.store.pool(), caller.scope()).await?;
+    let rows = match caller.scope() {
+        Some(tenant) => app.store.pipeline_list(tenant).await?,
+        None => Arc::new(pipelines::list(app.store.pool(), None).await?),
+    };
     Ok(Json(PipelineList {
         pipelines: rows.iter().map(|r| view(&app, r, false)).collect(),
     }))
@@ -503,12 +488,13 @@ async fn replace_pipeline(
 ) -> Result<Json<PipelineView>, ApiError> {
     let mut row = find(&app, &caller, &id).await?;
     let config = parse_definition(&body, app.supervisor.rules())?;
-    admit(&app, &id, &row.tenant_id, &config).await?;
+    let fields = admit(&app, &id, &row.tenant_id, &config).await?;
     row.definition = app.supervisor.sealed_definition(&config);
     row.updated_at = crate::now_ms();
+    fields.apply(&mut row);
     let lease = lease_request(&app, &config);
     app.store
-        .replace_pipeline(&row, lease.as_ref())
+        .replace_pipeline(&row, &fields.modules, lease.as_ref())
         .await
         .map_err(|e| write_error(e, &caller, &id))?;
     app.supervisor.replace(&row).await;
@@ -539,7 +525,7 @@ async fn status_of(app: &App, row: &PipelineRow) -> PipelineStatus {
         .map_or((RunState::Stopped, None), |l| l.state());
     PipelineStatus {
         id: row.id.clone(),
-        desired_state: row.desired(),
+        desired_state: row.desired_state,
         state,
         connected: live.as_ref().is_some_and(|l| l.connected()),
         counters: live
@@ -565,8 +551,10 @@ async fn start_pipeline(
 ) -> Result<Json<PipelineStatus>, ApiError> {
     let mut row = find(&app, &caller, &id).await?;
     let now = crate::now_ms();
-    pipelines::set_desired(app.store.pool(), &id, DesiredState::Running, now).await?;
-    row.desired_state = DesiredState::Running.as_str().into();
+    app.store
+        .set_desired(&row, DesiredState::Running, now)
+        .await?;
+    row.desired_state = DesiredState::Running;
     app.supervisor.start(&row).await;
     Ok(Json(status_of(&app, &row).await))
 }
@@ -582,14 +570,10 @@ async fn stop_pipeline(
     Path(id): Path<String>,
 ) -> Result<Json<PipelineStatus>, ApiError> {
     let mut row = find(&app, &caller, &id).await?;
-    pipelines::set_desired(
-        app.store.pool(),
-        &id,
-        DesiredState::Stopped,
-        crate::now_ms(),
-    )
-    .await?;
-    row.desired_state = DesiredState::Stopped.as_str().into();
+    app.store
+        .set_desired(&row, DesiredState::Stopped, crate::now_ms())
+        .await?;
+    row.desired_state = DesiredState::Stopped;
     app.supervisor.stop(&id).await;
     Ok(Json(status_of(&app, &row).await))
 }

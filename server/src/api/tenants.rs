@@ -267,7 +267,9 @@ async fn delete_token(
     _: AdminOnly,
     Path((id, token_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    if tokens::delete(app.store.pool(), &id, &token_id).await? {
+    let deleted = tokens::delete(app.store.pool(), &id, &token_id).await?;
+    app.tokens.clear();
+    if deleted {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound(format!(

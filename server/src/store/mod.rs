@@ -13,7 +13,9 @@ pub mod pipelines;
 pub mod tenants;
 pub mod tokens;
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::SqlitePool;
@@ -83,6 +85,65 @@ pub struct LeaseRequest {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    lists: Arc<ListCache>,
+}
+
+/// Each tenant's pipeline list (without definitions), as [`Store::pipeline_list`] last read
+/// it: a list is read far more often than written, and reading it from SQLite cost most of a
+/// `GET /v1/pipelines` (`cargo bench -p sluice --bench api`). Every write through [`Store`]
+/// drops the tenant's entry; an entry also lives at most [`ListCache::TTL`], how stale a list
+/// can be after a write by another server sharing the database.
+#[derive(Debug, Default)]
+struct ListCache {
+    lists: std::sync::Mutex<HashMap<String, CachedList>>,
+}
+
+#[derive(Debug)]
+struct CachedList {
+    list: Arc<Vec<PipelineRow>>,
+    read: std::time::Instant,
+    /// Since when one caller has been reading it again (the others keep the old list
+    /// meanwhile, rather than all reading it at once).
+    refreshing: Option<std::time::Instant>,
+}
+
+impl ListCache {
+    const TTL: Duration = Duration::from_secs(1);
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, CachedList>> {
+        self.lists.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The list, unless the caller is to read it (missing, or stale and nobody reading it).
+    fn get(&self, tenant: &str) -> Option<Arc<Vec<PipelineRow>>> {
+        let mut lists = self.lock();
+        let entry = lists.get_mut(tenant)?;
+        if entry.read.elapsed() < Self::TTL {
+            return Some(entry.list.clone());
+        }
+        match entry.refreshing {
+            Some(since) if since.elapsed() < Self::TTL => Some(entry.list.clone()),
+            _ => {
+                entry.refreshing = Some(std::time::Instant::now());
+                None
+            }
+        }
+    }
+
+    fn put(&self, tenant: &str, list: Arc<Vec<PipelineRow>>) {
+        self.lock().insert(
+            tenant.to_string(),
+            CachedList {
+                list,
+                read: std::time::Instant::now(),
+                refreshing: None,
+            },
+        );
+    }
+
+    fn forget(&self, tenant: &str) {
+        self.lock().remove(tenant);
+    }
 }
 
 impl Store {
@@ -100,12 +161,44 @@ impl Store {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Store { pool })
+        Ok(Store::from_pool(pool))
     }
 
     /// Wraps a pool whose migrations already ran (tests).
     pub fn from_pool(pool: SqlitePool) -> Store {
-        Store { pool }
+        Store {
+            pool,
+            lists: Arc::default(),
+        }
+    }
+
+    /// A tenant's pipelines, oldest first, without their definitions (what a list shows).
+    pub async fn pipeline_list(&self, tenant: &str) -> sqlx::Result<Arc<Vec<PipelineRow>>> {
+        if let Some(list) = self.lists.get(tenant) {
+            return Ok(list);
+        }
+        let list = Arc::new(pipelines::list_summaries(&self.pool, tenant).await?);
+        self.lists.put(tenant, list.clone());
+        Ok(list)
+    }
+
+    /// Sets a pipeline's desired state; false if there is no such pipeline.
+    pub async fn set_desired(
+        &self,
+        row: &PipelineRow,
+        state: DesiredState,
+        now: i64,
+    ) -> sqlx::Result<bool> {
+        let done = pipelines::set_desired(&self.pool, &row.id, state, now).await;
+        self.lists.forget(&row.tenant_id);
+        done
+    }
+
+    /// Deletes a tenant and everything it owns.
+    pub async fn delete_tenant(&self, tenant: &str) -> sqlx::Result<bool> {
+        let done = tenants::delete(&self.pool, tenant).await;
+        self.lists.forget(tenant);
+        done
     }
 
     /// The pool, for single queries.
@@ -144,11 +237,14 @@ impl Store {
     pub async fn create_pipeline(
         &self,
         row: &PipelineRow,
+        modules: &[pipelines::ModuleUse],
         lease: Option<&LeaseRequest>,
         max_per_tenant: u64,
     ) -> Result<(), PipelineWriteError> {
+        self.lists.forget(&row.tenant_id);
         let mut tx = self.pool.begin().await?;
         pipelines::insert(&mut *tx, row).await?;
+        pipelines::set_modules(&mut tx, row, modules).await?;
         let count = pipelines::count_for_tenant(&mut *tx, &row.tenant_id).await?;
         if count > max_per_tenant {
             tx.rollback().await?;
@@ -167,16 +263,17 @@ impl Store {
     pub async fn replace_pipeline(
         &self,
         row: &PipelineRow,
+        modules: &[pipelines::ModuleUse],
         lease: Option<&LeaseRequest>,
     ) -> Result<(), PipelineWriteError> {
+        self.lists.forget(&row.tenant_id);
         let mut tx = self.pool.begin().await?;
-        let updated =
-            pipelines::update_definition(&mut *tx, &row.id, &row.definition, row.updated_at)
-                .await?;
+        let updated = pipelines::update_definition(&mut *tx, row).await?;
         if !updated {
             tx.rollback().await?;
             return Err(PipelineWriteError::NotFound);
         }
+        pipelines::set_modules(&mut tx, row, modules).await?;
         let current = leases::for_pipeline(&mut *tx, &row.id).await?;
         let same = matches!((&current, lease), (Some(c), Some(l)) if c.key() == l.key);
         if !same {
@@ -189,8 +286,24 @@ impl Store {
         Ok(())
     }
 
+    /// Rewrites a stored pipeline's definition and columns in place (an upgrade at start:
+    /// nothing else changes, its lease stays).
+    pub async fn upgrade_pipeline(
+        &self,
+        row: &PipelineRow,
+        modules: &[pipelines::ModuleUse],
+    ) -> Result<(), sqlx::Error> {
+        self.lists.forget(&row.tenant_id);
+        let mut tx = self.pool.begin().await?;
+        pipelines::update_definition(&mut *tx, row).await?;
+        pipelines::set_modules(&mut tx, row, modules).await?;
+        tx.commit().await
+    }
+
     /// Deletes a pipeline with its lease and account; false if there was none.
     pub async fn delete_pipeline(&self, id: &str) -> Result<bool, sqlx::Error> {
+        // Whose it was is not known here: every list is read again (deletes are rare).
+        self.lists.lock().clear();
         let mut tx = self.pool.begin().await?;
         leases::release_pipeline(&mut *tx, id).await?;
         account::delete(&mut *tx, id).await?;

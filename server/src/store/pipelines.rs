@@ -4,9 +4,18 @@ use sqlx::{Executor, Sqlite};
 
 /// Whether a pipeline should run; persisted so a restart brings back what was running.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+    sqlx::Type,
 )]
 #[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "TEXT", rename_all = "snake_case")]
 pub enum DesiredState {
     /// Subscribed and exporting.
     Running,
@@ -15,51 +24,45 @@ pub enum DesiredState {
 }
 
 impl DesiredState {
-    /// The column value.
+    /// The column's and the API's word.
     pub fn as_str(self) -> &'static str {
         match self {
             DesiredState::Running => "running",
             DesiredState::Stopped => "stopped",
         }
     }
-
-    /// Reads the column value (anything unknown reads as stopped, the safe side).
-    pub fn parse(text: &str) -> Self {
-        match text {
-            "running" => DesiredState::Running,
-            _ => DesiredState::Stopped,
-        }
-    }
 }
 
-/// One pipeline row.
+/// A stored pipeline.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct PipelineRow {
     /// `pl_` + 32 hex digits.
     pub id: String,
     /// Owner.
     pub tenant_id: String,
-    /// The upstream YAML text.
+    /// The canonical upstream YAML, its secrets sealed.
     pub definition: String,
-    /// `running` or `stopped`.
-    pub desired_state: String,
+    /// What the owner asked for.
+    pub desired_state: DesiredState,
     /// Epoch milliseconds.
     pub created_at: i64,
     /// Epoch milliseconds.
     pub updated_at: i64,
+    /// `pipeline.subscriber.url`, canonical.
+    pub analyzer: String,
+    /// `host_id`, trimmed (`""` when absent).
+    pub host_id: String,
+    /// Bytes its spool may hold (0 without one).
+    pub spool_bytes: i64,
 }
 
-impl PipelineRow {
-    /// The desired state as an enum.
-    pub fn desired(&self) -> DesiredState {
-        DesiredState::parse(&self.desired_state)
-    }
-}
+/// A module a pipeline names: (`transform` or `mangle`, digest).
+pub type ModuleUse = (&'static str, String);
 
 /// The columns, in `FromRow` order (a macro so that queries stay literal strings).
 macro_rules! pipeline_columns {
     () => {
-        "id, tenant_id, definition, desired_state, created_at, updated_at"
+        "id, tenant_id, definition, desired_state, created_at, updated_at, analyzer, host_id, spool_bytes"
     };
 }
 
@@ -68,22 +71,81 @@ pub async fn insert<'e>(
     db: impl Executor<'e, Database = Sqlite>,
     p: &PipelineRow,
 ) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO pipelines (id, tenant_id, definition, desired_state, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, ?)",
-    )
+    sqlx::query(concat!(
+        "INSERT INTO pipelines (",
+        pipeline_columns!(),
+        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ))
     .bind(&p.id)
     .bind(&p.tenant_id)
     .bind(&p.definition)
-    .bind(&p.desired_state)
+    .bind(p.desired_state)
     .bind(p.created_at)
     .bind(p.updated_at)
+    .bind(&p.analyzer)
+    .bind(&p.host_id)
+    .bind(p.spool_bytes)
     .execute(db)
     .await?;
     Ok(())
 }
 
-/// One pipeline; with `tenant`, only if that tenant owns it.
+/// Records the modules a pipeline names (replacing what it named before).
+pub async fn set_modules(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    pipeline: &PipelineRow,
+    modules: &[ModuleUse],
+) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM pipeline_modules WHERE pipeline_id = ?")
+        .bind(&pipeline.id)
+        .execute(&mut **tx)
+        .await?;
+    for (stage, digest) in modules {
+        sqlx::query(
+            "INSERT INTO pipeline_modules (pipeline_id, tenant_id, stage, digest) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&pipeline.id)
+        .bind(&pipeline.tenant_id)
+        .bind(*stage)
+        .bind(digest)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The pipelines of `tenant` that name the module `digest`.
+pub async fn users_of<'e>(
+    db: impl Executor<'e, Database = Sqlite>,
+    tenant: &str,
+    digest: &str,
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT pipeline_id FROM pipeline_modules WHERE tenant_id = ? AND digest = ? ORDER BY pipeline_id",
+    )
+    .bind(tenant)
+    .bind(digest)
+    .fetch_all(db)
+    .await
+}
+
+/// Spool bytes of `tenant`'s pipelines other than `except`.
+pub async fn spool_bytes_of<'e>(
+    db: impl Executor<'e, Database = Sqlite>,
+    tenant: &str,
+    except: &str,
+) -> sqlx::Result<u64> {
+    let n: Option<i64> = sqlx::query_scalar(
+        "SELECT SUM(spool_bytes) FROM pipelines WHERE tenant_id = ? AND id <> ?",
+    )
+    .bind(tenant)
+    .bind(except)
+    .fetch_one(db)
+    .await?;
+    Ok(n.unwrap_or(0).max(0) as u64)
+}
+
+/// A pipeline by id; with `tenant`, only if it is that tenant's.
 pub async fn get<'e>(
     db: impl Executor<'e, Database = Sqlite>,
     id: &str,
@@ -142,6 +204,52 @@ pub async fn list<'e>(
     }
 }
 
+/// [`list`] without the definitions (left empty): what a pipeline list shows, read from the
+/// columns alone. The rows come back as one JSON array built by the database: sqlx hands each
+/// row of a result over from its SQLite thread on its own, which made a list of 100 pipelines
+/// cost more in thread hand-offs than in work (`cargo bench -p sluice --bench api`).
+pub async fn list_summaries<'e>(
+    db: impl Executor<'e, Database = Sqlite>,
+    tenant: &str,
+) -> sqlx::Result<Vec<PipelineRow>> {
+    #[derive(serde::Deserialize)]
+    struct Summary {
+        id: String,
+        tenant_id: String,
+        desired_state: DesiredState,
+        created_at: i64,
+        updated_at: i64,
+        analyzer: String,
+        host_id: String,
+        spool_bytes: i64,
+    }
+    let json: String = sqlx::query_scalar(
+        "SELECT json_group_array(json_object('id', id, 'tenant_id', tenant_id, \
+         'desired_state', desired_state, 'created_at', created_at, 'updated_at', updated_at, \
+         'analyzer', analyzer, 'host_id', host_id, 'spool_bytes', spool_bytes)) \
+         FROM (SELECT * FROM pipelines WHERE tenant_id = ? ORDER BY created_at, id)",
+    )
+    .bind(tenant)
+    .fetch_one(db)
+    .await?;
+    let rows: Vec<Summary> =
+        serde_json::from_str(&json).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| PipelineRow {
+            id: r.id,
+            tenant_id: r.tenant_id,
+            definition: String::new(),
+            desired_state: r.desired_state,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            analyzer: r.analyzer,
+            host_id: r.host_id,
+            spool_bytes: r.spool_bytes,
+        })
+        .collect())
+}
+
 /// How many pipelines a tenant has.
 pub async fn count_for_tenant<'e>(
     db: impl Executor<'e, Database = Sqlite>,
@@ -154,19 +262,22 @@ pub async fn count_for_tenant<'e>(
     Ok(n.max(0) as u64)
 }
 
-/// Replaces the definition; false if there is no such pipeline.
+/// Replaces the definition and what is read from it; false if there is no such pipeline.
 pub async fn update_definition<'e>(
     db: impl Executor<'e, Database = Sqlite>,
-    id: &str,
-    definition: &str,
-    now: i64,
+    p: &PipelineRow,
 ) -> sqlx::Result<bool> {
-    let done = sqlx::query("UPDATE pipelines SET definition = ?, updated_at = ? WHERE id = ?")
-        .bind(definition)
-        .bind(now)
-        .bind(id)
-        .execute(db)
-        .await?;
+    let done = sqlx::query(
+        "UPDATE pipelines SET definition = ?, updated_at = ?, analyzer = ?, host_id = ?, spool_bytes = ? WHERE id = ?",
+    )
+    .bind(&p.definition)
+    .bind(p.updated_at)
+    .bind(&p.analyzer)
+    .bind(&p.host_id)
+    .bind(p.spool_bytes)
+    .bind(&p.id)
+    .execute(db)
+    .await?;
     Ok(done.rows_affected() > 0)
 }
 
@@ -178,7 +289,7 @@ pub async fn set_desired<'e>(
     now: i64,
 ) -> sqlx::Result<bool> {
     let done = sqlx::query("UPDATE pipelines SET desired_state = ?, updated_at = ? WHERE id = ?")
-        .bind(state.as_str())
+        .bind(state)
         .bind(now)
         .bind(id)
         .execute(db)

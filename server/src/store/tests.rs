@@ -18,9 +18,12 @@ fn pipeline(id: &str, tenant: &str) -> PipelineRow {
         id: id.into(),
         tenant_id: tenant.into(),
         definition: "pipeline: {}\n".into(),
-        desired_state: "running".into(),
+        desired_state: DesiredState::Running,
         created_at: 2_000,
         updated_at: 2_000,
+        analyzer: "ws://127.0.0.1:8082/ws/subscriber/flow".into(),
+        host_id: String::new(),
+        spool_bytes: 0,
     }
 }
 
@@ -100,11 +103,11 @@ async fn tokens_insert_lookup_list_delete(pool: SqlitePool) {
 async fn pipelines_are_scoped_to_their_tenant(pool: SqlitePool) {
     let store = with_tenants(&pool).await;
     store
-        .create_pipeline(&pipeline("p1", "t1"), None, 10)
+        .create_pipeline(&pipeline("p1", "t1"), &[], None, 10)
         .await
         .unwrap();
     store
-        .create_pipeline(&pipeline("p2", "t2"), None, 10)
+        .create_pipeline(&pipeline("p2", "t2"), &[], None, 10)
         .await
         .unwrap();
     assert!(
@@ -123,11 +126,12 @@ async fn pipelines_are_scoped_to_their_tenant(pool: SqlitePool) {
     assert_eq!(pipelines::list(&pool, Some("t2")).await.unwrap().len(), 1);
     assert_eq!(pipelines::list(&pool, None).await.unwrap().len(), 2);
     assert_eq!(pipelines::count_for_tenant(&pool, "t1").await.unwrap(), 1);
-    assert!(
-        pipelines::update_definition(&pool, "p1", "host_id: x\n", 3)
-            .await
-            .unwrap()
-    );
+    let mut changed = pipeline("p1", "t1");
+    changed.definition = "host_id: x\n".into();
+    changed.host_id = "x".into();
+    changed.spool_bytes = 1000;
+    changed.updated_at = 3;
+    assert!(pipelines::update_definition(&pool, &changed).await.unwrap());
     assert!(
         pipelines::set_desired(&pool, "p1", DesiredState::Stopped, 4)
             .await
@@ -135,8 +139,14 @@ async fn pipelines_are_scoped_to_their_tenant(pool: SqlitePool) {
     );
     let p1 = pipelines::get(&pool, "p1", None).await.unwrap().unwrap();
     assert_eq!(
-        (p1.definition.as_str(), p1.desired(), p1.updated_at),
-        ("host_id: x\n", DesiredState::Stopped, 4)
+        (
+            p1.definition.as_str(),
+            p1.desired_state,
+            p1.updated_at,
+            p1.host_id.as_str(),
+            p1.spool_bytes
+        ),
+        ("host_id: x\n", DesiredState::Stopped, 4, "x", 1000)
     );
     assert!(
         !pipelines::set_desired(&pool, "nope", DesiredState::Running, 4)
@@ -151,22 +161,22 @@ async fn pipelines_are_scoped_to_their_tenant(pool: SqlitePool) {
 async fn pipeline_limit_is_enforced_atomically(pool: SqlitePool) {
     let store = with_tenants(&pool).await;
     store
-        .create_pipeline(&pipeline("p1", "t1"), None, 2)
+        .create_pipeline(&pipeline("p1", "t1"), &[], None, 2)
         .await
         .unwrap();
     store
-        .create_pipeline(&pipeline("p2", "t1"), None, 2)
+        .create_pipeline(&pipeline("p2", "t1"), &[], None, 2)
         .await
         .unwrap();
     let err = store
-        .create_pipeline(&pipeline("p3", "t1"), None, 2)
+        .create_pipeline(&pipeline("p3", "t1"), &[], None, 2)
         .await
         .unwrap_err();
     assert!(matches!(err, PipelineWriteError::LimitReached { limit: 2 }));
     assert_eq!(pipelines::count_for_tenant(&pool, "t1").await.unwrap(), 2);
     // Another tenant has its own budget.
     store
-        .create_pipeline(&pipeline("p4", "t2"), None, 2)
+        .create_pipeline(&pipeline("p4", "t2"), &[], None, 2)
         .await
         .unwrap();
 }
@@ -176,12 +186,12 @@ async fn a_host_id_is_leased_once_per_analyzer(pool: SqlitePool) {
     let store = with_tenants(&pool).await;
     let a = lease_request("ws://a/ws/subscriber/flow", "h1", "node1");
     store
-        .create_pipeline(&pipeline("p1", "t1"), Some(&a), 10)
+        .create_pipeline(&pipeline("p1", "t1"), &[], Some(&a), 10)
         .await
         .unwrap();
     // Same key, another tenant: conflict naming the holder; nothing was created.
     let err = store
-        .create_pipeline(&pipeline("p2", "t2"), Some(&a), 10)
+        .create_pipeline(&pipeline("p2", "t2"), &[], Some(&a), 10)
         .await
         .unwrap_err();
     match err {
@@ -197,7 +207,7 @@ async fn a_host_id_is_leased_once_per_analyzer(pool: SqlitePool) {
     // Same host_id on another analyzer is fine.
     let b = lease_request("ws://b/ws/subscriber/flow", "h1", "node1");
     store
-        .create_pipeline(&pipeline("p3", "t2"), Some(&b), 10)
+        .create_pipeline(&pipeline("p3", "t2"), &[], Some(&b), 10)
         .await
         .unwrap();
     assert_eq!(leases::list(&pool).await.unwrap().len(), 2);
@@ -205,7 +215,7 @@ async fn a_host_id_is_leased_once_per_analyzer(pool: SqlitePool) {
     assert!(store.delete_pipeline("p1").await.unwrap());
     assert!(leases::for_pipeline(&pool, "p1").await.unwrap().is_none());
     store
-        .create_pipeline(&pipeline("p2", "t2"), Some(&a), 10)
+        .create_pipeline(&pipeline("p2", "t2"), &[], Some(&a), 10)
         .await
         .unwrap();
     assert_eq!(
@@ -224,7 +234,7 @@ async fn expired_leases_of_other_nodes_are_reclaimed(pool: SqlitePool) {
     let mut old = lease_request("ws://a", "h1", "dead-node");
     old.expires_at = crate::now_ms() - 1_000;
     store
-        .create_pipeline(&pipeline("p1", "t1"), Some(&old), 10)
+        .create_pipeline(&pipeline("p1", "t1"), &[], Some(&old), 10)
         .await
         .unwrap();
     // The same node never reclaims its own (its pipeline still runs there).
@@ -239,7 +249,7 @@ async fn expired_leases_of_other_nodes_are_reclaimed(pool: SqlitePool) {
     // Another node takes it over once it expired.
     same.node = "live-node".into();
     store
-        .create_pipeline(&pipeline("p2", "t2"), Some(&same), 10)
+        .create_pipeline(&pipeline("p2", "t2"), &[], Some(&same), 10)
         .await
         .unwrap();
     let holder = leases::holder(&pool, &old.key).await.unwrap().unwrap();
@@ -255,6 +265,7 @@ async fn leases_renew_and_adopt(pool: SqlitePool) {
     store
         .create_pipeline(
             &pipeline("p1", "t1"),
+            &[],
             Some(&lease_request("ws://a", "h1", "n1")),
             10,
         )
@@ -263,6 +274,7 @@ async fn leases_renew_and_adopt(pool: SqlitePool) {
     store
         .create_pipeline(
             &pipeline("p2", "t1"),
+            &[],
             Some(&lease_request("ws://a", "h2", "n2")),
             10,
         )
@@ -290,12 +302,13 @@ async fn replace_moves_or_keeps_the_lease(pool: SqlitePool) {
     let store = with_tenants(&pool).await;
     let a = lease_request("ws://a", "h1", "n1");
     store
-        .create_pipeline(&pipeline("p1", "t1"), Some(&a), 10)
+        .create_pipeline(&pipeline("p1", "t1"), &[], Some(&a), 10)
         .await
         .unwrap();
     store
         .create_pipeline(
             &pipeline("p2", "t1"),
+            &[],
             Some(&lease_request("ws://a", "h2", "n1")),
             10,
         )
@@ -304,11 +317,11 @@ async fn replace_moves_or_keeps_the_lease(pool: SqlitePool) {
     let mut p1 = pipeline("p1", "t1");
     p1.definition = "host_id: h1\n".into();
     // Same key: kept (not a conflict with itself).
-    store.replace_pipeline(&p1, Some(&a)).await.unwrap();
+    store.replace_pipeline(&p1, &[], Some(&a)).await.unwrap();
     // Onto p2's key: conflict, and p1 keeps its old definition and lease.
     p1.definition = "host_id: h2\n".into();
     let err = store
-        .replace_pipeline(&p1, Some(&lease_request("ws://a", "h2", "n1")))
+        .replace_pipeline(&p1, &[], Some(&lease_request("ws://a", "h2", "n1")))
         .await
         .unwrap_err();
     assert!(matches!(err, PipelineWriteError::LeaseConflict(_)));
@@ -323,11 +336,11 @@ async fn replace_moves_or_keeps_the_lease(pool: SqlitePool) {
         "h1"
     );
     // To no host_id: released.
-    store.replace_pipeline(&p1, None).await.unwrap();
+    store.replace_pipeline(&p1, &[], None).await.unwrap();
     assert!(leases::for_pipeline(&pool, "p1").await.unwrap().is_none());
     // Unknown pipeline.
     let err = store
-        .replace_pipeline(&pipeline("nope", "t1"), None)
+        .replace_pipeline(&pipeline("nope", "t1"), &[], None)
         .await
         .unwrap_err();
     assert!(matches!(err, PipelineWriteError::NotFound));
@@ -337,7 +350,7 @@ async fn replace_moves_or_keeps_the_lease(pool: SqlitePool) {
 async fn account_saves_loads_and_deletes(pool: SqlitePool) {
     let store = with_tenants(&pool).await;
     store
-        .create_pipeline(&pipeline("p1", "t1"), None, 10)
+        .create_pipeline(&pipeline("p1", "t1"), &[], None, 10)
         .await
         .unwrap();
     assert_eq!(account::load(&pool, "p1").await.unwrap(), None);
@@ -425,4 +438,102 @@ async fn modules_insert_get_list_delete_per_tenant(pool: SqlitePool) {
     // A deleted tenant's modules go with it.
     assert!(tenants::delete(&pool, "t2").await.unwrap());
     assert_eq!(modules::owners(&pool, "aa").await.unwrap(), 0);
+}
+
+#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+async fn module_users_and_spool_bytes_are_read_from_columns(pool: SqlitePool) {
+    let store = with_tenants(&pool).await;
+    let mut p1 = pipeline("p1", "t1");
+    p1.spool_bytes = 100;
+    let mut p2 = pipeline("p2", "t1");
+    p2.spool_bytes = 50;
+    let uses = |digest: &str| vec![("transform", digest.to_string())];
+    store
+        .create_pipeline(&p1, &uses("aa"), None, 10)
+        .await
+        .unwrap();
+    store
+        .create_pipeline(
+            &p2,
+            &[("mangle", "aa".into()), ("transform", "bb".into())],
+            None,
+            10,
+        )
+        .await
+        .unwrap();
+    store
+        .create_pipeline(&pipeline("p3", "t2"), &uses("aa"), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        pipelines::users_of(&pool, "t1", "aa").await.unwrap(),
+        ["p1", "p2"]
+    );
+    assert_eq!(
+        pipelines::users_of(&pool, "t2", "aa").await.unwrap(),
+        ["p3"]
+    );
+    assert_eq!(
+        pipelines::spool_bytes_of(&pool, "t1", "p1").await.unwrap(),
+        50
+    );
+    assert_eq!(
+        pipelines::spool_bytes_of(&pool, "t1", "none")
+            .await
+            .unwrap(),
+        150
+    );
+    // Replacing a pipeline replaces what it names; deleting it forgets it.
+    store
+        .replace_pipeline(&p1, &uses("cc"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        pipelines::users_of(&pool, "t1", "aa").await.unwrap(),
+        ["p2"]
+    );
+    store.delete_pipeline("p2").await.unwrap();
+    assert!(
+        pipelines::users_of(&pool, "t1", "aa")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        pipelines::users_of(&pool, "t1", "cc").await.unwrap(),
+        ["p1"]
+    );
+}
+
+#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+async fn a_tenants_cached_list_follows_every_write(pool: SqlitePool) {
+    let store = with_tenants(&pool).await;
+    let ids = |list: &[PipelineRow]| list.iter().map(|p| p.id.clone()).collect::<Vec<_>>();
+    assert!(store.pipeline_list("t1").await.unwrap().is_empty());
+    let p1 = pipeline("p1", "t1");
+    store.create_pipeline(&p1, &[], None, 10).await.unwrap();
+    assert_eq!(ids(&store.pipeline_list("t1").await.unwrap()), ["p1"]);
+    let mut p2 = pipeline("p2", "t1");
+    p2.created_at += 1;
+    store.create_pipeline(&p2, &[], None, 10).await.unwrap();
+    let list = store.pipeline_list("t1").await.unwrap();
+    assert_eq!(ids(&list), ["p1", "p2"]);
+    assert_eq!(list[0].definition, "", "a list carries no definition");
+    assert_eq!(list[0].analyzer, p1.analyzer);
+    store
+        .set_desired(&p1, DesiredState::Stopped, 5)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.pipeline_list("t1").await.unwrap()[0].desired_state,
+        DesiredState::Stopped
+    );
+    let mut changed = p2.clone();
+    changed.host_id = "h9".into();
+    store.replace_pipeline(&changed, &[], None).await.unwrap();
+    assert_eq!(store.pipeline_list("t1").await.unwrap()[1].host_id, "h9");
+    store.delete_pipeline("p1").await.unwrap();
+    assert_eq!(ids(&store.pipeline_list("t1").await.unwrap()), ["p2"]);
+    store.delete_tenant("t1").await.unwrap();
+    assert!(store.pipeline_list("t1").await.unwrap().is_empty());
 }
