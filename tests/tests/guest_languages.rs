@@ -273,7 +273,7 @@ fn flows() -> Value {
 #[test]
 fn python_and_js_anonymize_write_the_rust_guests_records() {
     // The two builds run while the server starts and takes the Rust guest.
-    let (py, js) = std::thread::scope(|s| {
+    std::thread::scope(|s| {
         let py = s.spawn(python_anonymize);
         let js = s.spawn(js_anonymize);
         let dir = tempfile::tempdir().unwrap();
@@ -336,9 +336,7 @@ fn python_and_js_anonymize_write_the_rust_guests_records() {
             // Field order too: the objects are the same bytes.
             assert_eq!(got, want, "{language}");
         }
-        (py.to_path_buf(), js.to_path_buf())
     });
-    assert!(py.exists() && js.exists());
 }
 
 /// `sluice guest new` for Python and JavaScript: the project's native test passes, it builds,
