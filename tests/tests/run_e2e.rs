@@ -278,7 +278,7 @@ fn check_reports_every_error_with_key_and_line() {
     );
     assert!(
         err.contains(
-            "pipeline.classify.cluster_net_masks (line 10): cannot parse netmask '10.0.0.0/40'"
+            "pipeline.classify.cluster_net_masks[0] (line 10): cannot parse netmask '10.0.0.0/40'"
         ),
         "{err}"
     );

@@ -4,8 +4,8 @@ pub mod autodiscovery;
 
 use std::net::IpAddr;
 
-use crate::config::Cidr;
 use crate::flow::Flow;
+use ipnet::IpNet;
 
 /// A flow's tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -35,17 +35,17 @@ impl Tag {
 /// The `subnet` classifier.
 #[derive(Debug, Clone, Default)]
 pub struct Classifier {
-    masks: Vec<Cidr>,
+    masks: Vec<IpNet>,
 }
 
 impl Classifier {
     /// From already validated masks.
-    pub fn new(masks: Vec<Cidr>) -> Self {
+    pub fn new(masks: Vec<IpNet>) -> Self {
         Classifier { masks }
     }
 
     /// The masks in use.
-    pub fn masks(&self) -> &[Cidr] {
+    pub fn masks(&self) -> &[IpNet] {
         &self.masks
     }
 
@@ -67,7 +67,7 @@ impl Classifier {
     }
 
     fn inside(&self, addr: IpAddr) -> bool {
-        self.masks.iter().any(|m| m.contains(addr))
+        self.masks.iter().any(|m| m.contains(&addr))
     }
 }
 
@@ -110,7 +110,7 @@ mod tests {
         for case in cases {
             let masks = strings(&case["masks"])
                 .iter()
-                .map(|m| Cidr::parse(m).unwrap())
+                .map(|m| m.parse::<IpNet>().unwrap().trunc())
                 .collect();
             let mut flow = case["flow"].clone();
             flow["Start"] = 0.into();

@@ -16,13 +16,15 @@ pub mod transform;
 pub mod ttl_cache;
 
 use std::sync::Arc;
+
+use ipnet::IpNet;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{AccountType, Cidr, ClassifyType, ExporterConfig};
+use crate::config::{AccountType, ClassifyType, ExporterConfig};
 use crate::egress::EgressPolicy;
 use crate::flow::Flow;
 use crate::guest_log::GuestLog;
@@ -108,11 +110,11 @@ impl Pipeline {
         // `extend` template is reported before any wait for the analyzer.
         let mangler = Mangler::build(p, context).await?;
         let transformer = Transformer::build(config, context).await?;
-        let mut masks: Vec<Cidr> = p
+        let mut masks: Vec<IpNet> = p
             .classify
             .cluster_net_masks
             .iter()
-            .filter_map(|m| Cidr::parse(m).ok())
+            .filter_map(|m| m.get().map(|m| m.0))
             .collect();
         if p.classify.kind == ClassifyType::SubnetAutodiscovery {
             let client = crate::topology::TopologyClient::from_config(config, &context.egress)?;

@@ -9,8 +9,8 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crate::config::Cidr;
 use crate::topology::{Node, TopologyClient};
+use ipnet::IpNet;
 
 /// The query for the cluster's nodes.
 pub const NODES_QUERY: &str = "G.V().Has(\"Manager\", \"k8s\", \"Type\", \"node\")";
@@ -52,23 +52,19 @@ pub fn node_ips(nodes: &[Node]) -> Vec<String> {
 }
 
 /// `<ip>/32` for IPv4, `<ip>/128` for IPv6; `None` for text that is not an address.
-pub fn host_mask(ip: &str) -> Option<Cidr> {
-    let prefix = match ip.parse::<IpAddr>().ok()? {
-        IpAddr::V4(_) => 32,
-        IpAddr::V6(_) => 128,
-    };
-    Cidr::parse(&format!("{ip}/{prefix}")).ok()
+pub fn host_mask(ip: &str) -> Option<IpNet> {
+    Some(IpNet::from(ip.parse::<IpAddr>().ok()?))
 }
 
 /// Queries the nodes, retrying with backoff (1 s doubling to 8 s) until `budget` is spent;
 /// then gives up with a warning and returns no mask.
-pub async fn discover_node_masks(client: &TopologyClient, budget: Duration) -> Vec<Cidr> {
+pub async fn discover_node_masks(client: &TopologyClient, budget: Duration) -> Vec<IpNet> {
     let deadline = Instant::now() + budget;
     let mut delay = Duration::from_secs(1);
     loop {
         match client.nodes(NODES_QUERY).await {
             Ok(nodes) => {
-                let masks: Vec<Cidr> = node_ips(&nodes)
+                let masks: Vec<IpNet> = node_ips(&nodes)
                     .iter()
                     .filter_map(|ip| {
                         let mask = host_mask(ip);

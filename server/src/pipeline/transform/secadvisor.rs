@@ -15,7 +15,7 @@ use crate::config::ExporterConfig;
 use crate::flow::{FinishType, Flow};
 use crate::pipeline::ttl_cache::{DEFAULT_CAPACITY, TtlCache};
 use crate::topology::{TopologyClient, TopologyError};
-use extend::{ExtendConfigError, Extender};
+use extend::Extender;
 use record::{PeerContexts, SecAdvisorLayer, SecAdvisorRecord, Text, VERSION, legacy_name};
 use resolve::Resolver;
 
@@ -31,9 +31,6 @@ pub enum SecAdvisorBuildError {
     /// The topology client (TLS material).
     #[error(transparent)]
     Topology(#[from] TopologyError),
-    /// An `extend` entry.
-    #[error(transparent)]
-    Extend(#[from] ExtendConfigError),
 }
 
 /// The `secadvisor` transform and its caches.
@@ -55,7 +52,14 @@ impl SecAdvisor {
         let options = &config.pipeline.transform.secadvisor;
         Ok(Self::new(
             Resolver::new(client.clone()),
-            Extender::new(client, &options.extend)?,
+            Extender::new(
+                client,
+                &options
+                    .extend
+                    .iter()
+                    .filter_map(|e| e.get().cloned())
+                    .collect::<Vec<_>>(),
+            ),
             options.exclude_started_flows,
         ))
     }

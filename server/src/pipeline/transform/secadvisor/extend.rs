@@ -116,26 +116,27 @@ fn parse_path(action: &str) -> Result<Vec<String>, TemplateError> {
     }
 }
 
-/// Why an `extend` entry is invalid.
-#[derive(Debug, thiserror::Error)]
-#[error("pipeline.transform.secadvisor.extend[{index}]: '{entry}': {reason}")]
-pub struct ExtendConfigError {
-    /// Position in the list.
-    pub index: usize,
-    /// The entry.
-    pub entry: String,
-    /// What is wrong.
-    pub reason: String,
+/// One `NAME=<template>` entry of `transform.secadvisor.extend`, split at the first `=` and
+/// parsed when the file is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtendEntry {
+    /// The key under `Extend` in each record.
+    pub name: String,
+    /// The gremlin query template.
+    pub template: Template,
 }
 
-/// One `NAME=<template>` entry, split at the first `=` (config validation checks entries with
-/// this too, so `sluice check` reports what the pipeline would refuse).
-pub fn parse_entry(entry: &str) -> Result<(&str, Template), String> {
-    let (name, text) = entry
-        .split_once('=')
-        .ok_or_else(|| "must have the form NAME=<gremlin template>".to_string())?;
-    let template = Template::parse(text).map_err(|e| e.to_string())?;
-    Ok((name, template))
+impl crate::config::ParseText for ExtendEntry {
+    fn parse_text(entry: &str) -> Result<Self, String> {
+        let (name, text) = entry
+            .split_once('=')
+            .ok_or_else(|| "must have the form NAME=<gremlin template>".to_string())?;
+        let template = Template::parse(text).map_err(|e| e.to_string())?;
+        Ok(ExtendEntry {
+            name: name.to_string(),
+            template,
+        })
+    }
 }
 
 /// The configured `extend` entries, with the result cache.
@@ -148,24 +149,17 @@ pub struct Extender {
 }
 
 impl Extender {
-    /// Parses every `NAME=<template>` entry (split at the first `=`).
-    pub fn new(client: Arc<TopologyClient>, entries: &[String]) -> Result<Self, ExtendConfigError> {
-        let mut templates = Vec::with_capacity(entries.len());
-        for (index, entry) in entries.iter().enumerate() {
-            let error = |reason: String| ExtendConfigError {
-                index,
-                entry: entry.clone(),
-                reason,
-            };
-            let (name, template) = parse_entry(entry).map_err(error)?;
-            templates.push((name.to_string(), template));
-        }
-        Ok(Extender {
+    /// The entries, in order.
+    pub fn new(client: Arc<TopologyClient>, entries: &[ExtendEntry]) -> Self {
+        Extender {
             client,
-            templates,
+            templates: entries
+                .iter()
+                .map(|e| (e.name.clone(), e.template.clone()))
+                .collect(),
             cache: TtlCache::new(DEFAULT_CAPACITY),
             failures: LogThrottle::default(),
-        })
+        }
     }
 
     /// Whether any entry is configured.
@@ -315,18 +309,10 @@ mod tests {
                 "{text}"
             );
         }
-        let client = Arc::new(TopologyClient::new("127.0.0.1:1", None).unwrap());
-        let err = Extender::new(
-            client.clone(),
-            &["OK={{.UUID}}".into(), "BAD={{.UUID".into()],
-        )
-        .unwrap_err();
-        assert_eq!(err.index, 1);
-        assert!(
-            err.to_string()
-                .starts_with("pipeline.transform.secadvisor.extend[1]: 'BAD={{.UUID': unclosed"),
-            "{err}"
-        );
-        assert!(Extender::new(client, &["NOEQUALS".into()]).is_err());
+        use crate::config::ParseText as _;
+        assert!(ExtendEntry::parse_text("OK={{.UUID}}").is_ok());
+        let err = ExtendEntry::parse_text("BAD={{.UUID").unwrap_err();
+        assert!(err.starts_with("unclosed"), "{err}");
+        assert!(ExtendEntry::parse_text("NOEQUALS").is_err());
     }
 }

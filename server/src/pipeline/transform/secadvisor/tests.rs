@@ -37,6 +37,15 @@ fn flow(v: &Value) -> Flow {
     serde_json::from_value(v.clone()).unwrap()
 }
 
+/// `NAME=<template>` texts as parsed entries.
+fn entries(texts: &[String]) -> Vec<super::extend::ExtendEntry> {
+    use crate::config::ParseText as _;
+    texts
+        .iter()
+        .map(|t| super::extend::ExtendEntry::parse_text(t).unwrap())
+        .collect()
+}
+
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
         .unwrap()
@@ -55,7 +64,7 @@ async fn fake_resolver_transform(mock: &MockAnalyzer, exclude_started: bool) -> 
     let v = vectors("secadvisor_transform.json");
     let common = &v["common"];
     let client = client(mock);
-    let extender = Extender::new(client.clone(), &strings(&common["extend_config"])).unwrap();
+    let extender = Extender::new(client.clone(), &entries(&strings(&common["extend_config"])));
     let mut t = SecAdvisor::new(Resolver::new(client), extender, exclude_started);
     let fake = &common["fake_resolver"];
     for (ip, context) in fake["ip_to_context"].as_object().unwrap() {
@@ -233,7 +242,7 @@ async fn golden_runc_context_through_the_whole_chain() {
     let mock = MockAnalyzer::start(resolver_answers(rc)).await;
     let client = client(&mock);
     let resolver = Resolver::with_backends(client.clone(), vec![Backend::Runc, Backend::Docker]);
-    let mut t = SecAdvisor::new(resolver, Extender::new(client, &[]).unwrap(), false);
+    let mut t = SecAdvisor::new(resolver, Extender::new(client, &[]), false);
     let input = flow(&c["input_flow"]);
     let r = t.transform(input.clone(), NOW).await.unwrap();
     let a = &c["asserted"];
@@ -400,7 +409,7 @@ async fn extend_queries_the_analyzer_and_caches_failures_too() {
         "NOTCP={{.Transport.A}}".to_string(),
         "FAIL=G.V().Fail(){{.Extend.nothing}}".to_string(),
     ];
-    let extender = Extender::new(client.clone(), &entries).unwrap();
+    let extender = Extender::new(client.clone(), &self::entries(&entries));
     let mut t = SecAdvisor::new(Resolver::new(client), extender, false);
     let f: Flow = serde_json::from_value(json!({
         "UUID": "u", "Start": 1, "Last": 2,

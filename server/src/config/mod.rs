@@ -9,7 +9,13 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
+use ipnet::IpNet;
+
 use serde::{Deserialize, Deserializer, Serialize};
+
+mod lines;
+
+use lines::LineIndex;
 
 /// Largest pipeline file accepted, so a stray huge input can't exhaust memory.
 pub const MAX_CONFIG_BYTES: usize = 1 << 20;
@@ -52,6 +58,73 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
+/// A value of the file parsed where it is read, once: its text (what is written back) and
+/// what it parsed to, or why it didn't. Validation reports the failures, every one with its key
+/// and line; the stages use the parsed values.
+#[derive(Debug, Clone)]
+pub struct Parsed<T> {
+    text: String,
+    value: Result<T, String>,
+}
+
+/// What [`Parsed`] parses a text into.
+pub trait ParseText: Sized {
+    /// The value of `text`, or why it isn't one.
+    fn parse_text(text: &str) -> Result<Self, String>;
+}
+
+impl<T: ParseText> Parsed<T> {
+    /// Parses `text`.
+    pub fn new(text: impl Into<String>) -> Self {
+        let text = text.into();
+        let value = T::parse_text(&text);
+        Parsed { text, value }
+    }
+}
+
+impl<T> Parsed<T> {
+    /// The text as written.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The value; `None` only in a file that failed validation.
+    pub fn get(&self) -> Option<&T> {
+        self.value.as_ref().ok()
+    }
+
+    fn error(&self) -> Option<&str> {
+        self.value.as_ref().err().map(String::as_str)
+    }
+}
+
+impl<'de, T: ParseText> Deserialize<'de> for Parsed<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Parsed::new(String::deserialize(d)?))
+    }
+}
+
+impl<T> Serialize for Parsed<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+/// A network of `cluster_net_masks`, read as Go's `net.ParseCIDR` does: host bits are allowed
+/// and masked off (`10.1.2.3/8` is 10.0.0.0/8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetMask(pub IpNet);
+
+impl ParseText for NetMask {
+    fn parse_text(text: &str) -> Result<Self, String> {
+        text.parse::<IpNet>()
+            .map(|net| NetMask(net.trunc()))
+            .map_err(|_| {
+                format!("cannot parse netmask '{text}': not an address/prefix (e.g. 10.0.0.0/8)")
+            })
+    }
+}
+
 /// Reads a YAML `null` (an empty section) as the default, as viper does.
 fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
 where
@@ -61,15 +134,16 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
-/// Defines a stage's `type` enum: `""` or a missing key selects the default (first) variant.
+/// Defines a stage's `type` enum: `""`, `null` or a missing key selects the default (first)
+/// variant; an unknown name is an error that lists the known ones.
 macro_rules! stage_type {
     ($(#[$meta:meta])* $name:ident { $(#[$dmeta:meta])* $default:ident = $dtext:literal $(, $(#[$vmeta:meta])* $variant:ident = $text:literal)* $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
         pub enum $name {
             $(#[$dmeta])*
             #[default]
-            #[serde(rename = $dtext, alias = "")]
+            #[serde(rename = $dtext)]
             $default,
             $($(#[$vmeta])* #[serde(rename = $text)] $variant,)*
         }
@@ -77,6 +151,19 @@ macro_rules! stage_type {
             /// The name used in the file.
             pub fn as_str(self) -> &'static str {
                 match self { $name::$default => $dtext, $($name::$variant => $text,)* }
+            }
+        }
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = Option::<String>::deserialize(d)?.unwrap_or_default();
+                match text.as_str() {
+                    "" | $dtext => Ok($name::$default),
+                    $($text => Ok($name::$variant),)*
+                    other => Err(serde::de::Error::custom(format!(
+                        concat!("unknown type `{}`, expected one of `", $dtext, "`" $(, ", `", $text, "`")*),
+                        other
+                    ))),
+                }
             }
         }
     };
@@ -332,7 +419,7 @@ pub struct ClassifySection {
     pub kind: ClassifyType,
     /// CIDRs inside the cluster (IPv4 or IPv6).
     #[serde(default, deserialize_with = "null_default")]
-    pub cluster_net_masks: Vec<String>,
+    pub cluster_net_masks: Vec<Parsed<NetMask>>,
 }
 
 /// `pipeline.filter:`
@@ -374,7 +461,7 @@ pub struct SecadvisorOptions {
     pub exclude_started_flows: bool,
     /// `NAME=<gremlin template>` entries added to each record's `Extend`.
     #[serde(default, deserialize_with = "null_default")]
-    pub extend: Vec<String>,
+    pub extend: Vec<Parsed<crate::pipeline::transform::secadvisor::extend::ExtendEntry>>,
 }
 
 /// `pipeline.transform.awsflowlogs:`
@@ -673,9 +760,10 @@ impl ExporterConfig {
         check_expansion(text)?;
         let config = Self::parse(text)?;
         let mut errors = Vec::new();
+        let index = std::cell::OnceCell::new();
         let mut report = |path: &str, message: String| {
             errors.push(ConfigError {
-                line: yaml_line(text, path),
+                line: index.get_or_init(|| LineIndex::new(text)).line_of(path),
                 path: path.to_string(),
                 message,
             })
@@ -704,18 +792,18 @@ impl ExporterConfig {
             ConfigErrors(vec![ConfigError {
                 path: if path == "." { String::new() } else { path },
                 line,
-                message: explain_unknown_type(&message),
+                message,
             }])
         })
     }
 
     fn validate(&self, report: &mut dyn FnMut(&str, String)) {
         let p = &self.pipeline;
-        for mask in &p.classify.cluster_net_masks {
-            if let Err(e) = Cidr::parse(mask) {
+        for (i, mask) in p.classify.cluster_net_masks.iter().enumerate() {
+            if let Some(e) = mask.error() {
                 report(
-                    "pipeline.classify.cluster_net_masks",
-                    format!("cannot parse netmask '{mask}': {e}"),
+                    &format!("pipeline.classify.cluster_net_masks[{i}]"),
+                    e.to_string(),
                 );
             }
         }
@@ -825,11 +913,10 @@ impl ExporterConfig {
             }
         }
         for (i, entry) in p.transform.secadvisor.extend.iter().enumerate() {
-            if let Err(reason) = crate::pipeline::transform::secadvisor::extend::parse_entry(entry)
-            {
+            if let Some(reason) = entry.error() {
                 report(
                     &format!("pipeline.transform.secadvisor.extend[{i}]"),
-                    format!("'{entry}' {reason}"),
+                    format!("'{}' {reason}", entry.text()),
                 );
             }
         }
@@ -1392,148 +1479,12 @@ fn validate_s3(w: &WriteSection, report: &mut dyn FnMut(&str, String)) {
     }
 }
 
-/// serde_yaml appends " at line X column Y"; we report the line separately.
+/// serde_yaml appends " at line X column Y" to its messages; the line is reported as its own
+/// field.
 fn strip_location(message: &str) -> String {
     match message.find(" at line ") {
         Some(i) => message[..i].to_string(),
         None => message.to_string(),
-    }
-}
-
-/// serde says "unknown variant `x`, expected one of ..." for a bad `type`; say it in our words.
-fn explain_unknown_type(message: &str) -> String {
-    match message.strip_prefix("unknown variant ") {
-        Some(rest) => format!("unknown type {}", rest.replace("``, ", "")),
-        None => message.to_string(),
-    }
-}
-
-/// Finds the line of a dotted key path in block-style YAML, for errors found after parsing.
-/// Returns the deepest key found; a path ending in a list entry (`extend[2]`) points at that
-/// entry's `- ` line when the list is block-style, else at the list.
-pub fn yaml_line(text: &str, path: &str) -> Option<usize> {
-    let (key_line, key_indent) = yaml_key_line(text, path)?;
-    let entry = path
-        .rsplit('.')
-        .next()
-        .and_then(|last| last.split_once('['))
-        .and_then(|(_, index)| index.strip_suffix(']')?.parse::<usize>().ok());
-    let Some(entry) = entry else {
-        return Some(key_line);
-    };
-    let mut entry_indent = None;
-    let mut seen = 0;
-    for (n, indent, trimmed) in content_lines(text).skip_while(|&(n, ..)| n <= key_line) {
-        let is_entry = trimmed.starts_with('-');
-        if indent < key_indent || (indent == key_indent && !is_entry) {
-            break;
-        }
-        if is_entry && *entry_indent.get_or_insert(indent) == indent {
-            if seen == entry {
-                return Some(n);
-            }
-            seen += 1;
-        }
-    }
-    Some(key_line)
-}
-
-/// The lines that hold YAML content (neither blank nor a comment): number (from 1), indent
-/// and the text after the indent.
-fn content_lines(text: &str) -> impl Iterator<Item = (usize, usize, &str)> {
-    text.lines().enumerate().filter_map(|(n, line)| {
-        let trimmed = line.trim_start();
-        (!trimmed.is_empty() && !trimmed.starts_with('#'))
-            .then(|| (n + 1, line.len() - trimmed.len(), trimmed))
-    })
-}
-
-/// The line and indent of the deepest key of `path` found (list indices ignored).
-fn yaml_key_line(text: &str, path: &str) -> Option<(usize, usize)> {
-    let keys: Vec<&str> = path
-        .split('.')
-        .map(|k| k.split('[').next().unwrap_or(k))
-        .collect();
-    let mut found: Option<(usize, usize)> = None;
-    let mut key_index = 0;
-    for (n, indent, trimmed) in content_lines(text) {
-        if let Some((_, parent_indent)) = found
-            && indent <= parent_indent
-        {
-            break; // left the block of the last key found
-        }
-        let Some(key) = trimmed.split(':').next() else {
-            continue;
-        };
-        if key.trim().trim_matches(['"', '\'']) == keys[key_index] && trimmed.contains(':') {
-            found = Some((n, indent));
-            key_index += 1;
-            if key_index == keys.len() {
-                break;
-            }
-        }
-    }
-    found
-}
-
-/// An IPv4 or IPv6 network, parsed as Go's `net.ParseCIDR` does (host bits masked off).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    /// Parses `addr/prefix`.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let (addr, prefix) = text
-            .split_once('/')
-            .ok_or_else(|| "missing /prefix".to_string())?;
-        let addr: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("invalid address '{addr}'"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix: u8 = prefix
-            .parse()
-            .ok()
-            .filter(|p| *p <= max)
-            .ok_or_else(|| format!("invalid prefix length '{prefix}' (0-{max})"))?;
-        let network = match addr {
-            IpAddr::V4(a) => IpAddr::V4((u32::from(a) & mask32(prefix)).into()),
-            IpAddr::V6(a) => IpAddr::V6((u128::from(a) & mask128(prefix)).into()),
-        };
-        Ok(Cidr { network, prefix })
-    }
-
-    /// Whether the network holds the address; IPv4 never matches IPv6 networks and vice versa.
-    pub fn contains(&self, addr: IpAddr) -> bool {
-        match (self.network, addr) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => u32::from(a) & mask32(self.prefix) == u32::from(n),
-            (IpAddr::V6(n), IpAddr::V6(a)) => u128::from(a) & mask128(self.prefix) == u128::from(n),
-            _ => false,
-        }
-    }
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix)
-    }
-}
-
-fn mask32(prefix: u8) -> u32 {
-    if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - prefix)
-    }
-}
-
-fn mask128(prefix: u8) -> u128 {
-    if prefix == 0 {
-        0
-    } else {
-        u128::MAX << (128 - prefix)
     }
 }
 
@@ -1594,9 +1545,12 @@ mod tests {
         let err = ExporterConfig::load(&text).unwrap_err();
         let msgs: Vec<String> = err.0.iter().map(|e| e.to_string()).collect();
         assert_eq!(msgs.len(), 3, "{msgs:?}");
-        assert!(msgs[0].starts_with("pipeline.classify.cluster_net_masks (line 10): cannot parse netmask '10.0.0.0/33': "), "{msgs:?}");
+        // Each bad entry at its own line (the list's key is line 10).
+        assert!(msgs[0].starts_with("pipeline.classify.cluster_net_masks[0] (line 11): cannot parse netmask '10.0.0.0/33': "), "{msgs:?}");
         assert!(
-            msgs[1].contains("cannot parse netmask 'not-a-cidr': "),
+            msgs[1].starts_with(
+                "pipeline.classify.cluster_net_masks[1] (line 12): cannot parse netmask 'not-a-cidr': "
+            ),
             "{msgs:?}"
         );
         assert!(
@@ -1619,25 +1573,6 @@ mod tests {
     }
 
     #[test]
-    fn list_entry_errors_point_at_the_entry() {
-        let text = "a:\n  b:\n    - x\n    # note\n    - y:\n        - z\n    - w\n  c:\n  - p\n  - q\n  d: [1, 2]\n";
-        assert_eq!(yaml_line(text, "a.b[0]"), Some(3));
-        assert_eq!(
-            yaml_line(text, "a.b[2]"),
-            Some(7),
-            "nested lists don't count"
-        );
-        assert_eq!(yaml_line(text, "a.b[3]"), Some(2), "past the end: the list");
-        assert_eq!(
-            yaml_line(text, "a.c[1]"),
-            Some(10),
-            "entries at the key's indent"
-        );
-        assert_eq!(yaml_line(text, "a.d[1]"), Some(11), "flow style: the list");
-        assert_eq!(yaml_line(text, "a.b"), Some(2));
-    }
-
-    #[test]
     fn extend_template_errors_are_config_errors() {
         let text = format!(
             "{MINIMAL}  transform:\n    type: secadvisor\n    secadvisor:\n      extend:\n        - OK=G.V().Has('IP', '{{{{.Network.A}}}}')\n        - BAD=G.V().Has('IP', '{{{{if .X}}}}')\n        - OPEN=G.V({{{{.Network.A\n"
@@ -1657,23 +1592,33 @@ mod tests {
     }
 
     #[test]
-    fn cidr_masks_host_bits_and_keeps_families_apart() {
-        let c = Cidr::parse("10.1.2.3/8").unwrap();
+    fn netmasks_mask_host_bits_and_keep_families_apart() {
+        let c = NetMask::parse_text("10.1.2.3/8").unwrap().0;
         assert_eq!(c.to_string(), "10.0.0.0/8");
-        assert!(c.contains("10.200.0.1".parse().unwrap()));
-        assert!(!c.contains("::ffff:10.0.0.1".parse().unwrap()));
-        assert!(
-            Cidr::parse("fd00::/8")
-                .unwrap()
-                .contains("fd12::1".parse().unwrap())
+        assert!(c.contains(&"10.200.0.1".parse::<IpAddr>().unwrap()));
+        assert!(!c.contains(&"::ffff:10.0.0.1".parse::<IpAddr>().unwrap()));
+        let v6 = NetMask::parse_text("fd00::/8").unwrap().0;
+        assert!(v6.contains(&"fd12::1".parse::<IpAddr>().unwrap()));
+        assert!(NetMask::parse_text("10.0.0.0/33").is_err());
+        assert!(NetMask::parse_text("10.0.0.0").is_err());
+    }
+
+    #[test]
+    fn errors_in_flow_maps_and_after_block_scalars_have_their_lines() {
+        let text = format!(
+            "{MINIMAL}  classify: {{type: subnet,\n    cluster_net_masks: [10.0.0.0/8, bad]}}\n  storeheader:\n    type: vpclogs\n    vpclogs:\n      note: |\n        free text\n        more\n  compress: {{type: gzip, gzip: {{level: 12}}}}\n"
         );
-        assert!(
-            Cidr::parse("::/0")
-                .unwrap()
-                .contains("2001:db8::1".parse().unwrap())
+        let err = ExporterConfig::load(&text).unwrap_err();
+        let found: Vec<(&str, Option<usize>)> =
+            err.0.iter().map(|e| (e.path.as_str(), e.line)).collect();
+        assert_eq!(
+            found,
+            [
+                ("pipeline.classify.cluster_net_masks[1]", Some(10)),
+                ("pipeline.compress.gzip.level", Some(17)),
+            ],
+            "{err}"
         );
-        assert!(Cidr::parse("10.0.0.0/33").is_err());
-        assert!(Cidr::parse("10.0.0.0").is_err());
     }
 
     #[test]
