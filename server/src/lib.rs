@@ -15,6 +15,7 @@ pub mod log_throttle;
 pub mod metrics;
 pub mod pipeline;
 pub mod run;
+pub mod runner;
 pub mod secrets;
 pub mod serve;
 pub mod sim;

@@ -5,23 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ExporterConfig, MAX_CONFIG_BYTES};
-use crate::egress::EgressPolicy;
 use crate::metrics::{PipelineStats, StatsSnapshot};
-use crate::pipeline::Pipeline;
-use crate::sinks::Sink;
-use crate::subscriber::{self, SubscriberSettings, SubscriberStats};
-
-/// Messages buffered between the subscriber and the pipeline. Small on purpose: a slow sink
-/// pushes back on the WebSocket read instead of growing memory.
-const CHANNEL_MESSAGES: usize = 64;
-
-/// How long a stopping `sluice run` waits for spooled objects to be uploaded; what is left
-/// stays in the spool for the next start.
-const SPOOL_DRAIN: Duration = Duration::from_secs(30);
+use crate::pipeline::BuildContext;
+use crate::runner::{self, RunParts};
+use crate::subscriber::{SubscriberSettings, SubscriberStats};
 
 /// Reads and validates a pipeline file; errors name the file, key path and line.
 pub fn load(path: &Path) -> anyhow::Result<ExporterConfig> {
@@ -78,22 +68,8 @@ pub struct RunSummary {
 pub async fn run(path: &Path, shutdown: CancellationToken) -> anyhow::Result<RunSummary> {
     let config = load(path)?;
     let stats = Arc::new(PipelineStats::default());
-    // The writer is built here (not by the pipeline) to close it after the last flush.
-    let sink = Sink::from_config_spooled(
-        &config.pipeline.write,
-        crate::sinks::spool::default_dir(path, &config.pipeline.store.buffered.dirname),
-        stats.clone(),
-        &EgressPolicy::unrestricted(),
-        None,
-    )
-    .with_context(|| format!("{}: cannot start the writer", path.display()))?;
-    // A run of the same file that ended just before must not share a stream second with this
-    // one (its objects' keys would be reused).
-    crate::pipeline::store::wait_for_next_second().await;
-    let pipeline = Pipeline::build(&config, Some(sink.clone()), stats.clone())
-        .await
-        .with_context(|| format!("{}: cannot build the pipeline", path.display()))?;
-    let settings = SubscriberSettings {
+    let subscriber_stats = Arc::new(SubscriberStats::default());
+    let subscriber = SubscriberSettings {
         url: config.pipeline.subscriber.url.clone(),
         host_id: host_id(&config),
         capture_id: config.pipeline.subscriber.capture_id.clone(),
@@ -104,29 +80,28 @@ pub async fn run(path: &Path, shutdown: CancellationToken) -> anyhow::Result<Run
             .with_context(|| format!("{}: cannot use the TLS settings", path.display()))?,
         ..SubscriberSettings::default()
     };
-    tracing::info!(file = %path.display(), url = %settings.shown_url(), namespace = %settings.namespace(), "pipeline starting");
-    let (tx, rx) = mpsc::channel(CHANNEL_MESSAGES);
-    let sub_stats = Arc::new(SubscriberStats::default());
-    let subscriber = tokio::spawn(subscriber::run(
-        settings,
-        tx,
-        sub_stats.clone(),
-        shutdown.clone(),
-    ));
-    // The pipeline stops when the subscriber's sender is dropped: it then drains what was
-    // already accepted and flushes every pending buffer.
-    let pipeline = tokio::spawn(pipeline.run(rx, CancellationToken::new()));
-    subscriber.await.context("subscriber task failed")?;
-    let stats = pipeline.await.context("pipeline task failed")?;
-    // Everything flushed is spooled; give the uploads a bounded time to finish.
-    let left_in_spool = sink.close(SPOOL_DRAIN).await;
-    let malformed = sub_stats
+    tracing::info!(file = %path.display(), url = %subscriber.shown_url(), namespace = %subscriber.namespace(), "pipeline starting");
+    let parts = RunParts {
+        config: &config,
+        context: &BuildContext::default(),
+        subscriber,
+        default_spool_dir: crate::sinks::spool::default_dir(
+            path,
+            &config.pipeline.store.buffered.dirname,
+        ),
+        stats: stats.clone(),
+        subscriber_stats: subscriber_stats.clone(),
+    };
+    let end = runner::run(parts, &shutdown, || {})
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let malformed = subscriber_stats
         .malformed_flows
         .load(std::sync::atomic::Ordering::Relaxed);
     stats.count_drop(crate::metrics::DropReason::Malformed, malformed);
     Ok(RunSummary {
         pipeline: stats.snapshot(),
         malformed_flows: malformed,
-        left_in_spool,
+        left_in_spool: end.left_in_spool,
     })
 }

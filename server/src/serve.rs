@@ -3,6 +3,7 @@
 //! leases and saves counters in the background, and on shutdown flushes every pipeline.
 
 pub mod config;
+pub mod definitions;
 mod http;
 
 use std::net::SocketAddr;
@@ -19,9 +20,10 @@ use crate::config::{ExporterConfig, ServeRules};
 use crate::egress::EgressPolicy;
 use crate::secrets::{Keyring, is_sealed};
 use crate::store::{PipelineRow, Store, leases, pipelines};
-use crate::supervisor::{StoredFields, Supervisor, SupervisorSettings};
+use crate::supervisor::{Supervisor, SupervisorSettings};
 use crate::wasm::GuestPool;
 use config::{ADMIN_TOKEN_ENV, ServerConfig};
+use definitions::StoredFields;
 
 /// The server config file read when `--config` is not given (if it exists).
 pub const DEFAULT_CONFIG: &str = "config/sluice.yml";
@@ -215,7 +217,7 @@ async fn upgrade_stored(
         store.upgrade_pipeline(&row, &fields.modules).await?;
         tracing::info!(pipeline = %row.id, "Stored definition brought up to date (sealed secrets, columns).");
     }
-    if let Some(key) = crate::supervisor::lease_key(&config)
+    if let Some(key) = definitions::lease_key(&config)
         && let Some(lease) = leases::for_pipeline(store.pool(), &row.id).await?
         && lease.key() != key
         && let Err(e) = leases::rekey(store.pool(), &row.id, &key).await

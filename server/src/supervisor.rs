@@ -1,47 +1,42 @@
 //! The pipeline supervisor of `sluice serve`: each pipeline runs as its own task (a subscriber
-//! feeding a [`Pipeline`] through a bounded channel), is restarted with backoff when it fails,
+//! feeding a [`crate::pipeline::Pipeline`] through a bounded channel), is restarted with backoff when it fails,
 //! and is stopped with a full flush on stop, replace, delete and shutdown.
 //!
-//! Isolation: every pipeline has its own channel of [`CHANNEL_MESSAGES`] messages, its own
-//! writer and its own task, so a slow sink pushes back on that pipeline's WebSocket only.
+//! Each run is [`crate::runner::run`], as `sluice run`'s: every pipeline has its own channel,
+//! writer and task, so a slow sink pushes back on that pipeline's WebSocket only.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, info, warn};
 
 use crate::config::{
-    AccountType, ConfigError, ConfigErrors, ExporterConfig, MangleType, ServeRules, TransformType,
-    WriteType,
+    ConfigError, ConfigErrors, ExporterConfig, MangleType, ServeRules, TransformType,
 };
 use crate::egress::EgressPolicy;
 use crate::guest_log::GuestLog;
 use crate::metrics::{Counters, DropReason, PipelineStats};
-use crate::pipeline::{BuildContext, Pipeline};
+use crate::pipeline::BuildContext;
+use crate::runner::{self, RunParts};
 use crate::secrets::Keyring;
-use crate::sinks::{Confinement, DiskQuota, Sink};
+use crate::serve::definitions::{resolve_for_serve, resolve_modules, subscriber_settings};
+use crate::sinks::{Confinement, DiskQuota};
 use crate::store::account::{self, AccountRow};
 use crate::store::{DesiredState, PipelineRow, Store};
-use crate::subscriber::{self, SubscriberSettings, SubscriberStats};
-use crate::tls::TlsError;
+use crate::subscriber::SubscriberStats;
 use crate::wasm::{GuestPool, GuestRunner, WasmError, WasmStage, World};
 
-/// Messages buffered between a pipeline's subscriber and its stages.
-pub const CHANNEL_MESSAGES: usize = 64;
 /// First delay before restarting a failed pipeline.
 const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
 /// Largest delay between restarts.
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// A run this long resets the backoff.
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
-/// How long a stopping pipeline waits for its spool to upload; the rest waits for the next start.
-const SPOOL_DRAIN: Duration = Duration::from_secs(30);
 
 /// What a pipeline is doing now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
@@ -611,48 +606,39 @@ async fn supervise(
     let mut backoff = BACKOFF_INITIAL;
     loop {
         live.set(RunState::Starting, None);
-        // The run before (in this process, or in one that ended before it started) has stopped:
-        // this run's streams must start in a later second, or its first objects would take the
-        // keys of that run's first objects and overwrite them in the store.
-        tokio::select! {
-            () = cancel.cancelled() => break,
-            () = crate::pipeline::store::wait_for_next_second() => {}
-        }
         let started = Instant::now();
-        // The writer is built here, not by the pipeline, so that it can be closed (its spool
-        // drained, its folder lock released) after the pipeline's last flush.
-        let spool_dir = PathBuf::from(&config.pipeline.write.spool.dir);
-        let error = match Sink::from_config_spooled(
-            &config.pipeline.write,
-            spool_dir,
-            live.stats.clone(),
-            &context.egress,
-            context.confine.as_ref(),
-        ) {
-            Err(e) => format!("cannot start the writer: {e}"),
-            Ok(sink) => {
-                let built = tokio::select! {
-                    () = cancel.cancelled() => None,
-                    built = Pipeline::build_in(&config, Some(sink.clone()), live.stats.clone(), &context) => Some(built),
-                };
-                let outcome = match built {
-                    None => Ok(()),
-                    Some(Ok(pipeline)) => {
-                        live.set(RunState::Running, None);
-                        info!(pipeline = %id, "Pipeline started.");
-                        run_once(&config, &context.egress, pipeline, &live, &cancel).await
+        let parts =
+            subscriber_settings(&config)
+                .map_err(|e| e.to_string())
+                .map(|mut subscriber| {
+                    subscriber.egress = context.egress.clone();
+                    RunParts {
+                        config: &config,
+                        context: &context,
+                        subscriber,
+                        default_spool_dir: PathBuf::from(&config.pipeline.write.spool.dir),
+                        stats: live.stats.clone(),
+                        subscriber_stats: live.subscriber.clone(),
                     }
-                    Some(Err(e)) => Err(format!("cannot build the pipeline: {e}")),
-                };
-                let left = sink.close(SPOOL_DRAIN).await;
-                if left > 0 {
-                    info!(pipeline = %id, objects = left, "Objects left in the spool for the next start.");
-                }
-                match outcome {
-                    Ok(()) => break,
-                    Err(error) => error,
-                }
+                });
+        let ran = match parts {
+            Ok(parts) => {
+                runner::run(parts, &cancel, || {
+                    live.set(RunState::Running, None);
+                    info!(pipeline = %id, "Pipeline started.");
+                })
+                .await
             }
+            Err(e) => Err(e),
+        };
+        let error = match ran {
+            Ok(end) => {
+                if end.left_in_spool > 0 {
+                    info!(pipeline = %id, objects = end.left_in_spool, "Objects left in the spool for the next start.");
+                }
+                break;
+            }
+            Err(error) => error,
         };
         if started.elapsed() > HEALTHY_RUN {
             backoff = BACKOFF_INITIAL;
@@ -669,349 +655,9 @@ async fn supervise(
     info!(pipeline = %id, "Pipeline stopped.");
 }
 
-/// Runs a built pipeline until cancelled (Ok, after the flush) or until a task dies (Err).
-async fn run_once(
-    config: &ExporterConfig,
-    egress: &EgressPolicy,
-    pipeline: Pipeline,
-    live: &Arc<Live>,
-    cancel: &CancellationToken,
-) -> Result<(), String> {
-    let mut settings = subscriber_settings(config).map_err(|e| e.to_string())?;
-    settings.egress = egress.clone();
-    let (tx, rx) = mpsc::channel(CHANNEL_MESSAGES);
-    let sub_cancel = cancel.child_token();
-    let mut sub = tokio::spawn(subscriber::run(
-        settings,
-        tx,
-        live.subscriber.clone(),
-        sub_cancel.clone(),
-    ));
-    // The pipeline stops when the subscriber's sender is dropped: it then drains what was
-    // already accepted and flushes every buffer.
-    let mut pipe = tokio::spawn(pipeline.run(rx, CancellationToken::new()));
-    tokio::select! {
-        ended = &mut pipe => {
-            sub_cancel.cancel();
-            let _ = sub.await;
-            Err(match ended {
-                Err(e) if e.is_panic() => format!("pipeline task panicked: {}", panic_message(e)),
-                _ => "pipeline task ended unexpectedly".to_string(),
-            })
-        }
-        ended = &mut sub => {
-            let flushed = pipe.await;
-            match (ended, flushed) {
-                (Err(e), _) if e.is_panic() => Err(format!("subscriber task panicked: {}", panic_message(e))),
-                (_, Err(e)) if e.is_panic() => Err(format!("pipeline task panicked: {}", panic_message(e))),
-                _ if cancel.is_cancelled() => Ok(()),
-                _ => Err("subscriber ended unexpectedly".to_string()),
-            }
-        }
-    }
-}
-
-fn panic_message(e: tokio::task::JoinError) -> String {
-    match e.try_into_panic() {
-        Ok(payload) => payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into()),
-        Err(e) => e.to_string(),
-    }
-}
-
-/// The subscriber settings of a pipeline in `sluice serve`. A missing `host_id` is `""` here
-/// (the analyzer then assigns one per connection): the server's hostname, `sluice run`'s
-/// default, would be shared by every pipeline and refused by the analyzer.
-pub fn subscriber_settings(config: &ExporterConfig) -> Result<SubscriberSettings, TlsError> {
-    Ok(SubscriberSettings {
-        url: config.pipeline.subscriber.url.clone(),
-        host_id: config
-            .host_id
-            .clone()
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
-        capture_id: config.pipeline.subscriber.capture_id.clone(),
-        username: config.analyzer.auth.cluster.username.clone(),
-        password: config.analyzer.auth.cluster.password.clone(),
-        tls: crate::tls::client_config(&config.tls)?,
-        ..SubscriberSettings::default()
-    })
-}
-
-/// Resolves the local paths of a checked definition for `sluice serve`: a relative
-/// `write.file.dir`, `write.spool.dir` (default `spool`) or `account.file.filename` goes inside
-/// `pipeline_dir` (the rules refused `..`, and absolute paths unless the operator allows them).
-pub fn resolve_for_serve(config: &ExporterConfig, pipeline_dir: &Path) -> ExporterConfig {
-    let mut resolved = config.clone();
-    let p = &mut resolved.pipeline;
-    let fix = |value: &mut String| {
-        let path = PathBuf::from(value.as_str());
-        if !path.is_absolute() {
-            *value = pipeline_dir.join(path).display().to_string();
-        }
-    };
-    if p.write.kind == WriteType::File {
-        fix(&mut p.write.file.dir);
-    }
-    if p.write.kind == WriteType::S3 {
-        if p.write.spool.dir.is_empty() {
-            p.write.spool.dir = "spool".into();
-        }
-        fix(&mut p.write.spool.dir);
-    }
-    if p.account.kind == AccountType::File {
-        fix(&mut p.account.file.filename);
-    }
-    resolved
-}
-
-/// Resolves the module of each wasm stage (`pipeline.{transform,mangle}.wasm.module`, a digest
-/// in `sluice serve`) to the file of the tenant's uploaded module in `modules_dir`, checking the
-/// tenant owns it (`owned`: digest → world) and that its world fits the stage.
-pub fn resolve_modules(
-    config: &mut ExporterConfig,
-    owned: &HashMap<String, String>,
-    modules_dir: &Path,
-) -> Vec<ConfigError> {
-    let mut errors = Vec::new();
-    let p = &mut config.pipeline;
-    let stages = [
-        (
-            "transform",
-            "transformer",
-            p.transform.kind == TransformType::Wasm,
-            &mut p.transform.wasm,
-        ),
-        (
-            "mangle",
-            "mangler",
-            p.mangle.kind == MangleType::Wasm,
-            &mut p.mangle.wasm,
-        ),
-    ];
-    for (section, want, is_wasm, wasm) in stages {
-        let Some(wasm) = wasm.as_mut().filter(|_| is_wasm) else {
-            continue;
-        };
-        let digest = wasm.module.trim().to_ascii_lowercase();
-        let path = format!("pipeline.{section}.wasm.module");
-        match owned.get(&digest) {
-            None => errors.push(ConfigError {
-                path,
-                line: None,
-                message: format!(
-                    "no module `{}`: in sluice serve this is the id of a module uploaded with POST /v1/modules",
-                    wasm.module
-                ),
-            }),
-            Some(world) if world != want => errors.push(ConfigError {
-                path,
-                line: None,
-                message: format!(
-                    "module `{digest}` implements the {world} world; pipeline.{section} needs a {want}"
-                ),
-            }),
-            Some(_) => {
-                wasm.module = modules_dir
-                    .join(format!("{digest}.wasm"))
-                    .display()
-                    .to_string();
-            }
-        }
-    }
-    errors
-}
-
-/// What the database keeps beside a pipeline's definition, read from its checked config: the
-/// canonical analyzer and trimmed host_id (shown in every list), the bytes its spool may hold
-/// (`default_spool_bytes` when it sets none; 0 without a spool) and the modules it names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredFields {
-    /// `pipeline.subscriber.url`, canonical.
-    pub analyzer: String,
-    /// `host_id`, trimmed.
-    pub host_id: String,
-    /// Spool bytes.
-    pub spool_bytes: u64,
-    /// (stage, module digest) of each wasm stage.
-    pub modules: Vec<crate::store::pipelines::ModuleUse>,
-}
-
-impl StoredFields {
-    /// From a checked config.
-    pub fn of(config: &ExporterConfig, default_spool_bytes: u64) -> Self {
-        let p = &config.pipeline;
-        let mut modules = Vec::new();
-        for (stage, on, wasm) in [
-            (
-                "transform",
-                p.transform.kind == TransformType::Wasm,
-                &p.transform.wasm,
-            ),
-            ("mangle", p.mangle.kind == MangleType::Wasm, &p.mangle.wasm),
-        ] {
-            if let Some(wasm) = wasm.as_ref().filter(|_| on) {
-                modules.push((stage, wasm.module.trim().to_ascii_lowercase()));
-            }
-        }
-        StoredFields {
-            analyzer: canonical_analyzer(&p.subscriber.url),
-            host_id: config.host_id.as_deref().unwrap_or("").trim().to_string(),
-            spool_bytes: match p.write.kind {
-                WriteType::S3 => p.write.spool.max_bytes.unwrap_or(default_spool_bytes),
-                _ => 0,
-            },
-            modules,
-        }
-    }
-
-    /// Copies the columns into `row`.
-    pub fn apply(&self, row: &mut PipelineRow) {
-        row.analyzer = self.analyzer.clone();
-        row.host_id = self.host_id.clone();
-        row.spool_bytes = self.spool_bytes.min(i64::MAX as u64) as i64;
-    }
-}
-
-/// The (analyzer, host_id) a pipeline must lease, if any: `""` and a missing host_id are never
-/// leased.
-pub fn lease_key(config: &ExporterConfig) -> Option<crate::store::LeaseKey> {
-    let host_id = config.host_id.as_deref().unwrap_or("").trim();
-    (!host_id.is_empty()).then(|| crate::store::LeaseKey {
-        analyzer: canonical_analyzer(&config.pipeline.subscriber.url),
-        host_id: host_id.to_string(),
-    })
-}
-
-/// The analyzer of a lease, written one way whatever way the URL was: scheme and host in
-/// lower case, the port always (the scheme's default when absent), the path without a trailing
-/// `/`, no query, fragment or credentials, an IPv4-mapped IPv6 address as IPv4 and `localhost`
-/// as 127.0.0.1. Every spelling of one analyzer is then one lease.
-pub fn canonical_analyzer(url: &str) -> String {
-    let Ok(parsed) = url::Url::parse(url.trim()) else {
-        return url.trim().to_string();
-    };
-    let host = match parsed.host() {
-        Some(url::Host::Domain(d)) if d.eq_ignore_ascii_case("localhost") => {
-            crate::egress::LOCALHOST.to_string()
-        }
-        Some(url::Host::Domain(d)) => d.trim_end_matches('.').to_ascii_lowercase(),
-        Some(url::Host::Ipv4(a)) => a.to_string(),
-        Some(url::Host::Ipv6(a)) => match crate::egress::canonical_ip(a.into()) {
-            std::net::IpAddr::V4(v4) => v4.to_string(),
-            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
-        },
-        None => String::new(),
-    };
-    let port = parsed.port_or_known_default().unwrap_or(0);
-    let path = parsed.path().trim_end_matches('/');
-    format!("{}://{host}:{port}{path}", parsed.scheme())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn config(dir: &str) -> ExporterConfig {
-        let text = format!(
-            "pipeline:\n  subscriber:\n    url: ws://127.0.0.1:1/ws/subscriber/flow\n  store:\n    buffered:\n      dirname: b\n      max_flows_per_object: 10\n      max_flow_array_size: 100\n  write:\n    type: file\n    file:\n      dir: {dir}\n"
-        );
-        ExporterConfig::load(&text).unwrap()
-    }
-
-    #[test]
-    fn module_digests_resolve_to_the_tenants_files_of_the_right_world() {
-        let mut c = config("out");
-        c.pipeline.transform.kind = TransformType::Wasm;
-        c.pipeline.transform.wasm = Some(crate::config::WasmOptions {
-            module: "AB12".into(),
-            ..Default::default()
-        });
-        let owned: HashMap<String, String> = [("ab12".to_string(), "transformer".to_string())]
-            .into_iter()
-            .collect();
-        let mut ok = c.clone();
-        assert!(resolve_modules(&mut ok, &owned, Path::new("/d/modules")).is_empty());
-        assert_eq!(
-            ok.pipeline.transform.wasm.unwrap().module,
-            "/d/modules/ab12.wasm"
-        );
-        let mangler: HashMap<String, String> = [("ab12".to_string(), "mangler".to_string())]
-            .into_iter()
-            .collect();
-        let errors = resolve_modules(&mut c.clone(), &mangler, Path::new("/d"));
-        assert_eq!(errors[0].path, "pipeline.transform.wasm.module");
-        assert!(
-            errors[0].message.contains("mangler"),
-            "{}",
-            errors[0].message
-        );
-        let errors = resolve_modules(&mut c.clone(), &HashMap::new(), Path::new("/d"));
-        assert_eq!(errors[0].path, "pipeline.transform.wasm.module");
-        assert!(
-            errors[0].message.contains("no module"),
-            "{}",
-            errors[0].message
-        );
-    }
-
-    #[test]
-    fn relative_dirs_go_inside_the_pipeline_folder() {
-        let c = resolve_for_serve(&config("out"), Path::new("/data/pipelines/p1"));
-        assert_eq!(c.pipeline.write.file.dir, "/data/pipelines/p1/out");
-        let c = resolve_for_serve(&config("/srv/out"), Path::new("/data/pipelines/p1"));
-        assert_eq!(c.pipeline.write.file.dir, "/srv/out");
-    }
-
-    #[test]
-    fn the_s3_spool_lives_in_the_pipeline_folder() {
-        let mut c = config("out");
-        c.pipeline.write.kind = WriteType::S3;
-        let resolved = resolve_for_serve(&c, Path::new("/data/pipelines/p1"));
-        assert_eq!(
-            resolved.pipeline.write.spool.dir,
-            "/data/pipelines/p1/spool"
-        );
-    }
-
-    #[test]
-    fn every_spelling_of_an_analyzer_is_one_lease() {
-        let canonical = "ws://127.0.0.1:8082/ws/subscriber/flow";
-        for url in [
-            "ws://127.0.0.1:8082/ws/subscriber/flow",
-            "WS://LOCALHOST:8082/ws/subscriber/flow/",
-            "ws://localhost:8082/ws/subscriber/flow?x=1#f",
-            "ws://[::ffff:127.0.0.1]:8082/ws/subscriber/flow",
-            " ws://user:pw@127.0.0.1:8082/ws/subscriber/flow ",
-        ] {
-            assert_eq!(canonical_analyzer(url), canonical, "{url}");
-        }
-        assert_eq!(
-            canonical_analyzer("wss://Analyzer.Example/ws/subscriber/flow"),
-            "wss://analyzer.example:443/ws/subscriber/flow"
-        );
-        assert_eq!(
-            canonical_analyzer("ws://[fd00::1]/x"),
-            "ws://[fd00::1]:80/x"
-        );
-        assert_ne!(
-            canonical_analyzer("ws://127.0.0.1:8082/ws/subscriber/flow"),
-            canonical_analyzer("ws://127.0.0.1:8083/ws/subscriber/flow")
-        );
-        let mut c = config("out");
-        c.host_id = Some("  h1 ".into());
-        assert_eq!(
-            lease_key(&c).unwrap(),
-            crate::store::LeaseKey {
-                analyzer: "ws://127.0.0.1:1/ws/subscriber/flow".into(),
-                host_id: "h1".into(),
-            }
-        );
-    }
 
     #[sqlx::test(migrator = "crate::store::MIGRATOR")]
     async fn a_failing_pipeline_is_restarted_with_backoff_until_stopped(pool: sqlx::SqlitePool) {
@@ -1066,15 +712,5 @@ mod tests {
         assert_eq!(supervisor.states()[0], ("stopped", 1));
         supervisor.remove("p1").await;
         assert!(supervisor.live("p1").is_none());
-    }
-
-    #[test]
-    fn empty_host_id_is_never_leased() {
-        let mut c = config("out");
-        assert_eq!(lease_key(&c), None);
-        c.host_id = Some(String::new());
-        assert_eq!(lease_key(&c), None);
-        c.host_id = Some("h1".into());
-        assert_eq!(lease_key(&c).unwrap().host_id, "h1");
     }
 }

@@ -649,7 +649,7 @@ fn malformed_bodies_get_clear_4xx_never_500() {
     assert_error(&r, 400, "invalid_config");
     let errors = r.json()["error"]["errors"].as_array().unwrap().clone();
     assert_eq!(errors.len(), 2, "{errors:?}");
-    assert_eq!(errors[0]["path"], "pipeline.classify.cluster_net_masks");
+    assert_eq!(errors[0]["path"], "pipeline.classify.cluster_net_masks[0]");
     assert_eq!(errors[0]["line"], 6);
     assert_eq!(
         errors[1]["path"],

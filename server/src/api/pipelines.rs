@@ -24,11 +24,12 @@ use crate::flow::Flow;
 use crate::guest_log::GuestLine;
 use crate::metrics::{Counters, PipelineStats};
 use crate::pipeline::Pipeline;
+use crate::serve::definitions::{StoredFields, lease_key};
 use crate::sinks::{MemorySink, Sink};
 use crate::store::{
     DesiredState, LeaseRequest, PipelineRow, PipelineWriteError, pipelines, tenants,
 };
-use crate::supervisor::{RunState, StoredFields, lease_key};
+use crate::supervisor::RunState;
 
 /// How long a dry run may take (building may query the analyzer).
 const TEST_TIMEOUT: Duration = Duration::from_secs(40);

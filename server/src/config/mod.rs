@@ -785,10 +785,7 @@ impl ExporterConfig {
             let path = e.path().to_string();
             let inner = e.into_inner();
             let line = inner.location().map(|l| l.line());
-            let mut message = strip_location(&inner.to_string());
-            if let Some(rest) = message.strip_prefix(&format!("{path}: ")) {
-                message = rest.to_string();
-            }
+            let message = bare_message(&inner.to_string(), &path);
             ConfigErrors(vec![ConfigError {
                 path: if path == "." { String::new() } else { path },
                 line,
@@ -1485,6 +1482,23 @@ fn strip_location(message: &str) -> String {
     match message.find(" at line ") {
         Some(i) => message[..i].to_string(),
         None => message.to_string(),
+    }
+}
+
+/// serde_yaml's message without the location it appends and the path it prefixes (its own
+/// path, which is `path` or a section of it): both are reported as their own fields.
+fn bare_message(message: &str, path: &str) -> String {
+    let message = strip_location(message);
+    let prefixed = |p: &str| message.strip_prefix(p).and_then(|m| m.strip_prefix(": "));
+    let mut cut = path;
+    loop {
+        if let Some(rest) = prefixed(cut) {
+            return rest.to_string();
+        }
+        match cut.rfind(['.', '[']) {
+            Some(i) => cut = &cut[..i],
+            None => return message,
+        }
     }
 }
 

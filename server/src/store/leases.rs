@@ -6,7 +6,7 @@ use sqlx::{Executor, Sqlite};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseKey {
     /// The analyzer: `pipeline.subscriber.url` in its canonical form
-    /// (`supervisor::canonical_analyzer`).
+    /// (`serve::definitions::canonical_analyzer`).
     pub analyzer: String,
     /// The non-empty `host_id`.
     pub host_id: String,
