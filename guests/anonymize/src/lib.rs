@@ -1,17 +1,19 @@
 //! Masks IP addresses to a prefix length: one flat record per flow with the addresses
 //! anonymized.
 //!
-//! Config: `{"ipv4_prefix": 24, "ipv6_prefix": 48}` (those are the defaults).
+//! Config: `{"ipv4_prefix": 24, "ipv6_prefix": 48}` (those are the defaults); `"log": true`
+//! also writes a line per batch to the pipeline's guest log.
 
 use std::fmt::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use sluice_guest::{Config, Error, Flows, Output, Transform};
+use sluice_guest::{Config, Error, Flows, Level, Output, Transform};
 
 /// The configured anonymizer.
 pub struct Anonymize {
     ipv4_prefix: u32,
     ipv6_prefix: u32,
+    log: bool,
     src: String,
     dst: String,
 }
@@ -46,13 +48,16 @@ impl Transform for Anonymize {
         Ok(Anonymize {
             ipv4_prefix: ipv4_prefix as u32,
             ipv6_prefix: ipv6_prefix as u32,
+            log: config.bool("log").unwrap_or(false),
             src: String::new(),
             dst: String::new(),
         })
     }
 
     fn transform(&mut self, flows: Flows<'_>, out: &mut Output) -> Result<(), Error> {
+        let mut count = 0;
         for flow in &flows {
+            count += 1;
             let flow = flow?;
             let network = flow.network();
             mask(
@@ -81,6 +86,15 @@ impl Transform for Anonymize {
                 .int("Bytes", metric.ab_bytes + metric.ba_bytes)
                 .int("Start", flow.start())
                 .int("Last", flow.last());
+        }
+        if self.log {
+            sluice_guest::log(
+                Level::Info,
+                &format!(
+                    "anonymized {count} flows to /{} (IPv4) and /{} (IPv6)",
+                    self.ipv4_prefix, self.ipv6_prefix
+                ),
+            );
         }
         Ok(())
     }
