@@ -26,12 +26,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use sluice::config::{ExporterConfig, WasmOptions};
-use sluice::flow::Flow;
 use sluice::metrics::PipelineStats;
 use sluice::pipeline::Pipeline;
 use sluice::pipeline::encode::write_go_json;
 use sluice::pipeline::record::Record;
 use sluice::sinks::{MemorySink, Sink};
+use sluice::skydive::flow::Flow;
 use sluice::wasm::{HostSettings, StageOptions, WasmHost, WasmStage, World, test_guests};
 
 const BATCH: usize = 1000;

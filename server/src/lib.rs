@@ -1,14 +1,14 @@
 //! sluice: a multi-tenant network-flow export service for Skydive.
 //!
-//! The module tree follows the data path: `subscriber` → `pipeline` → `wasm` → `sinks`, with `config`
-//! describing a pipeline, `run` wiring one pipeline for `sluice run`, and `sim` standing in for
-//! a Skydive analyzer. `serve` is the multi-tenant service: `api` (REST) → `supervisor` (one
-//! task per pipeline) over `store` (SQLite via sqlx).
+//! The module tree follows the data path (docs/architecture.md): `skydive` (the analyzer's flows
+//! and topology) → `runner` → `pipeline` (the stages, with `wasm` for tenants' guests) → `sinks`,
+//! with `config` describing a pipeline, `run` wiring one pipeline for `sluice run`, and `sim`
+//! standing in for a Skydive analyzer. `serve` is the multi-tenant service: `api` (REST) →
+//! `supervisor` (one task per pipeline) over `store` (SQLite via sqlx).
 
 pub mod api;
 pub mod config;
 pub mod egress;
-pub mod flow;
 pub mod guest_cli;
 pub mod guest_log;
 pub mod log_throttle;
@@ -20,11 +20,10 @@ pub mod secrets;
 pub mod serve;
 pub mod sim;
 pub mod sinks;
+pub mod skydive;
 pub mod store;
-pub mod subscriber;
 pub mod supervisor;
 pub mod tls;
-pub mod topology;
 pub mod wasm;
 
 /// Epoch milliseconds as RFC 3339 (UTC, milliseconds).

@@ -11,7 +11,7 @@ use crate::config::{ExporterConfig, MAX_CONFIG_BYTES};
 use crate::metrics::{PipelineStats, StatsSnapshot};
 use crate::pipeline::BuildContext;
 use crate::runner::{self, RunParts};
-use crate::subscriber::{SubscriberSettings, SubscriberStats};
+use crate::skydive::subscriber::{SubscriberSettings, SubscriberStats};
 
 /// Reads and validates a pipeline file; errors name the file, key path and line.
 pub fn load(path: &Path) -> anyhow::Result<ExporterConfig> {

@@ -16,7 +16,7 @@ use crate::config::ExporterConfig;
 use crate::metrics::PipelineStats;
 use crate::pipeline::{BuildContext, Pipeline};
 use crate::sinks::Sink;
-use crate::subscriber::{self, SubscriberSettings, SubscriberStats};
+use crate::skydive::subscriber::{self, SubscriberSettings, SubscriberStats};
 
 /// Messages buffered between a pipeline's subscriber and its stages: a slow sink pushes back
 /// on this pipeline's WebSocket only.
@@ -70,7 +70,7 @@ pub async fn run(
     // that run's first objects and overwrite them in the store.
     tokio::select! {
         () = cancel.cancelled() => return Ok(RunEnd { left_in_spool: 0 }),
-        () = crate::pipeline::store::wait_for_next_second() => {}
+        () = crate::pipeline::batch::wait_for_next_second() => {}
     }
     let sink = Sink::from_config_spooled(
         &config.pipeline.write,

@@ -26,9 +26,9 @@ use crate::runner::{self, RunParts};
 use crate::secrets::Keyring;
 use crate::serve::definitions::{resolve_for_serve, resolve_modules, subscriber_settings};
 use crate::sinks::{Confinement, DiskQuota};
+use crate::skydive::subscriber::SubscriberStats;
 use crate::store::account::{self, AccountRow};
 use crate::store::{DesiredState, PipelineRow, Store};
-use crate::subscriber::SubscriberStats;
 use crate::wasm::{GuestPool, GuestRunner, WasmError, WasmStage, World};
 
 /// First delay before restarting a failed pipeline.

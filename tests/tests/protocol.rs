@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-use sluice::flow::Flow;
 use sluice::sim::{self, SimArgs};
-use sluice::subscriber::{self, SubscriberSettings, SubscriberStats};
+use sluice::skydive::flow::Flow;
+use sluice::skydive::subscriber::{self, SubscriberSettings, SubscriberStats};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;

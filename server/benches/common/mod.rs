@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use sluice::flow::Flow;
+use sluice::skydive::flow::Flow;
 
 /// `count` Skydive WebSocket messages of `flows_per_message` flows, as the subscriber receives them:
 /// TCP and UDP flows with varied addresses, ports and counters, and some that lack what the

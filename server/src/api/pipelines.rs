@@ -20,12 +20,12 @@ use super::body::{QueryParams, RawBody, is_json, is_yaml, parse_json};
 use super::error::{ApiError, ErrorBody};
 use super::{App, Caller, rfc3339};
 use crate::config::{AccountType, ConfigError, ExporterConfig, ServeRules};
-use crate::flow::Flow;
 use crate::guest_log::GuestLine;
 use crate::metrics::{Counters, PipelineStats};
 use crate::pipeline::Pipeline;
 use crate::serve::definitions::{StoredFields, lease_key};
 use crate::sinks::{MemorySink, Sink};
+use crate::skydive::flow::Flow;
 use crate::store::{
     DesiredState, LeaseRequest, PipelineRow, PipelineWriteError, pipelines, tenants,
 };

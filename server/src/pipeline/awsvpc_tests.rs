@@ -6,8 +6,8 @@ use serde_json::Value;
 
 use super::Pipeline;
 use crate::config::ExporterConfig;
-use crate::flow::Flow;
 use crate::sinks::{MemorySink, Sink};
+use crate::skydive::flow::Flow;
 
 const T0: i64 = 1546338030000;
 

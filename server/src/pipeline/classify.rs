@@ -4,7 +4,7 @@ pub mod autodiscovery;
 
 use std::net::IpAddr;
 
-use crate::flow::Flow;
+use crate::skydive::flow::Flow;
 use ipnet::IpNet;
 
 /// A flow's tag.

@@ -468,7 +468,7 @@ fn csv_needs_quotes(field: &str, delimiter: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::Flow;
+    use crate::skydive::flow::Flow;
 
     fn flow_record(json: &str) -> Record {
         Record::Flow(Box::new(serde_json::from_str::<Flow>(json).unwrap()))

@@ -2,6 +2,7 @@
 //! store driving storeheader → encode → compress → write → account ([`output`]).
 
 pub mod account;
+pub mod batch;
 pub mod classify;
 pub mod compress;
 pub mod encode;
@@ -10,7 +11,6 @@ pub mod keyformat;
 pub mod mangle;
 pub mod output;
 pub mod record;
-pub mod store;
 pub mod storeheader;
 pub mod transform;
 pub mod ttl_cache;
@@ -26,18 +26,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{AccountType, ClassifyType, ExporterConfig};
 use crate::egress::EgressPolicy;
-use crate::flow::Flow;
 use crate::guest_log::GuestLog;
 use crate::metrics::{DropReason, PipelineStats};
 use crate::sinks::{Confinement, Sink};
-use crate::subscriber::FlowBatch;
+use crate::skydive::flow::Flow;
+use crate::skydive::subscriber::FlowBatch;
 use crate::wasm::GuestRunner;
+use batch::Batcher;
 use classify::{Classifier, Tag};
 use filter::Filter;
 use mangle::Mangler;
 use output::{KeyLayout, Output};
 use record::Record;
-use store::Store;
 use transform::Transformer;
 
 /// Why a pipeline could not be built from a valid config.
@@ -54,7 +54,7 @@ pub enum BuildError {
     Sink(#[from] crate::sinks::SinkError),
     /// The analyzer client of `subnet_autodiscovery`.
     #[error(transparent)]
-    Topology(#[from] crate::topology::TopologyError),
+    Topology(#[from] crate::skydive::topology::TopologyError),
     /// The account file's folder is outside the pipeline's.
     #[error("pipeline.account.file.filename: {0}")]
     AccountFile(std::io::Error),
@@ -81,7 +81,7 @@ pub struct Pipeline {
     filter: Filter,
     transformer: Transformer,
     mangler: Mangler,
-    store: Store,
+    batcher: Batcher,
     output: Output,
 }
 
@@ -117,7 +117,8 @@ impl Pipeline {
             .filter_map(|m| m.get().map(|m| m.0))
             .collect();
         if p.classify.kind == ClassifyType::SubnetAutodiscovery {
-            let client = crate::topology::TopologyClient::from_config(config, &context.egress)?;
+            let client =
+                crate::skydive::topology::TopologyClient::from_config(config, &context.egress)?;
             masks.extend(
                 classify::autodiscovery::discover_node_masks(
                     &client,
@@ -163,7 +164,7 @@ impl Pipeline {
             filter: Filter::new(&p.filter.excluded_tags),
             transformer,
             mangler,
-            store: Store::from_config(&p.store, crate::now_ms()),
+            batcher: Batcher::from_config(&p.store, crate::now_ms()),
             output,
         })
     }
@@ -213,22 +214,22 @@ impl Pipeline {
                 .await;
             batches.push((tag.as_str(), records));
         }
-        self.store.store(now_ms, batches, &mut self.output).await;
+        self.batcher.store(now_ms, batches, &mut self.output).await;
     }
 
     /// Flushes what is due by time.
     pub async fn tick(&mut self, now_ms: i64) {
-        self.store.tick(now_ms, &mut self.output).await;
+        self.batcher.tick(now_ms, &mut self.output).await;
     }
 
     /// Flushes everything pending (shutdown).
     pub async fn flush_all(&mut self, now_ms: i64) {
-        self.store.flush_all(now_ms, &mut self.output).await;
+        self.batcher.flush_all(now_ms, &mut self.output).await;
     }
 
     /// Records waiting in the store.
     pub fn pending(&self) -> usize {
-        self.store.pending()
+        self.batcher.pending()
     }
 
     /// Drives the pipeline: messages from `input`, time flushes, and on `shutdown` (or when
@@ -239,7 +240,7 @@ impl Pipeline {
         shutdown: CancellationToken,
     ) -> Arc<PipelineStats> {
         loop {
-            let sleep = match self.store.next_deadline_ms() {
+            let sleep = match self.batcher.next_deadline_ms() {
                 Some(deadline) => Duration::from_millis((deadline - crate::now_ms()).max(0) as u64),
                 None => Duration::from_secs(3600),
             };

@@ -4,8 +4,8 @@ use serde::{Serialize, Serializer};
 
 use super::transform::awsflowlogs::AwsFlowLog;
 use super::transform::vpclogs::VpcLog;
-use crate::flow::{Flow, FlowMetric};
 pub use crate::pipeline::transform::secadvisor::record::SecAdvisorRecord;
+use crate::skydive::flow::{Flow, FlowMetric};
 pub use crate::wasm::record::WasmRecord;
 
 /// One output record. Each transform has its own shape; encoders handle them all.

@@ -153,10 +153,10 @@ impl StoreHeader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::Flow;
     use crate::pipeline::encode::Encoder;
     use crate::pipeline::transform::vpclogs::VpcLog;
     use crate::pipeline::transform::vpclogs::tests::vectors;
+    use crate::skydive::flow::Flow;
 
     const T0: i64 = 1546338030000;
 

@@ -77,7 +77,7 @@ async fn golden_buffered_store_scenarios_fixed_variants() {
         let opts: crate::config::BufferedOptions = serde_json::from_value(config.clone()).unwrap();
         let sink = MemorySink::default();
         let mut out = output(&sink, &opts.filename_prefix, &opts.dirname);
-        let mut store = Store::Buffered(store::BufferedStore::new(opts.clone()));
+        let mut store = Batcher::Buffered(batch::BufferedBatcher::new(opts.clone()));
         for call in scenario["calls"].as_array().unwrap() {
             let now = T0 + call["t"].as_i64().unwrap() * 1000;
             sink.set_failing(call["writer"].as_str() == Some("fails"));
@@ -122,7 +122,7 @@ async fn golden_buffered_store_scenarios_fixed_variants() {
                 .get("pending_after_if_fixed")
                 .or_else(|| call.get("pending_after"))
             {
-                let Store::Buffered(_) = &store else {
+                let Batcher::Buffered(_) = &store else {
                     unreachable!()
                 };
                 let total: usize = pending
@@ -193,7 +193,7 @@ fn buffered(
 async fn chunked_flush_keeps_the_remainder() {
     let sink = MemorySink::default();
     let mut out = output(&sink, "logs", "bucket");
-    let mut store = Store::Buffered(store::BufferedStore::new(buffered(
+    let mut store = Batcher::Buffered(batch::BufferedBatcher::new(buffered(
         6000, 60, 86400, 100_000,
     )));
     let records = (0..6500).map(|i| record(&format!("f{i}"))).collect();
@@ -212,7 +212,7 @@ async fn chunked_flush_keeps_the_remainder() {
 async fn zero_stream_seconds_never_reuses_a_key() {
     let sink = MemorySink::default();
     let mut out = output(&sink, "logs", "bucket");
-    let mut store = Store::Buffered(store::BufferedStore::new(buffered(2, 0, 0, 100)));
+    let mut store = Batcher::Buffered(batch::BufferedBatcher::new(buffered(2, 0, 0, 100)));
     let records = (0..6).map(|i| record(&format!("f{i}"))).collect();
     store.store(T0, vec![("other", records)], &mut out).await;
     store
@@ -234,7 +234,7 @@ async fn zero_stream_seconds_never_reuses_a_key() {
 async fn zero_stream_seconds_never_reuses_a_key_within_a_second() {
     let sink = MemorySink::default();
     let mut out = output(&sink, "logs", "bucket");
-    let mut store = Store::Buffered(store::BufferedStore::new(buffered(2, 0, 0, 100)));
+    let mut store = Batcher::Buffered(batch::BufferedBatcher::new(buffered(2, 0, 0, 100)));
     for (i, dt) in [0, 400, 999, 1000, 1500].into_iter().enumerate() {
         let records = vec![record(&format!("f{i}a")), record(&format!("f{i}b"))];
         store
@@ -259,7 +259,7 @@ async fn zero_stream_seconds_never_reuses_a_key_within_a_second() {
 async fn wait_for_next_second_crosses_a_second_boundary() {
     let before = crate::now_ms().div_euclid(1000);
     let started = std::time::Instant::now();
-    store::wait_for_next_second().await;
+    batch::wait_for_next_second().await;
     assert!(crate::now_ms().div_euclid(1000) > before);
     assert!(started.elapsed() < std::time::Duration::from_millis(1500));
 }
@@ -268,7 +268,7 @@ async fn wait_for_next_second_crosses_a_second_boundary() {
 async fn failed_write_backs_off_then_recovers_without_loss() {
     let sink = MemorySink::default();
     let mut out = output(&sink, "logs", "bucket");
-    let mut store = Store::Buffered(store::BufferedStore::new(buffered(10, 60, 86400, 1000)));
+    let mut store = Batcher::Buffered(batch::BufferedBatcher::new(buffered(10, 60, 86400, 1000)));
     sink.set_failing(true);
     store
         .store(
@@ -301,7 +301,7 @@ async fn failed_write_backs_off_then_recovers_without_loss() {
 async fn every_tags_timer_is_honoured() {
     let sink = MemorySink::default();
     let mut out = output(&sink, "logs", "bucket");
-    let mut store = Store::Buffered(store::BufferedStore::new(buffered(100, 60, 86400, 1000)));
+    let mut store = Batcher::Buffered(batch::BufferedBatcher::new(buffered(100, 60, 86400, 1000)));
     store
         .store(T0, vec![("internal", vec![record("a")])], &mut out)
         .await;

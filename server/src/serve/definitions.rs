@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use crate::config::{
     AccountType, ConfigError, ExporterConfig, MangleType, TransformType, WriteType,
 };
+use crate::skydive::subscriber::SubscriberSettings;
 use crate::store::PipelineRow;
-use crate::subscriber::SubscriberSettings;
 use crate::tls::TlsError;
 
 /// The subscriber settings of a pipeline in `sluice serve`. A missing `host_id` is `""` here

@@ -161,7 +161,7 @@ pub(crate) struct Record {
 }
 
 impl Record {
-    fn from_flow(flow: &crate::flow::Flow) -> anyhow::Result<Self> {
+    fn from_flow(flow: &crate::skydive::flow::Flow) -> anyhow::Result<Self> {
         Ok(Record {
             json: serde_json::value::to_raw_value(flow)?,
             capture_id: flow.capture_id.clone(),

@@ -692,9 +692,9 @@ mod tests {
     async fn full_spool_pushes_back_on_the_buffered_store() {
         use crate::config::{BufferedOptions, CompressSection, EncodeSection, StoreHeaderSection};
         use crate::metrics::DropReason;
+        use crate::pipeline::batch::{Batcher, BufferedBatcher};
         use crate::pipeline::output::{KeyLayout, Output};
         use crate::pipeline::record::Record;
-        use crate::pipeline::store::{BufferedStore, Store};
         use crate::pipeline::{compress, encode, storeheader};
 
         let dir = tempfile::tempdir().unwrap();
@@ -721,7 +721,7 @@ mod tests {
             stats: stats.clone(),
             account_file: None,
         };
-        let mut store = Store::Buffered(BufferedStore::new(BufferedOptions {
+        let mut store = Batcher::Buffered(BufferedBatcher::new(BufferedOptions {
             filename_prefix: "logs".into(),
             dirname: "bucket".into(),
             max_flows_per_object: 10,
@@ -732,7 +732,13 @@ mod tests {
         }));
         let records = |from: usize, n: usize| -> Vec<Record> {
             (from..from + n)
-                .map(|i| Record::Flow(Box::new(crate::flow::Flow::new(format!("f{i}"), 0, 0))))
+                .map(|i| {
+                    Record::Flow(Box::new(crate::skydive::flow::Flow::new(
+                        format!("f{i}"),
+                        0,
+                        0,
+                    )))
+                })
                 .collect()
         };
         let t0 = 1_546_338_030_000;

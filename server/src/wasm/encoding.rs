@@ -9,8 +9,8 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::record::{RecordBatch, Schema, WasmField, WasmRecord, WasmValue};
-use crate::flow::{Flow, FlowLayer, FlowMetric};
 use crate::pipeline::record::Record;
+use crate::skydive::flow::{Flow, FlowLayer, FlowMetric};
 
 /// The encoding version written and accepted.
 pub const VERSION: u8 = 1;

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use super::encoding::{DecodeError, OrderedFields, RecordWriter, SchemaCache, decode_records};
 use super::record::{Schema, WasmRecord};
-use crate::flow::Flow;
 use crate::pipeline::record::Record;
+use crate::skydive::flow::Flow;
 
 /// `flows` as a JSON array, into `out` (cleared first).
 pub fn encode_flows_json(flows: &[Flow], out: &mut Vec<u8>) {

@@ -369,7 +369,7 @@ impl WasmStage {
     /// and nothing is returned.
     pub async fn transform(
         &mut self,
-        flows: &[crate::flow::Flow],
+        flows: &[crate::skydive::flow::Flow],
         stats: &PipelineStats,
     ) -> Vec<WasmRecord> {
         let mut input = std::mem::take(&mut self.input);

@@ -9,12 +9,12 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::config::{ExporterConfig, WasmOptions};
-use crate::flow::Flow;
 use crate::metrics::{DropReason, PipelineStats};
 use crate::pipeline::Pipeline;
 use crate::pipeline::encode::write_go_json;
 use crate::pipeline::record::Record;
 use crate::sinks::{MemorySink, Sink};
+use crate::skydive::flow::Flow;
 
 fn decode(batch: &[u8]) -> Result<Vec<record::WasmRecord>, encoding::DecodeError> {
     encoding::decode_records(batch.to_vec(), &mut Default::default())
@@ -622,7 +622,7 @@ fn aws_flows() -> Vec<Flow> {
     for i in 0..300 {
         let mut f = tcp_flow(i);
         if i % 3 == 0 {
-            f.last_update_metric = f.metric.map(|m| crate::flow::FlowMetric {
+            f.last_update_metric = f.metric.map(|m| crate::skydive::flow::FlowMetric {
                 ab_packets: 1,
                 ab_bytes: 60 + i as i64,
                 start: 1546338031000,
@@ -643,7 +643,7 @@ fn aws_flows() -> Vec<Flow> {
             }
             5 => f.network.as_mut().unwrap().a = String::new(),
             6 => {
-                f.tcp_metric = Some(crate::flow::TcpMetric {
+                f.tcp_metric = Some(crate::skydive::flow::TcpMetric {
                     ab_syn_start: 1,
                     ba_syn_start: 1,
                     ab_rst_start: 1,
@@ -652,7 +652,7 @@ fn aws_flows() -> Vec<Flow> {
             }
             7 => {
                 let n = f.network.as_mut().unwrap();
-                n.protocol = crate::flow::FlowProtocol::Ipv6;
+                n.protocol = crate::skydive::flow::FlowProtocol::Ipv6;
                 n.a = "fd00::1".into();
                 n.b = "fd00::2".into();
             }

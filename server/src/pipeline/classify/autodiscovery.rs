@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crate::topology::{Node, TopologyClient};
+use crate::skydive::topology::{Node, TopologyClient};
 use ipnet::IpNet;
 
 /// The query for the cluster's nodes.
@@ -100,7 +100,7 @@ pub async fn discover_node_masks(client: &TopologyClient, budget: Duration) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topology::mock::{FAIL_QUERY, MockAnalyzer};
+    use crate::skydive::topology::mock::{FAIL_QUERY, MockAnalyzer};
     use serde_json::{Value, json};
 
     fn vectors() -> Value {

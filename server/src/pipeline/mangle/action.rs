@@ -10,10 +10,10 @@
 use std::collections::BTreeMap;
 
 use crate::config::ActionSection;
-use crate::flow::FlowMetric;
 use crate::log_throttle::LogThrottle;
 use crate::pipeline::record::Record;
 use crate::pipeline::transform::vpclogs::{Action, VpcLog};
+use crate::skydive::flow::FlowMetric;
 
 /// `reject_timeout` when the file says 0 or nothing (upstream's default), in seconds.
 pub const DEFAULT_REJECT_TIMEOUT_S: i64 = 5;
@@ -309,8 +309,8 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::flow::Flow;
     use crate::pipeline::transform::vpclogs::tests::{assert_matches_upstream, vectors};
+    use crate::skydive::flow::Flow;
 
     fn mangler(case: &Value) -> ActionMangler {
         ActionMangler::new(&ActionSection {

@@ -151,8 +151,8 @@ impl LogStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::Flow;
     use crate::pipeline::encode::write_go_json;
+    use crate::skydive::flow::Flow;
     use serde_json::Value;
 
     const NOW: i64 = 1_546_338_030_000;

@@ -9,8 +9,8 @@
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 
 use crate::config::AwsFlowLogsOptions;
-use crate::flow::{Flow, FlowMetric, FlowProtocol};
 use crate::pipeline::record::CsvRow;
+use crate::skydive::flow::{Flow, FlowMetric, FlowProtocol};
 
 /// Upstream's constant account id, used when `transform.awsflowlogs.account_id` is not set.
 pub const DEFAULT_ACCOUNT_ID: &str = "12345678";
@@ -481,19 +481,19 @@ pub(crate) mod tests {
     #[test]
     fn aws_v3_text_header_and_absent_fields() {
         let mut flow = Flow::new("u", 2000, 5000);
-        flow.network = Some(crate::flow::FlowLayer {
+        flow.network = Some(crate::skydive::flow::FlowLayer {
             protocol: FlowProtocol::Ipv6,
             a: "fd00::1".into(),
             b: "fd00::2".into(),
             id: 0,
         });
-        flow.transport = Some(crate::flow::TransportLayer {
+        flow.transport = Some(crate::skydive::flow::TransportLayer {
             protocol: FlowProtocol::Tcp,
             a: 1,
             b: 2,
             id: 0,
         });
-        flow.tcp_metric = Some(crate::flow::TcpMetric {
+        flow.tcp_metric = Some(crate::skydive::flow::TcpMetric {
             ab_syn_start: 1,
             ba_syn_start: 1,
             ab_fin_start: 1,

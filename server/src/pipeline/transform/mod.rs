@@ -7,8 +7,8 @@ pub mod vpclogs;
 use super::BuildContext;
 use super::record::Record;
 use crate::config::{ExporterConfig, TransformType};
-use crate::flow::Flow;
 use crate::metrics::{DropReason, PipelineStats};
+use crate::skydive::flow::Flow;
 use crate::wasm::{WasmError, WasmStage, World};
 use secadvisor::SecAdvisor;
 
@@ -23,7 +23,7 @@ pub enum TransformBuildError {
     Wasm(#[from] WasmError),
     /// The vpclogs transform's analyzer client (TLS material).
     #[error(transparent)]
-    Topology(#[from] crate::topology::TopologyError),
+    Topology(#[from] crate::skydive::topology::TopologyError),
 }
 
 /// A configured transform.

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use compact_str::ToCompactString;
 
 use crate::config::ExporterConfig;
-use crate::flow::{FinishType, Flow};
 use crate::pipeline::ttl_cache::{DEFAULT_CAPACITY, TtlCache};
-use crate::topology::{TopologyClient, TopologyError};
+use crate::skydive::flow::{FinishType, Flow};
+use crate::skydive::topology::{TopologyClient, TopologyError};
 use extend::Extender;
 use record::{PeerContexts, SecAdvisorLayer, SecAdvisorRecord, Text, VERSION, legacy_name};
 use resolve::Resolver;

@@ -16,9 +16,9 @@ use serde::ser::{Serialize, SerializeStruct, Serializer};
 use tokio::time::Instant;
 
 use crate::config::ExporterConfig;
-use crate::flow::{Flow, FlowMetric, FlowProtocol};
 use crate::pipeline::record::CsvRow;
-use crate::topology::{TopologyClient, TopologyError};
+use crate::skydive::flow::{Flow, FlowMetric, FlowProtocol};
+use crate::skydive::topology::{TopologyClient, TopologyError};
 
 /// How long a TID's addresses are trusted (upstream's cache TTL).
 pub const NODE_IPS_TTL: Duration = Duration::from_secs(600);

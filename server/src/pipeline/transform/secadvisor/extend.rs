@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::record::SecAdvisorRecord;
 use crate::log_throttle::LogThrottle;
 use crate::pipeline::ttl_cache::{DEFAULT_CAPACITY, TtlCache};
-use crate::topology::TopologyClient;
+use crate::skydive::topology::TopologyClient;
 
 /// How long a rendered query's result is reused, "" included (upstream: 10 min).
 pub const EXTEND_TTL_MS: i64 = 10 * 60 * 1000;

@@ -8,9 +8,9 @@ use std::fmt;
 use compact_str::{CompactString, format_compact};
 use serde::{Deserialize, Serialize};
 
-use crate::flow::FlowMetric;
 use crate::pipeline::encode::{JsonObject, write_go_str};
 use crate::pipeline::record::CsvRow;
+use crate::skydive::flow::FlowMetric;
 
 /// The record format version written in every record.
 pub const VERSION: &str = "1.1.0";

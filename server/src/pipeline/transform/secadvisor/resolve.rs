@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::record::{PeerContext, PeerType, Short};
 use crate::pipeline::ttl_cache::{DEFAULT_CAPACITY, TtlCache};
-use crate::topology::{Node, TopologyClient, TopologyError, quote};
+use crate::skydive::topology::{Node, TopologyClient, TopologyError, quote};
 
 /// How long a context or node type is reused (upstream: 5 min).
 pub const RESOLVE_TTL_MS: i64 = 5 * 60 * 1000;

@@ -12,7 +12,7 @@ use super::*;
 use crate::pipeline::encode::Encoder;
 use crate::pipeline::record::Record;
 use crate::pipeline::storeheader::StoreObject;
-use crate::topology::mock::MockAnalyzer;
+use crate::skydive::topology::mock::MockAnalyzer;
 
 const NOW: i64 = 1_546_338_030_000;
 

@@ -25,8 +25,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, debug, info, warn};
 
 use crate::egress::{EgressError, EgressPolicy, redact_url};
-use crate::flow::Flow;
 use crate::log_throttle::LogThrottle;
+use crate::skydive::flow::Flow;
 use decode::{Decoded, decode};
 
 /// Largest message accepted from the analyzer (100 flows are far below this).

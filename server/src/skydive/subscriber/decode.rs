@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::flow::Flow;
+use crate::skydive::flow::Flow;
 
 /// The JSON envelope of every message. `UUID` and `Status` are read but not used.
 #[derive(Debug, Deserialize)]

@@ -1,4 +1,5 @@
-//! Store: batch each tag's records into objects (`buffered`) or write them at once (`direct`).
+//! The store stage (upstream's `store:` section), called batch here: batch each tag's records
+//! into objects (`buffered`) or write them at once (`direct`).
 //!
 //! `buffered` follows upstream's flush rules (docs/stages.md §9.1) with its bugs fixed (§16): a
 //! flush keeps the remainder pending, zero limits are refused at config load, two objects never
@@ -39,19 +40,21 @@ pub async fn wait_for_next_second() {
 
 /// A configured store.
 #[derive(Debug)]
-pub enum Store {
+pub enum Batcher {
     /// Batches into objects and streams.
-    Buffered(BufferedStore),
+    Buffered(BufferedBatcher),
     /// One object per tag per message.
-    Direct(DirectStore),
+    Direct(DirectBatcher),
 }
 
-impl Store {
+impl Batcher {
     /// Builds from a validated config section; `now_ms` starts the direct store's stream.
     pub fn from_config(section: &StoreSection, now_ms: i64) -> Self {
         match section.kind {
-            StoreType::Buffered => Store::Buffered(BufferedStore::new(section.buffered.clone())),
-            StoreType::Direct => Store::Direct(DirectStore {
+            StoreType::Buffered => {
+                Batcher::Buffered(BufferedBatcher::new(section.buffered.clone()))
+            }
+            StoreType::Direct => Batcher::Direct(DirectBatcher {
                 stream_ms: now_ms,
                 seq: BTreeMap::new(),
             }),
@@ -66,38 +69,38 @@ impl Store {
         out: &mut Output,
     ) {
         match self {
-            Store::Buffered(s) => s.store(now_ms, input, out, false).await,
-            Store::Direct(s) => s.store(now_ms, input, out).await,
+            Batcher::Buffered(s) => s.store(now_ms, input, out, false).await,
+            Batcher::Direct(s) => s.store(now_ms, input, out).await,
         }
     }
 
     /// Writes what is due without new input (the flush timer).
     pub async fn tick(&mut self, now_ms: i64, out: &mut Output) {
-        if let Store::Buffered(s) = self {
+        if let Batcher::Buffered(s) = self {
             s.store(now_ms, Vec::new(), out, false).await;
         }
     }
 
     /// Writes everything pending, whatever the limits (shutdown).
     pub async fn flush_all(&mut self, now_ms: i64, out: &mut Output) {
-        if let Store::Buffered(s) = self {
+        if let Batcher::Buffered(s) = self {
             s.store(now_ms, Vec::new(), out, true).await;
         }
     }
 
-    /// When [`Store::tick`] should next run, in ms since the epoch.
+    /// When [`Batcher::tick`] should next run, in ms since the epoch.
     pub fn next_deadline_ms(&self) -> Option<i64> {
         match self {
-            Store::Buffered(s) => s.next_deadline_ms(),
-            Store::Direct(_) => None,
+            Batcher::Buffered(s) => s.next_deadline_ms(),
+            Batcher::Direct(_) => None,
         }
     }
 
     /// Records waiting to be written.
     pub fn pending(&self) -> usize {
         match self {
-            Store::Buffered(s) => s.tags.values().map(|t| t.pending.len()).sum(),
-            Store::Direct(_) => 0,
+            Batcher::Buffered(s) => s.tags.values().map(|t| t.pending.len()).sum(),
+            Batcher::Direct(_) => 0,
         }
     }
 }
@@ -114,15 +117,15 @@ struct TagState {
 
 /// The `buffered` store.
 #[derive(Debug)]
-pub struct BufferedStore {
+pub struct BufferedBatcher {
     opts: BufferedOptions,
     tags: BTreeMap<&'static str, TagState>,
 }
 
-impl BufferedStore {
+impl BufferedBatcher {
     /// From validated options (both maxima > 0).
     pub fn new(opts: BufferedOptions) -> Self {
-        BufferedStore {
+        BufferedBatcher {
             opts,
             tags: BTreeMap::new(),
         }
@@ -235,12 +238,12 @@ impl BufferedStore {
 /// message overwrote the last. sluice uses the bucket and key layout of the buffered store
 /// (bucket `my_dirname` only when `dirname` is empty) and skips tags with no records.
 #[derive(Debug)]
-pub struct DirectStore {
+pub struct DirectBatcher {
     stream_ms: i64,
     seq: BTreeMap<&'static str, u64>,
 }
 
-impl DirectStore {
+impl DirectBatcher {
     async fn store(
         &mut self,
         now_ms: i64,
