@@ -1,4 +1,4 @@
-//! Density: resident memory of `sluice serve` per idle pipeline (design §9).
+//! Density: resident memory of `sluice serve` per idle pipeline (docs/service.md §8).
 //!
 //! The server runs in this process (so `/proc/self/status` VmRSS is the server's), on a temp
 //! data folder, and 1,000 pipelines are created through the REST API like a client would. Idle

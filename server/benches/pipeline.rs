@@ -1,4 +1,4 @@
-//! Pipeline throughput against a bare baseline, in one run (design §9).
+//! Pipeline throughput against a bare baseline, in one run (docs/service.md §8).
 //!
 //! Both sides parse the same Skydive WebSocket messages into typed flows; the baseline then only
 //! writes the flows as JSON and gzips them, the pipeline runs classify → filter → transform →

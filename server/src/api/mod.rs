@@ -1,4 +1,4 @@
-//! The REST API of `sluice serve` (design §4): one file per resource, each with a `router()`
+//! The REST API of `sluice serve` (docs/service.md §3): one file per resource, each with a `router()`
 //! whose handlers carry their OpenAPI description, so `/v1/openapi.json` is generated from the
 //! routes actually served.
 //!

@@ -1,4 +1,4 @@
-//! IBM Cloud IAM bearer tokens for IBM COS (`write.s3.api_key`, design §5).
+//! IBM Cloud IAM bearer tokens for IBM COS (`write.s3.api_key`, docs/service.md §4).
 //!
 //! The api key is exchanged at `iam_endpoint` with a form POST
 //! (`grant_type=urn:ibm:params:oauth:grant-type:apikey&apikey=<key>`); the JSON answer carries

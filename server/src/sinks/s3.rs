@@ -1,4 +1,4 @@
-//! `write: {type: s3}`: one PutObject per object to an S3-compatible store (spec §13.1).
+//! `write: {type: s3}`: one PutObject per object to an S3-compatible store (docs/stages.md §13.1).
 //!
 //! Path-style addressing (`<endpoint>/<bucket>/<key>`), the object's real Content-Type and
 //! Content-Encoding, and its user metadata as `x-amz-meta-*`. Credentials are HMAC keys signed

@@ -1,4 +1,4 @@
-//! The spool: nothing is lost between the store and the object store (design §5).
+//! The spool: nothing is lost between the store and the object store (docs/service.md §4).
 //!
 //! [`SpooledSink::write`] puts each encoded object in the pipeline's spool folder (written to a
 //! temporary name, fsync'd, renamed, folder fsync'd) and returns at once; the pipeline's buffered

@@ -1,4 +1,4 @@
-//! `leases`: who may subscribe to an analyzer with a given host_id (design §3).
+//! `leases`: who may subscribe to an analyzer with a given host_id (docs/service.md §2).
 
 use sqlx::{Executor, Sqlite};
 
