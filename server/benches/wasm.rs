@@ -10,10 +10,14 @@
 //! 3. One pipeline's throughput while another pipeline's guest spins without end (quarantine
 //!    off, so the spinning guest holds a core the whole time), against it running alone
 //!    (target ≥ 0.9×).
+//! 4. The `anonymize` guest in Rust, Python and JavaScript on the same batches: flows/s (min
+//!    and median of interleaved rounds) against the Rust one, instantiation per batch, fuel per
+//!    flow, component size. No target yet; the Python and JavaScript components are built with
+//!    `sluice guest build` (which installs their toolchains on first use).
 //!
 //! The guests are built from `guests/` on first use. Words after `--` pick sections:
 //! `cargo bench -p sluice --bench wasm -- csv` (`csv`, `json`, `breakdown`, `instantiation`,
-//! `neighbour`).
+//! `neighbour`, `languages`).
 
 // The binary's allocator (server/src/main.rs), so the numbers are the binary's.
 #[global_allocator]
@@ -21,6 +25,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -332,6 +337,164 @@ fn neighbour(rt: &tokio::runtime::Runtime, spinning: bool, window: Duration) -> 
     })
 }
 
+/// `sluice guest build <source> -o <bench tmp>/<name>`: the component, or why not.
+fn guest_build(source: &str, name: &str) -> Result<PathBuf, String> {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(source);
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let built = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("guest")
+        .arg("build")
+        .arg(&source)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .map_err(|e| format!("cannot run sluice guest build: {e}"))?;
+    if built.status.success() {
+        Ok(out)
+    } else {
+        Err(String::from_utf8_lossy(&built.stderr).into_owned())
+    }
+}
+
+/// The median of some durations.
+fn median(samples: &mut [Duration]) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+/// One language's `anonymize` stage and what was measured of it.
+struct Language {
+    name: &'static str,
+    stage: WasmStage,
+    bytes: u64,
+    compile: Duration,
+    /// Batches per round: a round takes about as long in every language.
+    batches: usize,
+    samples: Vec<Duration>,
+}
+
+/// The `anonymize` guest in three languages on the same 1,000-flow batches (section 4).
+fn languages(rt: &tokio::runtime::Runtime, messages: &[String]) {
+    let flows: Vec<Flow> = messages
+        .iter()
+        .take(BATCH / FLOWS_PER_MESSAGE)
+        .flat_map(|m| common::parse(m))
+        .collect();
+    let host = WasmHost::global();
+    let options = StageOptions::resolve(host, &WasmOptions::default()).unwrap();
+    let config = serde_json::json!({"ipv4_prefix": 16});
+    let sources = [
+        ("rust", Ok(test_guests::path("anonymize")), 40),
+        (
+            "python",
+            guest_build("guests/python/anonymize.py", "anonymize-py.wasm"),
+            1,
+        ),
+        (
+            "javascript",
+            guest_build("guests/js/anonymize.js", "anonymize-js.wasm"),
+            1,
+        ),
+    ];
+    let mut langs = Vec::new();
+    for (name, path, batches) in sources {
+        let path = match path {
+            Ok(path) => path,
+            Err(e) => {
+                println!("  {name}: not built, skipped:\n{e}");
+                continue;
+            }
+        };
+        let t = Instant::now();
+        let module = host.load_file(&path, World::Transformer).unwrap();
+        let compile = t.elapsed();
+        let stage = WasmStage::new(
+            module,
+            Some(&config),
+            options.clone(),
+            "transform",
+            Arc::default(),
+        )
+        .unwrap();
+        langs.push(Language {
+            name,
+            stage,
+            bytes: std::fs::metadata(&path).unwrap().len(),
+            compile,
+            batches,
+            samples: Vec::new(),
+        });
+    }
+    // Warm-up, and every language must write the Rust guest's records.
+    let stats = PipelineStats::default();
+    let mut first: Option<Vec<u8>> = None;
+    for lang in &mut langs {
+        let records: Vec<Record> = rt
+            .block_on(lang.stage.transform(&flows, &stats))
+            .into_iter()
+            .map(Record::Wasm)
+            .collect();
+        let mut json = Vec::new();
+        write_go_json(&mut json, false, &records).unwrap();
+        assert_eq!(
+            records.len(),
+            flows.len(),
+            "{}: a record per flow",
+            lang.name
+        );
+        match &first {
+            None => first = Some(json),
+            Some(rust) => assert!(json == *rust, "{}: records differ from Rust's", lang.name),
+        }
+    }
+    for _ in 0..ROUNDS {
+        for lang in &mut langs {
+            let t = Instant::now();
+            for _ in 0..lang.batches {
+                rt.block_on(lang.stage.transform(&flows, &stats));
+            }
+            lang.samples.push(t.elapsed() / lang.batches as u32);
+        }
+    }
+    println!(
+        "anonymize guest by language ({} flows a batch, {ROUNDS} interleaved rounds; records identical to Rust's):",
+        flows.len()
+    );
+    let mut rust_rate = None;
+    for lang in &mut langs {
+        let best = lang.samples.iter().copied().min().unwrap();
+        let (rate_best, rate_median) = (
+            per_sec(flows.len(), best),
+            per_sec(flows.len(), median(&mut lang.samples)),
+        );
+        let rust = *rust_rate.get_or_insert(rate_best);
+        // Fuel of one batch, and the instantiation alone (an empty batch).
+        let before = stats.wasm_fuel_used.load(Ordering::Relaxed);
+        rt.block_on(lang.stage.transform(&flows, &stats));
+        let fuel = (stats.wasm_fuel_used.load(Ordering::Relaxed) - before) / flows.len() as u64;
+        let calls = if lang.name == "rust" { 2000 } else { 100 };
+        let mut empty = Vec::new();
+        for _ in 0..3 {
+            let t = Instant::now();
+            for _ in 0..calls {
+                rt.block_on(lang.stage.transform(&[], &stats));
+            }
+            empty.push(t.elapsed() / calls);
+        }
+        let instantiation = empty.iter().copied().min().unwrap();
+        println!(
+            "  {:<10} {rate_best:>9.0} flows/s (median {rate_median:>9.0}), {:.3}× Rust; instantiation {:>7.1} µs; {fuel:>7} fuel/flow; {:>5.1} MB, loaded (compiled or from the cache) in {:.1} s",
+            lang.name,
+            rate_best / rust,
+            instantiation.as_secs_f64() * 1e6,
+            lang.bytes as f64 / 1e6,
+            lang.compile.as_secs_f64(),
+        );
+    }
+}
+
 fn main() {
     // Quarantine off: the spinning guest runs to its deadline on every batch, all the time.
     WasmHost::install(HostSettings {
@@ -362,6 +525,9 @@ fn main() {
     }
     if wanted("instantiation") {
         instantiation(&rt);
+    }
+    if wanted("languages") {
+        languages(&rt, &messages);
     }
     if wanted("neighbour") {
         // Best of three 1 s windows each, alternating, so a change in machine load hits both.
