@@ -4,10 +4,11 @@
 //! and topology) → `runner` → `pipeline` (the stages, with `wasm` for tenants' guests) → `sinks`,
 //! with `config` describing a pipeline, `run` wiring one pipeline for `sluice run`, and `sim`
 //! standing in for a Skydive analyzer. `serve` is the multi-tenant service: `api` (REST) →
-//! `supervisor` (one task per pipeline) over `store` (SQLite via sqlx).
+//! `supervisor` (one task per pipeline) over `db` (SQLite via sqlx).
 
 pub mod api;
 pub mod config;
+pub mod db;
 pub mod egress;
 pub mod guest_cli;
 pub mod guest_log;
@@ -21,7 +22,6 @@ pub mod serve;
 pub mod sim;
 pub mod sinks;
 pub mod skydive;
-pub mod store;
 pub mod supervisor;
 pub mod tls;
 pub mod wasm;

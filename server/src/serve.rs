@@ -17,9 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, App};
 use crate::config::{ExporterConfig, ServeRules};
+use crate::db::{Db, PipelineRow, leases, pipelines};
 use crate::egress::EgressPolicy;
 use crate::secrets::{Keyring, is_sealed};
-use crate::store::{PipelineRow, Store, leases, pipelines};
 use crate::supervisor::{Supervisor, SupervisorSettings};
 use crate::wasm::GuestPool;
 use config::{ADMIN_TOKEN_ENV, ServerConfig};
@@ -91,10 +91,10 @@ impl Server {
         });
         std::fs::create_dir_all(config.data_dir.join("modules"))
             .with_context(|| format!("cannot create {}/modules", config.data_dir.display()))?;
-        let db = config.data_dir.join("sluice.db");
-        let store = Store::open(&db)
+        let path = config.data_dir.join("sluice.db");
+        let db = Db::open(&path)
             .await
-            .with_context(|| format!("cannot open the database {}", db.display()))?;
+            .with_context(|| format!("cannot open the database {}", path.display()))?;
         // Bound before the pipelines start: the egress policy refuses the server's own address.
         let listener = TcpListener::bind(config.listen)
             .await
@@ -107,7 +107,7 @@ impl Server {
         );
         let node = config.node();
         let supervisor = Supervisor::new(
-            store.clone(),
+            db.clone(),
             SupervisorSettings {
                 data_dir: config.data_dir.clone(),
                 rules: ServeRules {
@@ -122,16 +122,16 @@ impl Server {
         );
         // This node runs every stored pipeline (one node per SQLite database): it becomes the
         // holder of their leases, then brings each back in its desired state.
-        let rows = pipelines::list(store.pool(), None).await?;
+        let rows = pipelines::list(&db, None).await?;
         let expires = crate::now_ms() + lease_ttl_ms(&config);
         for row in &rows {
-            let row = upgrade_stored(&store, &supervisor, row).await?;
-            leases::adopt(store.pool(), &row.id, &node, expires).await?;
+            let row = upgrade_stored(&db, &supervisor, row).await?;
+            leases::adopt(&db, &row.id, &node, expires).await?;
             supervisor.add(&row).await;
         }
         tracing::info!(pipelines = rows.len(), node = %node, data_dir = %config.data_dir.display(), "Pipelines restored.");
         let app = Arc::new(App {
-            store,
+            db,
             supervisor,
             admin_hash: api::auth::admin_hash(&admin_token),
             metrics_hash: config
@@ -184,7 +184,7 @@ impl Server {
 /// (plaintext from before sealing existed, or a previous key after a rotation), and its lease
 /// under the canonical analyzer key.
 async fn upgrade_stored(
-    store: &Store,
+    db: &Db,
     supervisor: &Supervisor,
     row: &PipelineRow,
 ) -> anyhow::Result<PipelineRow> {
@@ -214,13 +214,13 @@ async fn upgrade_stored(
     }
     if stale {
         row.definition = supervisor.sealed_definition(&config);
-        store.upgrade_pipeline(&row, &fields.modules).await?;
+        db.upgrade_pipeline(&row, &fields.modules).await?;
         tracing::info!(pipeline = %row.id, "Stored definition brought up to date (sealed secrets, columns).");
     }
     if let Some(key) = definitions::lease_key(&config)
-        && let Some(lease) = leases::for_pipeline(store.pool(), &row.id).await?
+        && let Some(lease) = leases::for_pipeline(db, &row.id).await?
         && lease.key() != key
-        && let Err(e) = leases::rekey(store.pool(), &row.id, &key).await
+        && let Err(e) = leases::rekey(db, &row.id, &key).await
     {
         tracing::warn!(pipeline = %row.id, analyzer = %key.analyzer, error = %e, "Cannot move the lease to its canonical analyzer.");
     }
@@ -242,7 +242,7 @@ async fn housekeeping(app: Arc<App>, config: ServerConfig, stop: CancellationTok
             () = stop.cancelled() => break,
             _ = renew.tick() => {
                 let expires = crate::now_ms() + ttl;
-                if let Err(e) = leases::renew(app.store.pool(), &app.node, expires).await {
+                if let Err(e) = leases::renew(&app.db, &app.node, expires).await {
                     tracing::warn!(error = %e, "Cannot renew the host_id leases.");
                 }
             }

@@ -18,6 +18,8 @@ use tracing::{Instrument as _, info, warn};
 use crate::config::{
     ConfigError, ConfigErrors, ExporterConfig, MangleType, ServeRules, TransformType,
 };
+use crate::db::account::{self, AccountRow};
+use crate::db::{Db, DesiredState, PipelineRow};
 use crate::egress::EgressPolicy;
 use crate::guest_log::GuestLog;
 use crate::metrics::{Counters, DropReason, PipelineStats};
@@ -27,8 +29,6 @@ use crate::secrets::Keyring;
 use crate::serve::definitions::{resolve_for_serve, resolve_modules, subscriber_settings};
 use crate::sinks::{Confinement, DiskQuota};
 use crate::skydive::subscriber::SubscriberStats;
-use crate::store::account::{self, AccountRow};
-use crate::store::{DesiredState, PipelineRow, Store};
 use crate::wasm::{GuestPool, GuestRunner, WasmError, WasmStage, World};
 
 /// First delay before restarting a failed pipeline.
@@ -186,7 +186,7 @@ pub struct Supervisor {
 
 #[derive(Debug)]
 struct Inner {
-    store: Store,
+    db: Db,
     settings: SupervisorSettings,
     pipelines: Mutex<HashMap<String, Arc<Live>>>,
     /// Each tenant's `file` writer quota.
@@ -195,10 +195,10 @@ struct Inner {
 
 impl Supervisor {
     /// A supervisor with no pipelines yet.
-    pub fn new(store: Store, settings: SupervisorSettings) -> Self {
+    pub fn new(db: Db, settings: SupervisorSettings) -> Self {
         Supervisor {
             inner: Arc::new(Inner {
-                store,
+                db,
                 settings,
                 pipelines: Mutex::new(HashMap::new()),
                 quotas: Mutex::new(HashMap::new()),
@@ -359,14 +359,15 @@ impl Supervisor {
     }
 
     /// The modules a tenant owns: digest → world.
-    pub async fn owned_modules(&self, tenant_id: &str) -> sqlx::Result<HashMap<String, String>> {
-        Ok(
-            crate::store::modules::list(self.inner.store.pool(), Some(tenant_id))
-                .await?
-                .into_iter()
-                .map(|m| (m.digest, m.world))
-                .collect(),
-        )
+    pub async fn owned_modules(
+        &self,
+        tenant_id: &str,
+    ) -> Result<HashMap<String, String>, crate::db::DbError> {
+        Ok(crate::db::modules::list(&self.inner.db, Some(tenant_id))
+            .await?
+            .into_iter()
+            .map(|m| (m.digest, m.world))
+            .collect())
     }
 
     /// Checks a definition's paths for `sluice serve` and resolves them into the pipeline's
@@ -426,7 +427,7 @@ impl Supervisor {
     /// desired state is `running`.
     pub async fn add(&self, row: &PipelineRow) {
         let stats = Arc::new(PipelineStats::default());
-        match account::load(self.inner.store.pool(), &row.id).await {
+        match account::load(&self.inner.db, &row.id).await {
             Ok(Some(saved)) => restore(&stats, &saved),
             Ok(None) => {}
             Err(e) => warn!(pipeline = %row.id, error = %e, "Cannot load saved counters."),
@@ -564,7 +565,7 @@ impl Supervisor {
     }
 
     async fn save_account(&self, id: &str, live: &Live) {
-        if let Err(e) = account::save(self.inner.store.pool(), &live.account_row(id)).await {
+        if let Err(e) = account::save(&self.inner.db, &live.account_row(id)).await {
             // The pipeline may just have been deleted (foreign key): nothing to keep then.
             tracing::debug!(pipeline = %id, error = %e, "Counters not saved.");
         }
@@ -659,25 +660,25 @@ async fn supervise(
 mod tests {
     use super::*;
 
-    #[sqlx::test(migrator = "crate::store::MIGRATOR")]
-    async fn a_failing_pipeline_is_restarted_with_backoff_until_stopped(pool: sqlx::SqlitePool) {
+    #[tokio::test]
+    async fn a_failing_pipeline_is_restarted_with_backoff_until_stopped() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::from_pool(pool.clone());
-        let tenant = crate::store::Tenant {
+        let store = Db::open_in_memory().await.unwrap();
+        let tenant = crate::db::Tenant {
             id: "t1".into(),
             name: "one".into(),
             created_at: 0,
         };
         store.create_tenant(&tenant, "k1", "hash1").await.unwrap();
         // The tenant owns the module, but its file is gone: the pipeline never builds.
-        let module = crate::store::ModuleRow {
+        let module = crate::db::ModuleRow {
             digest: "ab12".into(),
             tenant_id: "t1".into(),
             size: 1,
             world: "transformer".into(),
             created_at: 0,
         };
-        crate::store::modules::insert(&pool, &module).await.unwrap();
+        crate::db::modules::insert(&store, &module).await.unwrap();
         let supervisor = Supervisor::new(
             store,
             SupervisorSettings::with_defaults(dir.path().to_path_buf()),

@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 use super::auth::AdminOnly;
 use super::error::{ApiError, ErrorBody};
 use super::{App, rfc3339};
-use crate::store::leases;
+use crate::db::leases;
 
 /// The admin routes.
 pub fn router() -> OpenApiRouter<Arc<App>> {
@@ -52,7 +52,7 @@ async fn list_leases(
     State(app): State<Arc<App>>,
     _: AdminOnly,
 ) -> Result<Json<LeaseList>, ApiError> {
-    let leases = leases::list(app.store.pool()).await?;
+    let leases = leases::list(&app.db).await?;
     Ok(Json(LeaseList {
         leases: leases
             .into_iter()

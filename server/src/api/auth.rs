@@ -13,7 +13,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::App;
 use super::error::ApiError;
-use crate::store::tokens;
+use crate::db::tokens;
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,7 +104,7 @@ impl FromRequestParts<Arc<App>> for Caller {
         if let Some(tenant) = app.tokens.get(&hash) {
             return Ok(Caller::Tenant(tenant));
         }
-        match tokens::tenant_of_hash(app.store.pool(), &hash).await? {
+        match tokens::tenant_of_hash(&app.db, &hash).await? {
             Some(tenant) => {
                 app.tokens.put(hash, tenant.clone());
                 Ok(Caller::Tenant(tenant))

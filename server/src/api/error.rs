@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::config::ConfigError;
-use crate::store::StoreError;
+use crate::db::DbError;
 
 /// An API failure.
 #[derive(Debug, thiserror::Error)]
@@ -61,17 +61,19 @@ pub enum ApiError {
     /// 504: the analyzer did not answer in time (dry run).
     #[error("{0}")]
     Timeout(String),
-    /// 500: the database failed.
-    #[error("an internal database error occurred")]
-    Store(#[from] StoreError),
+    /// 500 (503 when it can't be reached): the database failed.
+    #[error("{}", db_message(.0))]
+    Db(#[from] DbError),
     /// 500: a bug (a handler panicked).
     #[error("{0}")]
     Internal(String),
 }
 
-impl From<sqlx::Error> for ApiError {
-    fn from(e: sqlx::Error) -> Self {
-        ApiError::Store(StoreError::Db(e))
+/// What a client is told of a database failure: never its internals.
+fn db_message(e: &DbError) -> &'static str {
+    match e {
+        DbError::Unavailable(_) => "the database is unavailable; try again",
+        _ => "an internal database error occurred",
     }
 }
 
@@ -108,7 +110,8 @@ impl ApiError {
             }
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Db(DbError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Db(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -127,7 +130,8 @@ impl ApiError {
             ApiError::ModuleTooLarge(_) => "module_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Timeout(_) => "timeout",
-            ApiError::Store(_) | ApiError::Internal(_) => "internal",
+            ApiError::Db(DbError::Unavailable(_)) => "unavailable",
+            ApiError::Db(_) | ApiError::Internal(_) => "internal",
         }
     }
 }
@@ -165,7 +169,7 @@ pub struct ConfigErrorBody {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if let ApiError::Store(e) = &self {
+        if let ApiError::Db(e) = &self {
             tracing::error!(error = %e, "Request failed on the database.");
         }
         let errors = match &self {

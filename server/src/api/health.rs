@@ -35,7 +35,7 @@ async fn healthz() -> &'static str {
     responses((status = 200, description = "`ready`", content_type = "text/plain"),
         (status = 503, description = "The database does not answer", content_type = "text/plain")))]
 async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, &'static str) {
-    if app.store.ping().await {
+    if app.db.ping().await {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n")

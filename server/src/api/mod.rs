@@ -31,15 +31,15 @@ use utoipa_axum::router::OpenApiRouter;
 pub use auth::Caller;
 pub use error::ApiError;
 
+use crate::db::Db;
 use crate::serve::config::Limits;
-use crate::store::Store;
 use crate::supervisor::Supervisor;
 
 /// What every handler shares.
 #[derive(Debug)]
 pub struct App {
     /// The database.
-    pub store: Store,
+    pub db: Db,
     /// The running pipelines.
     pub supervisor: Supervisor,
     /// SHA-256 of the admin token.

@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 use super::auth::new_id;
 use super::error::{ApiError, ErrorBody};
 use super::{App, Caller, rfc3339};
-use crate::store::{ModuleRow, modules, pipelines};
+use crate::db::{ModuleRow, modules, pipelines};
 use crate::wasm::{WasmError, WasmHost};
 
 /// Uploads and deletes of module files, one at a time: a delete removing the last owner's file
@@ -70,7 +70,7 @@ fn tenant_of(caller: &Caller) -> Result<&str, ApiError> {
 }
 
 async fn find(app: &App, tenant: &str, id: &str) -> Result<ModuleRow, ApiError> {
-    modules::get(app.store.pool(), tenant, &id.to_ascii_lowercase())
+    modules::get(&app.db, tenant, &id.to_ascii_lowercase())
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no module `{id}`")))
 }
@@ -141,7 +141,7 @@ async fn upload_module(
         .await
         .map_err(|_| ApiError::ModuleTooLarge(limit))?;
     let digest = crate::wasm::digest(&bytes);
-    if let Some(existing) = modules::get(app.store.pool(), &tenant, &digest).await? {
+    if let Some(existing) = modules::get(&app.db, &tenant, &digest).await? {
         return Ok((StatusCode::OK, Json((&existing).into())));
     }
     check_quota(&app, &tenant, bytes.len()).await?;
@@ -155,7 +155,7 @@ async fn upload_module(
     };
     let world = compiled.map_err(refused)?.world;
     let _files = FILES.lock().await;
-    if let Some(existing) = modules::get(app.store.pool(), &tenant, &digest).await? {
+    if let Some(existing) = modules::get(&app.db, &tenant, &digest).await? {
         return Ok((StatusCode::OK, Json((&existing).into())));
     }
     check_quota(&app, &tenant, bytes.len()).await?;
@@ -183,7 +183,7 @@ async fn upload_module(
         world: world.as_str().to_string(),
         created_at: crate::now_ms(),
     };
-    modules::insert(app.store.pool(), &row).await?;
+    modules::insert(&app.db, &row).await?;
     tracing::info!(module = %digest, tenant = %tenant, world = %world, size = bytes.len(), "Module uploaded.");
     Ok((StatusCode::CREATED, Json((&row).into())))
 }
@@ -191,7 +191,7 @@ async fn upload_module(
 /// A new module of `size` bytes must fit the tenant's quotas (`limits.modules_per_tenant`,
 /// `limits.module_bytes_per_tenant`).
 async fn check_quota(app: &App, tenant: &str, size: usize) -> Result<(), ApiError> {
-    let owned = modules::list(app.store.pool(), Some(tenant)).await?;
+    let owned = modules::list(&app.db, Some(tenant)).await?;
     let limits = &app.limits;
     if owned.len() as u64 >= limits.modules_per_tenant {
         return Err(ApiError::Quota(format!(
@@ -218,7 +218,7 @@ async fn list_modules(
     caller: Caller,
 ) -> Result<Json<ModuleList>, ApiError> {
     let tenant = tenant_of(&caller)?;
-    let rows = modules::list(app.store.pool(), Some(tenant)).await?;
+    let rows = modules::list(&app.db, Some(tenant)).await?;
     Ok(Json(ModuleList {
         modules: rows.iter().map(Into::into).collect(),
     }))
@@ -251,7 +251,7 @@ async fn delete_module(
 ) -> Result<StatusCode, ApiError> {
     let tenant = tenant_of(&caller)?;
     let module = find(&app, tenant, &id).await?;
-    let users = pipelines::users_of(app.store.pool(), tenant, &module.digest).await?;
+    let users = pipelines::users_of(&app.db, tenant, &module.digest).await?;
     if !users.is_empty() {
         return Err(ApiError::Conflict {
             code: "module_in_use",
@@ -263,7 +263,7 @@ async fn delete_module(
         });
     }
     let _files = FILES.lock().await;
-    modules::delete(app.store.pool(), tenant, &module.digest).await?;
+    modules::delete(&app.db, tenant, &module.digest).await?;
     drop_if_unowned(&app, &module.digest).await?;
     tracing::info!(module = %module.digest, tenant = %tenant, "Module deleted.");
     Ok(StatusCode::NO_CONTENT)
@@ -271,7 +271,7 @@ async fn delete_module(
 
 /// Removes a module's file and compiled form once no tenant owns it (call with [`FILES`] held).
 async fn drop_if_unowned(app: &App, digest: &str) -> Result<(), ApiError> {
-    if modules::owners(app.store.pool(), digest).await? == 0 {
+    if modules::owners(&app.db, digest).await? == 0 {
         let path = app.supervisor.module_path(digest);
         if let Err(e) = tokio::fs::remove_file(&path).await {
             tracing::warn!(path = %path.display(), error = %e, "Cannot remove a module file.");
@@ -285,8 +285,8 @@ async fn drop_if_unowned(app: &App, digest: &str) -> Result<(), ApiError> {
 /// owns. Its pipelines must be gone already.
 pub async fn delete_tenant(app: &App, tenant: &str) -> Result<(), ApiError> {
     let _files = FILES.lock().await;
-    let owned = modules::list(app.store.pool(), Some(tenant)).await?;
-    app.store.delete_tenant(tenant).await?;
+    let owned = modules::list(&app.db, Some(tenant)).await?;
+    app.db.delete_tenant(tenant).await?;
     app.tokens.clear();
     for m in owned {
         drop_if_unowned(app, &m.digest).await?;

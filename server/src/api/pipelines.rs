@@ -20,15 +20,13 @@ use super::body::{QueryParams, RawBody, is_json, is_yaml, parse_json};
 use super::error::{ApiError, ErrorBody};
 use super::{App, Caller, rfc3339};
 use crate::config::{AccountType, ConfigError, ExporterConfig, ServeRules};
+use crate::db::{DesiredState, LeaseRequest, PipelineRow, PipelineWriteError, pipelines, tenants};
 use crate::guest_log::GuestLine;
 use crate::metrics::{Counters, PipelineStats};
 use crate::pipeline::Pipeline;
 use crate::serve::definitions::{StoredFields, lease_key};
 use crate::sinks::{MemorySink, Sink};
 use crate::skydive::flow::Flow;
-use crate::store::{
-    DesiredState, LeaseRequest, PipelineRow, PipelineWriteError, pipelines, tenants,
-};
 use crate::supervisor::RunState;
 
 /// How long a dry run may take (building may query the analyzer).
@@ -287,7 +285,7 @@ async fn check_spool_quota(app: &App, id: &str, tenant_id: &str, own: u64) -> Re
     if own == 0 {
         return Ok(());
     }
-    let others = pipelines::spool_bytes_of(app.store.pool(), tenant_id, id).await?;
+    let others = pipelines::spool_bytes_of(&app.db, tenant_id, id).await?;
     let limit = app.limits.spool_bytes_per_tenant;
     if others.saturating_add(own) > limit {
         return Err(ApiError::Quota(format!(
@@ -333,7 +331,7 @@ fn view(app: &App, row: &PipelineRow, detail: bool) -> PipelineView {
 
 /// A pipeline the caller may see, or 404.
 async fn find(app: &App, caller: &Caller, id: &str) -> Result<PipelineRow, ApiError> {
-    pipelines::get(app.store.pool(), id, caller.scope())
+    pipelines::get(&app.db, id, caller.scope())
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no pipeline `{id}`")))
 }
@@ -359,7 +357,7 @@ fn write_error(e: PipelineWriteError, caller: &Caller, id: &str) -> ApiError {
             },
         },
         PipelineWriteError::NotFound => ApiError::NotFound(format!("no pipeline `{id}`")),
-        PipelineWriteError::Store(e) => ApiError::Store(e),
+        PipelineWriteError::Db(e) => ApiError::Db(e),
     }
 }
 
@@ -400,7 +398,7 @@ async fn create_pipeline(
             ));
         }
         (Caller::Admin, Some(t)) => {
-            if tenants::get(app.store.pool(), &t).await?.is_none() {
+            if tenants::get(&app.db, &t).await?.is_none() {
                 return Err(ApiError::NotFound(format!("no tenant `{t}`")));
             }
             t
@@ -429,7 +427,7 @@ async fn create_pipeline(
     };
     fields.apply(&mut row);
     let lease = lease_request(&app, &config);
-    app.store
+    app.db
         .create_pipeline(
             &row,
             &fields.modules,
@@ -451,8 +449,8 @@ async fn list_pipelines(
     caller: Caller,
 ) -> Result<Json<PipelineList>, ApiError> {
     let rows = match caller.scope() {
-        Some(tenant) => app.store.pipeline_list(tenant).await?,
-        None => Arc::new(pipelines::list(app.store.pool(), None).await?),
+        Some(tenant) => app.db.pipeline_list(tenant).await?,
+        None => Arc::new(pipelines::list(&app.db, None).await?),
     };
     Ok(Json(PipelineList {
         pipelines: rows.iter().map(|r| view(&app, r, false)).collect(),
@@ -494,7 +492,7 @@ async fn replace_pipeline(
     row.updated_at = crate::now_ms();
     fields.apply(&mut row);
     let lease = lease_request(&app, &config);
-    app.store
+    app.db
         .replace_pipeline(&row, &fields.modules, lease.as_ref())
         .await
         .map_err(|e| write_error(e, &caller, &id))?;
@@ -514,7 +512,7 @@ async fn delete_pipeline(
 ) -> Result<StatusCode, ApiError> {
     find(&app, &caller, &id).await?;
     app.supervisor.remove(&id).await;
-    app.store.delete_pipeline(&id).await?;
+    app.db.delete_pipeline(&id).await?;
     tracing::info!(pipeline = %id, "Pipeline deleted.");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -552,9 +550,7 @@ async fn start_pipeline(
 ) -> Result<Json<PipelineStatus>, ApiError> {
     let mut row = find(&app, &caller, &id).await?;
     let now = crate::now_ms();
-    app.store
-        .set_desired(&row, DesiredState::Running, now)
-        .await?;
+    app.db.set_desired(&row, DesiredState::Running, now).await?;
     row.desired_state = DesiredState::Running;
     app.supervisor.start(&row).await;
     Ok(Json(status_of(&app, &row).await))
@@ -571,7 +567,7 @@ async fn stop_pipeline(
     Path(id): Path<String>,
 ) -> Result<Json<PipelineStatus>, ApiError> {
     let mut row = find(&app, &caller, &id).await?;
-    app.store
+    app.db
         .set_desired(&row, DesiredState::Stopped, crate::now_ms())
         .await?;
     row.desired_state = DesiredState::Stopped;

@@ -14,7 +14,7 @@ use super::auth::{AdminOnly, hash_token, new_id, new_token};
 use super::body::JsonBody;
 use super::error::{ApiError, ErrorBody};
 use super::{App, rfc3339};
-use crate::store::{Tenant, pipelines, tenants, tokens};
+use crate::db::{Tenant, pipelines, tenants, tokens};
 
 /// Longest tenant name.
 const MAX_NAME: usize = 200;
@@ -133,12 +133,12 @@ async fn create_tenant(
     let token = new_token();
     let token_id = new_id("tk_");
     match app
-        .store
+        .db
         .create_tenant(&tenant, &token_id, &hash_token(&token))
         .await
     {
         Ok(()) => {}
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+        Err(e) if e.is_conflict() => {
             return Err(ApiError::Conflict {
                 code: "tenant_exists",
                 message: format!("a tenant named `{}` exists", tenant.name),
@@ -166,7 +166,7 @@ async fn list_tenants(
     State(app): State<Arc<App>>,
     _: AdminOnly,
 ) -> Result<Json<TenantList>, ApiError> {
-    let tenants = tenants::list(app.store.pool()).await?;
+    let tenants = tenants::list(&app.db).await?;
     Ok(Json(TenantList {
         tenants: tenants.into_iter().map(view).collect(),
     }))
@@ -182,12 +182,12 @@ async fn delete_tenant(
     _: AdminOnly,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    if tenants::get(app.store.pool(), &id).await?.is_none() {
+    if tenants::get(&app.db, &id).await?.is_none() {
         return Err(ApiError::NotFound(format!("no tenant `{id}`")));
     }
-    for p in pipelines::list(app.store.pool(), Some(&id)).await? {
+    for p in pipelines::list(&app.db, Some(&id)).await? {
         app.supervisor.remove(&p.id).await;
-        app.store.delete_pipeline(&p.id).await?;
+        app.db.delete_pipeline(&p.id).await?;
     }
     // With its modules (and their files no other tenant owns).
     super::modules::delete_tenant(&app, &id).await?;
@@ -196,7 +196,7 @@ async fn delete_tenant(
 }
 
 async fn require_tenant(app: &App, id: &str) -> Result<(), ApiError> {
-    match tenants::get(app.store.pool(), id).await? {
+    match tenants::get(&app.db, id).await? {
         Some(_) => Ok(()),
         None => Err(ApiError::NotFound(format!("no tenant `{id}`"))),
     }
@@ -216,7 +216,7 @@ async fn create_token(
     let token = new_token();
     let token_id = new_id("tk_");
     tokens::insert(
-        app.store.pool(),
+        &app.db,
         &token_id,
         &id,
         &hash_token(&token),
@@ -244,7 +244,7 @@ async fn list_tokens(
     Path(id): Path<String>,
 ) -> Result<Json<TokenList>, ApiError> {
     require_tenant(&app, &id).await?;
-    let tokens = tokens::list(app.store.pool(), &id).await?;
+    let tokens = tokens::list(&app.db, &id).await?;
     Ok(Json(TokenList {
         tokens: tokens
             .into_iter()
@@ -267,7 +267,7 @@ async fn delete_token(
     _: AdminOnly,
     Path((id, token_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let deleted = tokens::delete(app.store.pool(), &id, &token_id).await?;
+    let deleted = tokens::delete(&app.db, &id, &token_id).await?;
     app.tokens.clear();
     if deleted {
         Ok(StatusCode::NO_CONTENT)

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use crate::config::{
     AccountType, ConfigError, ExporterConfig, MangleType, TransformType, WriteType,
 };
+use crate::db::PipelineRow;
 use crate::skydive::subscriber::SubscriberSettings;
-use crate::store::PipelineRow;
 use crate::tls::TlsError;
 
 /// The subscriber settings of a pipeline in `sluice serve`. A missing `host_id` is `""` here
@@ -128,7 +128,7 @@ pub struct StoredFields {
     /// Spool bytes.
     pub spool_bytes: u64,
     /// (stage, module digest) of each wasm stage.
-    pub modules: Vec<crate::store::pipelines::ModuleUse>,
+    pub modules: Vec<crate::db::pipelines::ModuleUse>,
 }
 
 impl StoredFields {
@@ -169,9 +169,9 @@ impl StoredFields {
 
 /// The (analyzer, host_id) a pipeline must lease, if any: `""` and a missing host_id are never
 /// leased.
-pub fn lease_key(config: &ExporterConfig) -> Option<crate::store::LeaseKey> {
+pub fn lease_key(config: &ExporterConfig) -> Option<crate::db::LeaseKey> {
     let host_id = config.host_id.as_deref().unwrap_or("").trim();
-    (!host_id.is_empty()).then(|| crate::store::LeaseKey {
+    (!host_id.is_empty()).then(|| crate::db::LeaseKey {
         analyzer: canonical_analyzer(&config.pipeline.subscriber.url),
         host_id: host_id.to_string(),
     })
@@ -296,7 +296,7 @@ mod tests {
         c.host_id = Some("  h1 ".into());
         assert_eq!(
             lease_key(&c).unwrap(),
-            crate::store::LeaseKey {
+            crate::db::LeaseKey {
                 analyzer: "ws://127.0.0.1:1/ws/subscriber/flow".into(),
                 host_id: "h1".into(),
             }

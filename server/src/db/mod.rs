@@ -1,12 +1,13 @@
 //! Persistence for `sluice serve`: sqlx over SQLite (WAL) in `<data_dir>/sluice.db`, one file per
-//! table, migrations from `migrations/` run at start.
+//! table, migrations from `migrations/` run at start. The only module that knows sqlx: callers
+//! get [`DbError`].
 //!
-//! Queries are plain SQL with `?` binds and no SQLite-only syntax (upserts use
-//! `ON CONFLICT ... DO UPDATE`, which PostgreSQL has too), so a PostgreSQL backend for several
-//! nodes needs only `$n` binds and another pool type. Each table's module holds free functions
-//! over any executor (a pool or a transaction); [`Store`] composes the ones that must be atomic.
+//! Queries are plain SQL with `$n` binds and no SQLite-only syntax (upserts use
+//! `ON CONFLICT ... DO UPDATE`, which PostgreSQL has too). Each table's module holds its
+//! queries as functions over [`Db`]; [`Db`] composes the ones that must be atomic.
 
 pub mod account;
+mod error;
 pub mod leases;
 pub mod modules;
 pub mod pipelines;
@@ -22,6 +23,7 @@ use sqlx::SqlitePool;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
+pub use error::DbError;
 pub use leases::{Lease, LeaseKey};
 pub use modules::ModuleRow;
 pub use pipelines::{DesiredState, PipelineRow};
@@ -32,17 +34,6 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
 /// Connections in the pool. SQLite has one writer at a time anyway; a few readers suffice.
 const MAX_CONNECTIONS: u32 = 4;
-
-/// A database failure (never the client's fault).
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// A query failed.
-    #[error("database error: {0}")]
-    Db(#[from] sqlx::Error),
-    /// A migration failed at start.
-    #[error("database migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-}
 
 /// Why a pipeline could not be created or replaced.
 #[derive(Debug, thiserror::Error)]
@@ -61,12 +52,12 @@ pub enum PipelineWriteError {
     NotFound,
     /// The database failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Db(#[from] DbError),
 }
 
 impl From<sqlx::Error> for PipelineWriteError {
     fn from(e: sqlx::Error) -> Self {
-        PipelineWriteError::Store(StoreError::Db(e))
+        PipelineWriteError::Db(e.into())
     }
 }
 
@@ -83,14 +74,14 @@ pub struct LeaseRequest {
 
 /// The database handle: a cheap clone around the pool.
 #[derive(Debug, Clone)]
-pub struct Store {
+pub struct Db {
     pool: SqlitePool,
     lists: Arc<ListCache>,
 }
 
-/// Each tenant's pipeline list (without definitions), as [`Store::pipeline_list`] last read
+/// Each tenant's pipeline list (without definitions), as [`Db::pipeline_list`] last read
 /// it: a list is read far more often than written, and reading it from SQLite cost most of a
-/// `GET /v1/pipelines` (`cargo bench -p sluice --bench api`). Every write through [`Store`]
+/// `GET /v1/pipelines` (`cargo bench -p sluice --bench api`). Every write through [`Db`]
 /// drops the tenant's entry; an entry also lives at most [`ListCache::TTL`], how stale a list
 /// can be after a write by another server sharing the database.
 #[derive(Debug, Default)]
@@ -146,9 +137,9 @@ impl ListCache {
     }
 }
 
-impl Store {
+impl Db {
     /// Opens (creating if needed) the database file in WAL mode and runs the migrations.
-    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+    pub async fn open(path: &Path) -> Result<Db, DbError> {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -161,23 +152,41 @@ impl Store {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Store::from_pool(pool))
+        Ok(Db::from_pool(pool))
+    }
+
+    /// A new, migrated database in memory (tests).
+    #[cfg(test)]
+    pub(crate) async fn open_in_memory() -> Result<Db, DbError> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let options = SqliteConnectOptions::new()
+            .filename(format!("file:sluice-test-{}-{n}", std::process::id()))
+            .in_memory(true)
+            .shared_cache(true)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Db::from_pool(pool))
     }
 
     /// Wraps a pool whose migrations already ran (tests).
-    pub fn from_pool(pool: SqlitePool) -> Store {
-        Store {
+    pub(crate) fn from_pool(pool: SqlitePool) -> Db {
+        Db {
             pool,
             lists: Arc::default(),
         }
     }
 
     /// A tenant's pipelines, oldest first, without their definitions (what a list shows).
-    pub async fn pipeline_list(&self, tenant: &str) -> sqlx::Result<Arc<Vec<PipelineRow>>> {
+    pub async fn pipeline_list(&self, tenant: &str) -> Result<Arc<Vec<PipelineRow>>, DbError> {
         if let Some(list) = self.lists.get(tenant) {
             return Ok(list);
         }
-        let list = Arc::new(pipelines::list_summaries(&self.pool, tenant).await?);
+        let list = Arc::new(pipelines::list_summaries(self, tenant).await?);
         self.lists.put(tenant, list.clone());
         Ok(list)
     }
@@ -188,21 +197,21 @@ impl Store {
         row: &PipelineRow,
         state: DesiredState,
         now: i64,
-    ) -> sqlx::Result<bool> {
-        let done = pipelines::set_desired(&self.pool, &row.id, state, now).await;
+    ) -> Result<bool, DbError> {
+        let done = pipelines::set_desired(self, &row.id, state, now).await;
         self.lists.forget(&row.tenant_id);
         done
     }
 
     /// Deletes a tenant and everything it owns.
-    pub async fn delete_tenant(&self, tenant: &str) -> sqlx::Result<bool> {
-        let done = tenants::delete(&self.pool, tenant).await;
+    pub async fn delete_tenant(&self, tenant: &str) -> Result<bool, DbError> {
+        let done = tenants::delete(self, tenant).await;
         self.lists.forget(tenant);
         done
     }
 
-    /// The pool, for single queries.
-    pub fn pool(&self) -> &SqlitePool {
+    /// The pool, for the tables' queries.
+    fn pool(&self) -> &SqlitePool {
         &self.pool
     }
 
@@ -217,10 +226,10 @@ impl Store {
         tenant: &Tenant,
         token_id: &str,
         token_hash: &str,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), DbError> {
         let mut tx = self.pool.begin().await?;
         tenants::insert(&mut *tx, tenant).await?;
-        tokens::insert(
+        tokens::insert_in(
             &mut *tx,
             token_id,
             &tenant.id,
@@ -228,7 +237,7 @@ impl Store {
             tenant.created_at,
         )
         .await?;
-        tx.commit().await
+        Ok(tx.commit().await?)
     }
 
     /// Inserts a pipeline, enforcing the per-tenant limit and taking its host_id lease, all or
@@ -274,7 +283,7 @@ impl Store {
             return Err(PipelineWriteError::NotFound);
         }
         pipelines::set_modules(&mut tx, row, modules).await?;
-        let current = leases::for_pipeline(&mut *tx, &row.id).await?;
+        let current = leases::for_pipeline_in(&mut *tx, &row.id).await?;
         let same = matches!((&current, lease), (Some(c), Some(l)) if c.key() == l.key);
         if !same {
             leases::release_pipeline(&mut *tx, &row.id).await?;
@@ -292,16 +301,16 @@ impl Store {
         &self,
         row: &PipelineRow,
         modules: &[pipelines::ModuleUse],
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), DbError> {
         self.lists.forget(&row.tenant_id);
         let mut tx = self.pool.begin().await?;
         pipelines::update_definition(&mut *tx, row).await?;
         pipelines::set_modules(&mut tx, row, modules).await?;
-        tx.commit().await
+        Ok(tx.commit().await?)
     }
 
     /// Deletes a pipeline with its lease and account; false if there was none.
-    pub async fn delete_pipeline(&self, id: &str) -> Result<bool, sqlx::Error> {
+    pub async fn delete_pipeline(&self, id: &str) -> Result<bool, DbError> {
         // Whose it was is not known here: every list is read again (deletes are rare).
         self.lists.lock().clear();
         let mut tx = self.pool.begin().await?;
@@ -334,12 +343,10 @@ async fn take_lease(
     match leases::insert(&mut **tx, &new).await {
         Ok(()) => Ok(()),
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-            let holder = leases::holder(&mut **tx, &lease.key).await?;
+            let holder = leases::holder_in(&mut **tx, &lease.key).await?;
             match holder {
                 Some(holder) => Err(PipelineWriteError::LeaseConflict(Box::new(holder))),
-                None => Err(PipelineWriteError::Store(StoreError::Db(
-                    sqlx::Error::Database(e),
-                ))),
+                None => Err(sqlx::Error::Database(e).into()),
             }
         }
         Err(e) => Err(e.into()),

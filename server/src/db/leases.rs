@@ -2,6 +2,8 @@
 
 use sqlx::{Executor, Sqlite};
 
+use super::{Db, DbError};
+
 /// What a lease is on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseKey {
@@ -49,11 +51,14 @@ macro_rules! lease_columns {
 }
 
 /// Inserts a lease; a live lease on the same key makes this a unique violation.
-pub async fn insert<'e>(db: impl Executor<'e, Database = Sqlite>, l: &Lease) -> sqlx::Result<()> {
+pub(super) async fn insert<'e>(
+    db: impl Executor<'e, Database = Sqlite>,
+    l: &Lease,
+) -> sqlx::Result<()> {
     sqlx::query(concat!(
         "INSERT INTO leases (",
         lease_columns!(),
-        ") VALUES (?, ?, ?, ?, ?, ?, ?)"
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
     ))
     .bind(&l.analyzer)
     .bind(&l.host_id)
@@ -70,14 +75,14 @@ pub async fn insert<'e>(db: impl Executor<'e, Database = Sqlite>, l: &Lease) -> 
 /// Removes the lease on `key` if it expired before `now` and another node held it (that node
 /// stopped renewing: it is gone). Leases of this node are never reclaimed here: their
 /// pipelines still exist on this node.
-pub async fn reclaim_expired<'e>(
+pub(super) async fn reclaim_expired<'e>(
     db: impl Executor<'e, Database = Sqlite>,
     key: &LeaseKey,
     node: &str,
     now: i64,
 ) -> sqlx::Result<u64> {
     let done = sqlx::query(
-        "DELETE FROM leases WHERE analyzer = ? AND host_id = ? AND expires_at < ? AND node <> ?",
+        "DELETE FROM leases WHERE analyzer = $1 AND host_id = $2 AND expires_at < $3 AND node <> $4",
     )
     .bind(&key.analyzer)
     .bind(&key.host_id)
@@ -89,14 +94,19 @@ pub async fn reclaim_expired<'e>(
 }
 
 /// The lease on `key`, if any.
-pub async fn holder<'e>(
+pub async fn holder(db: &Db, key: &LeaseKey) -> Result<Option<Lease>, DbError> {
+    Ok(holder_in(db.pool(), key).await?)
+}
+
+/// [`holder`] inside a transaction.
+pub(super) async fn holder_in<'e>(
     db: impl Executor<'e, Database = Sqlite>,
     key: &LeaseKey,
 ) -> sqlx::Result<Option<Lease>> {
     sqlx::query_as(concat!(
         "SELECT ",
         lease_columns!(),
-        " FROM leases WHERE analyzer = ? AND host_id = ?"
+        " FROM leases WHERE analyzer = $1 AND host_id = $2"
     ))
     .bind(&key.analyzer)
     .bind(&key.host_id)
@@ -105,14 +115,19 @@ pub async fn holder<'e>(
 }
 
 /// The lease held by a pipeline, if any.
-pub async fn for_pipeline<'e>(
+pub async fn for_pipeline(db: &Db, pipeline_id: &str) -> Result<Option<Lease>, DbError> {
+    Ok(for_pipeline_in(db.pool(), pipeline_id).await?)
+}
+
+/// [`for_pipeline`] inside a transaction.
+pub(super) async fn for_pipeline_in<'e>(
     db: impl Executor<'e, Database = Sqlite>,
     pipeline_id: &str,
 ) -> sqlx::Result<Option<Lease>> {
     sqlx::query_as(concat!(
         "SELECT ",
         lease_columns!(),
-        " FROM leases WHERE pipeline_id = ?"
+        " FROM leases WHERE pipeline_id = $1"
     ))
     .bind(pipeline_id)
     .fetch_optional(db)
@@ -120,11 +135,11 @@ pub async fn for_pipeline<'e>(
 }
 
 /// Releases a pipeline's lease.
-pub async fn release_pipeline<'e>(
+pub(super) async fn release_pipeline<'e>(
     db: impl Executor<'e, Database = Sqlite>,
     pipeline_id: &str,
 ) -> sqlx::Result<u64> {
-    let done = sqlx::query("DELETE FROM leases WHERE pipeline_id = ?")
+    let done = sqlx::query("DELETE FROM leases WHERE pipeline_id = $1")
         .bind(pipeline_id)
         .execute(db)
         .await?;
@@ -133,58 +148,50 @@ pub async fn release_pipeline<'e>(
 
 /// Moves a pipeline's lease to `key` (its canonical form); a unique violation means another
 /// pipeline holds that key.
-pub async fn rekey<'e>(
-    db: impl Executor<'e, Database = Sqlite>,
-    pipeline_id: &str,
-    key: &LeaseKey,
-) -> sqlx::Result<bool> {
-    let done = sqlx::query("UPDATE leases SET analyzer = ?, host_id = ? WHERE pipeline_id = ?")
+pub async fn rekey(db: &Db, pipeline_id: &str, key: &LeaseKey) -> Result<bool, DbError> {
+    let done = sqlx::query("UPDATE leases SET analyzer = $1, host_id = $2 WHERE pipeline_id = $3")
         .bind(&key.analyzer)
         .bind(&key.host_id)
         .bind(pipeline_id)
-        .execute(db)
+        .execute(db.pool())
         .await?;
     Ok(done.rows_affected() > 0)
 }
 
 /// Every lease, by analyzer and host_id.
-pub async fn list<'e>(db: impl Executor<'e, Database = Sqlite>) -> sqlx::Result<Vec<Lease>> {
-    sqlx::query_as(concat!(
+pub async fn list(db: &Db) -> Result<Vec<Lease>, DbError> {
+    Ok(sqlx::query_as(concat!(
         "SELECT ",
         lease_columns!(),
         " FROM leases ORDER BY analyzer, host_id"
     ))
-    .fetch_all(db)
-    .await
+    .fetch_all(db.pool())
+    .await?)
 }
 
 /// Pushes the expiry of every lease `node` holds to `expires_at` (the holder's heartbeat).
-pub async fn renew<'e>(
-    db: impl Executor<'e, Database = Sqlite>,
-    node: &str,
-    expires_at: i64,
-) -> sqlx::Result<u64> {
-    let done = sqlx::query("UPDATE leases SET expires_at = ? WHERE node = ?")
+pub async fn renew(db: &Db, node: &str, expires_at: i64) -> Result<u64, DbError> {
+    let done = sqlx::query("UPDATE leases SET expires_at = $1 WHERE node = $2")
         .bind(expires_at)
         .bind(node)
-        .execute(db)
+        .execute(db.pool())
         .await?;
     Ok(done.rows_affected())
 }
 
 /// Makes `node` the holder of the leases of the given pipelines (at start: this node runs them
 /// now, whichever node id wrote them before).
-pub async fn adopt<'e>(
-    db: impl Executor<'e, Database = Sqlite>,
+pub async fn adopt(
+    db: &Db,
     pipeline_id: &str,
     node: &str,
     expires_at: i64,
-) -> sqlx::Result<bool> {
-    let done = sqlx::query("UPDATE leases SET node = ?, expires_at = ? WHERE pipeline_id = ?")
+) -> Result<bool, DbError> {
+    let done = sqlx::query("UPDATE leases SET node = $1, expires_at = $2 WHERE pipeline_id = $3")
         .bind(node)
         .bind(expires_at)
         .bind(pipeline_id)
-        .execute(db)
+        .execute(db.pool())
         .await?;
     Ok(done.rows_affected() > 0)
 }

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use sqlx::{Executor, Sqlite};
 
+use super::{Db, DbError};
+
 /// Saved counters of one pipeline.
 #[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
 pub struct AccountRow {
@@ -33,27 +35,21 @@ impl AccountRow {
 }
 
 /// The saved counters of a pipeline.
-pub async fn load<'e>(
-    db: impl Executor<'e, Database = Sqlite>,
-    pipeline_id: &str,
-) -> sqlx::Result<Option<AccountRow>> {
-    sqlx::query_as(
+pub async fn load(db: &Db, pipeline_id: &str) -> Result<Option<AccountRow>, DbError> {
+    Ok(sqlx::query_as(
         "SELECT pipeline_id, flows_received, records_written, objects_written, bytes_written, \
-         write_errors, dropped, updated_at FROM account WHERE pipeline_id = ?",
+         write_errors, dropped, updated_at FROM account WHERE pipeline_id = $1",
     )
     .bind(pipeline_id)
-    .fetch_optional(db)
-    .await
+    .fetch_optional(db.pool())
+    .await?)
 }
 
 /// Saves (inserts or overwrites) a pipeline's counters.
-pub async fn save<'e>(
-    db: impl Executor<'e, Database = Sqlite>,
-    a: &AccountRow,
-) -> sqlx::Result<()> {
+pub async fn save(db: &Db, a: &AccountRow) -> Result<(), DbError> {
     sqlx::query(
         "INSERT INTO account (pipeline_id, flows_received, records_written, objects_written, \
-         bytes_written, write_errors, dropped, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+         bytes_written, write_errors, dropped, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
          ON CONFLICT (pipeline_id) DO UPDATE SET flows_received = excluded.flows_received, \
          records_written = excluded.records_written, objects_written = excluded.objects_written, \
          bytes_written = excluded.bytes_written, write_errors = excluded.write_errors, \
@@ -67,17 +63,17 @@ pub async fn save<'e>(
     .bind(a.write_errors)
     .bind(&a.dropped)
     .bind(a.updated_at)
-    .execute(db)
+    .execute(db.pool())
     .await?;
     Ok(())
 }
 
 /// Forgets a pipeline's counters.
-pub async fn delete<'e>(
+pub(super) async fn delete<'e>(
     db: impl Executor<'e, Database = Sqlite>,
     pipeline_id: &str,
 ) -> sqlx::Result<bool> {
-    let done = sqlx::query("DELETE FROM account WHERE pipeline_id = ?")
+    let done = sqlx::query("DELETE FROM account WHERE pipeline_id = $1")
         .bind(pipeline_id)
         .execute(db)
         .await?;

@@ -38,8 +38,8 @@ fn lease_request(analyzer: &str, host_id: &str, node: &str) -> LeaseRequest {
     }
 }
 
-async fn with_tenants(pool: &SqlitePool) -> Store {
-    let store = Store::from_pool(pool.clone());
+async fn with_tenants(pool: &SqlitePool) -> Db {
+    let store = Db::from_pool(pool.clone());
     store
         .create_tenant(&tenant("t1", "one"), "k1", "hash1")
         .await
@@ -51,42 +51,44 @@ async fn with_tenants(pool: &SqlitePool) -> Store {
     store
 }
 
-#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+#[sqlx::test(migrator = "crate::db::MIGRATOR")]
 async fn tenants_insert_list_get_delete(pool: SqlitePool) {
     let store = with_tenants(&pool).await;
-    let all = tenants::list(store.pool()).await.unwrap();
+    let all = tenants::list(&store).await.unwrap();
     assert_eq!(
         all.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
         ["one", "two"]
     );
     assert_eq!(
-        tenants::get(&pool, "t1").await.unwrap(),
+        tenants::get(&store, "t1").await.unwrap(),
         Some(tenant("t1", "one"))
     );
     let dup = tenants::insert(&pool, &tenant("t3", "one"))
         .await
         .unwrap_err();
     assert!(matches!(dup, sqlx::Error::Database(e) if e.is_unique_violation()));
-    assert!(tenants::delete(&pool, "t1").await.unwrap());
-    assert!(!tenants::delete(&pool, "t1").await.unwrap());
-    assert_eq!(tenants::get(&pool, "t1").await.unwrap(), None);
+    assert!(tenants::delete(&store, "t1").await.unwrap());
+    assert!(!tenants::delete(&store, "t1").await.unwrap());
+    assert_eq!(tenants::get(&store, "t1").await.unwrap(), None);
     // Its token went with it.
-    assert_eq!(tokens::tenant_of_hash(&pool, "hash1").await.unwrap(), None);
+    assert_eq!(tokens::tenant_of_hash(&store, "hash1").await.unwrap(), None);
 }
 
-#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+#[sqlx::test(migrator = "crate::db::MIGRATOR")]
 async fn tokens_insert_lookup_list_delete(pool: SqlitePool) {
-    with_tenants(&pool).await;
-    tokens::insert(&pool, "k3", "t1", "hash3", 5).await.unwrap();
+    let store = with_tenants(&pool).await;
+    tokens::insert(&store, "k3", "t1", "hash3", 5)
+        .await
+        .unwrap();
     assert_eq!(
-        tokens::tenant_of_hash(&pool, "hash3")
+        tokens::tenant_of_hash(&store, "hash3")
             .await
             .unwrap()
             .as_deref(),
         Some("t1")
     );
-    assert_eq!(tokens::tenant_of_hash(&pool, "nope").await.unwrap(), None);
-    let ids: Vec<String> = tokens::list(&pool, "t1")
+    assert_eq!(tokens::tenant_of_hash(&store, "nope").await.unwrap(), None);
+    let ids: Vec<String> = tokens::list(&store, "t1")
         .await
         .unwrap()
         .into_iter()
@@ -94,12 +96,12 @@ async fn tokens_insert_lookup_list_delete(pool: SqlitePool) {
         .collect();
     assert_eq!(ids, ["k3", "k1"]);
     // A tenant can't revoke through another tenant's id.
-    assert!(!tokens::delete(&pool, "t2", "k3").await.unwrap());
-    assert!(tokens::delete(&pool, "t1", "k3").await.unwrap());
-    assert_eq!(tokens::tenant_of_hash(&pool, "hash3").await.unwrap(), None);
+    assert!(!tokens::delete(&store, "t2", "k3").await.unwrap());
+    assert!(tokens::delete(&store, "t1", "k3").await.unwrap());
+    assert_eq!(tokens::tenant_of_hash(&store, "hash3").await.unwrap(), None);
 }
 
-#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+#[sqlx::test(migrator = "crate::db::MIGRATOR")]
 async fn pipelines_are_scoped_to_their_tenant(pool: SqlitePool) {
     let store = with_tenants(&pool).await;
     store
@@ -111,20 +113,20 @@ async fn pipelines_are_scoped_to_their_tenant(pool: SqlitePool) {
         .await
         .unwrap();
     assert!(
-        pipelines::get(&pool, "p1", Some("t1"))
+        pipelines::get(&store, "p1", Some("t1"))
             .await
             .unwrap()
             .is_some()
     );
     assert!(
-        pipelines::get(&pool, "p1", Some("t2"))
+        pipelines::get(&store, "p1", Some("t2"))
             .await
             .unwrap()
             .is_none()
     );
-    assert!(pipelines::get(&pool, "p1", None).await.unwrap().is_some());
-    assert_eq!(pipelines::list(&pool, Some("t2")).await.unwrap().len(), 1);
-    assert_eq!(pipelines::list(&pool, None).await.unwrap().len(), 2);
+    assert!(pipelines::get(&store, "p1", None).await.unwrap().is_some());
+    assert_eq!(pipelines::list(&store, Some("t2")).await.unwrap().len(), 1);
+    assert_eq!(pipelines::list(&store, None).await.unwrap().len(), 2);
     assert_eq!(pipelines::count_for_tenant(&pool, "t1").await.unwrap(), 1);
     let mut changed = pipeline("p1", "t1");
     changed.definition = "host_id: x\n".into();
@@ -133,11 +135,11 @@ async fn pipelines_are_scoped_to_their_tenant(pool: SqlitePool) {
     changed.updated_at = 3;
     assert!(pipelines::update_definition(&pool, &changed).await.unwrap());
     assert!(
-        pipelines::set_desired(&pool, "p1", DesiredState::Stopped, 4)
+        pipelines::set_desired(&store, "p1", DesiredState::Stopped, 4)
             .await
             .unwrap()
     );
-    let p1 = pipelines::get(&pool, "p1", None).await.unwrap().unwrap();
+    let p1 = pipelines::get(&store, "p1", None).await.unwrap().unwrap();
     assert_eq!(
         (
             p1.definition.as_str(),
@@ -149,7 +151,7 @@ async fn pipelines_are_scoped_to_their_tenant(pool: SqlitePool) {
         ("host_id: x\n", DesiredState::Stopped, 4, "x", 1000)
     );
     assert!(
-        !pipelines::set_desired(&pool, "nope", DesiredState::Running, 4)
+        !pipelines::set_desired(&store, "nope", DesiredState::Running, 4)
             .await
             .unwrap()
     );
@@ -157,7 +159,7 @@ async fn pipelines_are_scoped_to_their_tenant(pool: SqlitePool) {
     assert!(!pipelines::delete(&pool, "p2").await.unwrap());
 }
 
-#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+#[sqlx::test(migrator = "crate::db::MIGRATOR")]
 async fn pipeline_limit_is_enforced_atomically(pool: SqlitePool) {
     let store = with_tenants(&pool).await;
     store
@@ -181,7 +183,7 @@ async fn pipeline_limit_is_enforced_atomically(pool: SqlitePool) {
         .unwrap();
 }
 
-#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+#[sqlx::test(migrator = "crate::db::MIGRATOR")]
 async fn a_host_id_is_leased_once_per_analyzer(pool: SqlitePool) {
     let store = with_tenants(&pool).await;
     let a = lease_request("ws://a/ws/subscriber/flow", "h1", "node1");
@@ -203,23 +205,23 @@ async fn a_host_id_is_leased_once_per_analyzer(pool: SqlitePool) {
         }
         other => panic!("{other:?}"),
     }
-    assert!(pipelines::get(&pool, "p2", None).await.unwrap().is_none());
+    assert!(pipelines::get(&store, "p2", None).await.unwrap().is_none());
     // Same host_id on another analyzer is fine.
     let b = lease_request("ws://b/ws/subscriber/flow", "h1", "node1");
     store
         .create_pipeline(&pipeline("p3", "t2"), &[], Some(&b), 10)
         .await
         .unwrap();
-    assert_eq!(leases::list(&pool).await.unwrap().len(), 2);
+    assert_eq!(leases::list(&store).await.unwrap().len(), 2);
     // Deleting the holder releases the lease.
     assert!(store.delete_pipeline("p1").await.unwrap());
-    assert!(leases::for_pipeline(&pool, "p1").await.unwrap().is_none());
+    assert!(leases::for_pipeline(&store, "p1").await.unwrap().is_none());
     store
         .create_pipeline(&pipeline("p2", "t2"), &[], Some(&a), 10)
         .await
         .unwrap();
     assert_eq!(
-        leases::holder(&pool, &a.key)
+        leases::holder(&store, &a.key)
             .await
             .unwrap()
             .unwrap()
@@ -228,7 +230,7 @@ async fn a_host_id_is_leased_once_per_analyzer(pool: SqlitePool) {
     );
 }
 
-#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+#[sqlx::test(migrator = "crate::db::MIGRATOR")]
 async fn expired_leases_of_other_nodes_are_reclaimed(pool: SqlitePool) {
     let store = with_tenants(&pool).await;
     let mut old = lease_request("ws://a", "h1", "dead-node");
@@ -252,14 +254,14 @@ async fn expired_leases_of_other_nodes_are_reclaimed(pool: SqlitePool) {
         .create_pipeline(&pipeline("p2", "t2"), &[], Some(&same), 10)
         .await
         .unwrap();
-    let holder = leases::holder(&pool, &old.key).await.unwrap().unwrap();
+    let holder = leases::holder(&store, &old.key).await.unwrap().unwrap();
     assert_eq!(
         (holder.pipeline_id.as_str(), holder.node.as_str()),
         ("p2", "live-node")
     );
 }
 
-#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+#[sqlx::test(migrator = "crate::db::MIGRATOR")]
 async fn leases_renew_and_adopt(pool: SqlitePool) {
     let store = with_tenants(&pool).await;
     store
@@ -280,24 +282,24 @@ async fn leases_renew_and_adopt(pool: SqlitePool) {
         )
         .await
         .unwrap();
-    assert_eq!(leases::renew(&pool, "n1", 99).await.unwrap(), 1);
+    assert_eq!(leases::renew(&store, "n1", 99).await.unwrap(), 1);
     assert_eq!(
-        leases::for_pipeline(&pool, "p1")
+        leases::for_pipeline(&store, "p1")
             .await
             .unwrap()
             .unwrap()
             .expires_at,
         99
     );
-    assert!(leases::adopt(&pool, "p2", "n1", 77).await.unwrap());
-    let p2 = leases::for_pipeline(&pool, "p2").await.unwrap().unwrap();
+    assert!(leases::adopt(&store, "p2", "n1", 77).await.unwrap());
+    let p2 = leases::for_pipeline(&store, "p2").await.unwrap().unwrap();
     assert_eq!((p2.node.as_str(), p2.expires_at), ("n1", 77));
-    assert!(!leases::adopt(&pool, "nope", "n1", 77).await.unwrap());
+    assert!(!leases::adopt(&store, "nope", "n1", 77).await.unwrap());
     assert_eq!(leases::release_pipeline(&pool, "p2").await.unwrap(), 1);
-    assert_eq!(leases::list(&pool).await.unwrap().len(), 1);
+    assert_eq!(leases::list(&store).await.unwrap().len(), 1);
 }
 
-#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+#[sqlx::test(migrator = "crate::db::MIGRATOR")]
 async fn replace_moves_or_keeps_the_lease(pool: SqlitePool) {
     let store = with_tenants(&pool).await;
     let a = lease_request("ws://a", "h1", "n1");
@@ -325,10 +327,10 @@ async fn replace_moves_or_keeps_the_lease(pool: SqlitePool) {
         .await
         .unwrap_err();
     assert!(matches!(err, PipelineWriteError::LeaseConflict(_)));
-    let stored = pipelines::get(&pool, "p1", None).await.unwrap().unwrap();
+    let stored = pipelines::get(&store, "p1", None).await.unwrap().unwrap();
     assert_eq!(stored.definition, "host_id: h1\n");
     assert_eq!(
-        leases::for_pipeline(&pool, "p1")
+        leases::for_pipeline(&store, "p1")
             .await
             .unwrap()
             .unwrap()
@@ -337,7 +339,7 @@ async fn replace_moves_or_keeps_the_lease(pool: SqlitePool) {
     );
     // To no host_id: released.
     store.replace_pipeline(&p1, &[], None).await.unwrap();
-    assert!(leases::for_pipeline(&pool, "p1").await.unwrap().is_none());
+    assert!(leases::for_pipeline(&store, "p1").await.unwrap().is_none());
     // Unknown pipeline.
     let err = store
         .replace_pipeline(&pipeline("nope", "t1"), &[], None)
@@ -346,14 +348,14 @@ async fn replace_moves_or_keeps_the_lease(pool: SqlitePool) {
     assert!(matches!(err, PipelineWriteError::NotFound));
 }
 
-#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+#[sqlx::test(migrator = "crate::db::MIGRATOR")]
 async fn account_saves_loads_and_deletes(pool: SqlitePool) {
     let store = with_tenants(&pool).await;
     store
         .create_pipeline(&pipeline("p1", "t1"), &[], None, 10)
         .await
         .unwrap();
-    assert_eq!(account::load(&pool, "p1").await.unwrap(), None);
+    assert_eq!(account::load(&store, "p1").await.unwrap(), None);
     let mut row = AccountRow {
         pipeline_id: "p1".into(),
         flows_received: 10,
@@ -364,22 +366,22 @@ async fn account_saves_loads_and_deletes(pool: SqlitePool) {
         dropped: r#"{"filtered":2}"#.into(),
         updated_at: 5,
     };
-    account::save(&pool, &row).await.unwrap();
+    account::save(&store, &row).await.unwrap();
     row.flows_received = 20;
-    account::save(&pool, &row).await.unwrap();
-    let loaded = account::load(&pool, "p1").await.unwrap().unwrap();
+    account::save(&store, &row).await.unwrap();
+    let loaded = account::load(&store, "p1").await.unwrap().unwrap();
     assert_eq!(loaded, row);
     assert_eq!(loaded.dropped_map()["filtered"], 2);
     // An account needs its pipeline.
     row.pipeline_id = "nope".into();
-    assert!(account::save(&pool, &row).await.is_err());
+    assert!(account::save(&store, &row).await.is_err());
     assert!(account::delete(&pool, "p1").await.unwrap());
     assert!(store.delete_pipeline("p1").await.unwrap());
 }
 
-#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+#[sqlx::test(migrator = "crate::db::MIGRATOR")]
 async fn ping_answers(pool: SqlitePool) {
-    assert!(Store::from_pool(pool).ping().await);
+    assert!(Db::from_pool(pool).ping().await);
 }
 
 fn module(digest: &str, tenant: &str, created_at: i64) -> ModuleRow {
@@ -392,55 +394,55 @@ fn module(digest: &str, tenant: &str, created_at: i64) -> ModuleRow {
     }
 }
 
-#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+#[sqlx::test(migrator = "crate::db::MIGRATOR")]
 async fn modules_insert_get_list_delete_per_tenant(pool: SqlitePool) {
-    with_tenants(&pool).await;
+    let store = with_tenants(&pool).await;
     assert!(
-        modules::insert(&pool, &module("aa", "t1", 1))
+        modules::insert(&store, &module("aa", "t1", 1))
             .await
             .unwrap()
     );
     // The same bytes again: nothing changes, the first row stays.
     assert!(
-        !modules::insert(&pool, &module("aa", "t1", 5))
+        !modules::insert(&store, &module("aa", "t1", 5))
             .await
             .unwrap()
     );
     assert!(
-        modules::insert(&pool, &module("bb", "t1", 2))
+        modules::insert(&store, &module("bb", "t1", 2))
             .await
             .unwrap()
     );
     // Another tenant may own the same digest.
     assert!(
-        modules::insert(&pool, &module("aa", "t2", 3))
+        modules::insert(&store, &module("aa", "t2", 3))
             .await
             .unwrap()
     );
     assert_eq!(
-        modules::get(&pool, "t1", "aa").await.unwrap(),
+        modules::get(&store, "t1", "aa").await.unwrap(),
         Some(module("aa", "t1", 1))
     );
-    assert_eq!(modules::get(&pool, "t2", "bb").await.unwrap(), None);
-    let t1: Vec<_> = modules::list(&pool, Some("t1"))
+    assert_eq!(modules::get(&store, "t2", "bb").await.unwrap(), None);
+    let t1: Vec<_> = modules::list(&store, Some("t1"))
         .await
         .unwrap()
         .into_iter()
         .map(|m| m.digest)
         .collect();
     assert_eq!(t1, ["aa", "bb"]);
-    assert_eq!(modules::list(&pool, None).await.unwrap().len(), 3);
-    assert_eq!(modules::owners(&pool, "aa").await.unwrap(), 2);
-    assert!(!modules::delete(&pool, "t2", "bb").await.unwrap());
-    assert!(modules::delete(&pool, "t1", "aa").await.unwrap());
-    assert_eq!(modules::owners(&pool, "aa").await.unwrap(), 1);
-    assert_eq!(modules::get(&pool, "t1", "aa").await.unwrap(), None);
+    assert_eq!(modules::list(&store, None).await.unwrap().len(), 3);
+    assert_eq!(modules::owners(&store, "aa").await.unwrap(), 2);
+    assert!(!modules::delete(&store, "t2", "bb").await.unwrap());
+    assert!(modules::delete(&store, "t1", "aa").await.unwrap());
+    assert_eq!(modules::owners(&store, "aa").await.unwrap(), 1);
+    assert_eq!(modules::get(&store, "t1", "aa").await.unwrap(), None);
     // A deleted tenant's modules go with it.
-    assert!(tenants::delete(&pool, "t2").await.unwrap());
-    assert_eq!(modules::owners(&pool, "aa").await.unwrap(), 0);
+    assert!(tenants::delete(&store, "t2").await.unwrap());
+    assert_eq!(modules::owners(&store, "aa").await.unwrap(), 0);
 }
 
-#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+#[sqlx::test(migrator = "crate::db::MIGRATOR")]
 async fn module_users_and_spool_bytes_are_read_from_columns(pool: SqlitePool) {
     let store = with_tenants(&pool).await;
     let mut p1 = pipeline("p1", "t1");
@@ -466,19 +468,19 @@ async fn module_users_and_spool_bytes_are_read_from_columns(pool: SqlitePool) {
         .await
         .unwrap();
     assert_eq!(
-        pipelines::users_of(&pool, "t1", "aa").await.unwrap(),
+        pipelines::users_of(&store, "t1", "aa").await.unwrap(),
         ["p1", "p2"]
     );
     assert_eq!(
-        pipelines::users_of(&pool, "t2", "aa").await.unwrap(),
+        pipelines::users_of(&store, "t2", "aa").await.unwrap(),
         ["p3"]
     );
     assert_eq!(
-        pipelines::spool_bytes_of(&pool, "t1", "p1").await.unwrap(),
+        pipelines::spool_bytes_of(&store, "t1", "p1").await.unwrap(),
         50
     );
     assert_eq!(
-        pipelines::spool_bytes_of(&pool, "t1", "none")
+        pipelines::spool_bytes_of(&store, "t1", "none")
             .await
             .unwrap(),
         150
@@ -489,23 +491,23 @@ async fn module_users_and_spool_bytes_are_read_from_columns(pool: SqlitePool) {
         .await
         .unwrap();
     assert_eq!(
-        pipelines::users_of(&pool, "t1", "aa").await.unwrap(),
+        pipelines::users_of(&store, "t1", "aa").await.unwrap(),
         ["p2"]
     );
     store.delete_pipeline("p2").await.unwrap();
     assert!(
-        pipelines::users_of(&pool, "t1", "aa")
+        pipelines::users_of(&store, "t1", "aa")
             .await
             .unwrap()
             .is_empty()
     );
     assert_eq!(
-        pipelines::users_of(&pool, "t1", "cc").await.unwrap(),
+        pipelines::users_of(&store, "t1", "cc").await.unwrap(),
         ["p1"]
     );
 }
 
-#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+#[sqlx::test(migrator = "crate::db::MIGRATOR")]
 async fn a_tenants_cached_list_follows_every_write(pool: SqlitePool) {
     let store = with_tenants(&pool).await;
     let ids = |list: &[PipelineRow]| list.iter().map(|p| p.id.clone()).collect::<Vec<_>>();

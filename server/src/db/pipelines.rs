@@ -2,6 +2,8 @@
 
 use sqlx::{Executor, Sqlite};
 
+use super::{Db, DbError};
+
 /// Whether a pipeline should run; persisted so a restart brings back what was running.
 #[derive(
     Debug,
@@ -67,14 +69,14 @@ macro_rules! pipeline_columns {
 }
 
 /// Inserts a pipeline.
-pub async fn insert<'e>(
+pub(super) async fn insert<'e>(
     db: impl Executor<'e, Database = Sqlite>,
     p: &PipelineRow,
 ) -> sqlx::Result<()> {
     sqlx::query(concat!(
         "INSERT INTO pipelines (",
         pipeline_columns!(),
-        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
     ))
     .bind(&p.id)
     .bind(&p.tenant_id)
@@ -91,18 +93,18 @@ pub async fn insert<'e>(
 }
 
 /// Records the modules a pipeline names (replacing what it named before).
-pub async fn set_modules(
+pub(super) async fn set_modules(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
     pipeline: &PipelineRow,
     modules: &[ModuleUse],
 ) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM pipeline_modules WHERE pipeline_id = ?")
+    sqlx::query("DELETE FROM pipeline_modules WHERE pipeline_id = $1")
         .bind(&pipeline.id)
         .execute(&mut **tx)
         .await?;
     for (stage, digest) in modules {
         sqlx::query(
-            "INSERT INTO pipeline_modules (pipeline_id, tenant_id, stage, digest) VALUES (?, ?, ?, ?)",
+            "INSERT INTO pipeline_modules (pipeline_id, tenant_id, stage, digest) VALUES ($1, $2, $3, $4)",
         )
         .bind(&pipeline.id)
         .bind(&pipeline.tenant_id)
@@ -115,82 +117,69 @@ pub async fn set_modules(
 }
 
 /// The pipelines of `tenant` that name the module `digest`.
-pub async fn users_of<'e>(
-    db: impl Executor<'e, Database = Sqlite>,
-    tenant: &str,
-    digest: &str,
-) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar(
-        "SELECT DISTINCT pipeline_id FROM pipeline_modules WHERE tenant_id = ? AND digest = ? ORDER BY pipeline_id",
+pub async fn users_of(db: &Db, tenant: &str, digest: &str) -> Result<Vec<String>, DbError> {
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT pipeline_id FROM pipeline_modules WHERE tenant_id = $1 AND digest = $2 ORDER BY pipeline_id",
     )
     .bind(tenant)
     .bind(digest)
-    .fetch_all(db)
-    .await
+    .fetch_all(db.pool())
+    .await?)
 }
 
 /// Spool bytes of `tenant`'s pipelines other than `except`.
-pub async fn spool_bytes_of<'e>(
-    db: impl Executor<'e, Database = Sqlite>,
-    tenant: &str,
-    except: &str,
-) -> sqlx::Result<u64> {
-    let n: Option<i64> = sqlx::query_scalar(
-        "SELECT SUM(spool_bytes) FROM pipelines WHERE tenant_id = ? AND id <> ?",
+pub async fn spool_bytes_of(db: &Db, tenant: &str, except: &str) -> Result<u64, DbError> {
+    // SUM of a BIGINT is a NUMERIC in PostgreSQL: cast back.
+    let n: i64 = sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(spool_bytes), 0) AS BIGINT) FROM pipelines WHERE tenant_id = $1 AND id <> $2",
     )
     .bind(tenant)
     .bind(except)
-    .fetch_one(db)
+    .fetch_one(db.pool())
     .await?;
-    Ok(n.unwrap_or(0).max(0) as u64)
+    Ok(n.max(0) as u64)
 }
 
 /// A pipeline by id; with `tenant`, only if it is that tenant's.
-pub async fn get<'e>(
-    db: impl Executor<'e, Database = Sqlite>,
-    id: &str,
-    tenant: Option<&str>,
-) -> sqlx::Result<Option<PipelineRow>> {
-    match tenant {
+pub async fn get(db: &Db, id: &str, tenant: Option<&str>) -> Result<Option<PipelineRow>, DbError> {
+    let row = match tenant {
         Some(tenant) => {
             sqlx::query_as(concat!(
                 "SELECT ",
                 pipeline_columns!(),
-                " FROM pipelines WHERE id = ? AND tenant_id = ?"
+                " FROM pipelines WHERE id = $1 AND tenant_id = $2"
             ))
             .bind(id)
             .bind(tenant)
-            .fetch_optional(db)
-            .await
+            .fetch_optional(db.pool())
+            .await?
         }
         None => {
             sqlx::query_as(concat!(
                 "SELECT ",
                 pipeline_columns!(),
-                " FROM pipelines WHERE id = ?"
+                " FROM pipelines WHERE id = $1"
             ))
             .bind(id)
-            .fetch_optional(db)
-            .await
+            .fetch_optional(db.pool())
+            .await?
         }
-    }
+    };
+    Ok(row)
 }
 
 /// Pipelines, oldest first; with `tenant`, only that tenant's.
-pub async fn list<'e>(
-    db: impl Executor<'e, Database = Sqlite>,
-    tenant: Option<&str>,
-) -> sqlx::Result<Vec<PipelineRow>> {
-    match tenant {
+pub async fn list(db: &Db, tenant: Option<&str>) -> Result<Vec<PipelineRow>, DbError> {
+    let rows = match tenant {
         Some(tenant) => {
             sqlx::query_as(concat!(
                 "SELECT ",
                 pipeline_columns!(),
-                " FROM pipelines WHERE tenant_id = ? ORDER BY created_at, id"
+                " FROM pipelines WHERE tenant_id = $1 ORDER BY created_at, id"
             ))
             .bind(tenant)
-            .fetch_all(db)
-            .await
+            .fetch_all(db.pool())
+            .await?
         }
         None => {
             sqlx::query_as(concat!(
@@ -198,20 +187,18 @@ pub async fn list<'e>(
                 pipeline_columns!(),
                 " FROM pipelines ORDER BY created_at, id"
             ))
-            .fetch_all(db)
-            .await
+            .fetch_all(db.pool())
+            .await?
         }
-    }
+    };
+    Ok(rows)
 }
 
 /// [`list`] without the definitions (left empty): what a pipeline list shows, read from the
 /// columns alone. The rows come back as one JSON array built by the database: sqlx hands each
 /// row of a result over from its SQLite thread on its own, which made a list of 100 pipelines
 /// cost more in thread hand-offs than in work (`cargo bench -p sluice --bench api`).
-pub async fn list_summaries<'e>(
-    db: impl Executor<'e, Database = Sqlite>,
-    tenant: &str,
-) -> sqlx::Result<Vec<PipelineRow>> {
+pub(super) async fn list_summaries(db: &Db, tenant: &str) -> Result<Vec<PipelineRow>, DbError> {
     #[derive(serde::Deserialize)]
     struct Summary {
         id: String,
@@ -227,13 +214,13 @@ pub async fn list_summaries<'e>(
         "SELECT json_group_array(json_object('id', id, 'tenant_id', tenant_id, \
          'desired_state', desired_state, 'created_at', created_at, 'updated_at', updated_at, \
          'analyzer', analyzer, 'host_id', host_id, 'spool_bytes', spool_bytes)) \
-         FROM (SELECT * FROM pipelines WHERE tenant_id = ? ORDER BY created_at, id)",
+         FROM (SELECT * FROM pipelines WHERE tenant_id = $1 ORDER BY created_at, id)",
     )
     .bind(tenant)
-    .fetch_one(db)
+    .fetch_one(db.pool())
     .await?;
     let rows: Vec<Summary> =
-        serde_json::from_str(&json).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        serde_json::from_str(&json).map_err(|e| DbError::from(sqlx::Error::Decode(Box::new(e))))?;
     Ok(rows
         .into_iter()
         .map(|r| PipelineRow {
@@ -251,11 +238,11 @@ pub async fn list_summaries<'e>(
 }
 
 /// How many pipelines a tenant has.
-pub async fn count_for_tenant<'e>(
+pub(super) async fn count_for_tenant<'e>(
     db: impl Executor<'e, Database = Sqlite>,
     tenant: &str,
 ) -> sqlx::Result<u64> {
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pipelines WHERE tenant_id = ?")
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pipelines WHERE tenant_id = $1")
         .bind(tenant)
         .fetch_one(db)
         .await?;
@@ -263,12 +250,12 @@ pub async fn count_for_tenant<'e>(
 }
 
 /// Replaces the definition and what is read from it; false if there is no such pipeline.
-pub async fn update_definition<'e>(
+pub(super) async fn update_definition<'e>(
     db: impl Executor<'e, Database = Sqlite>,
     p: &PipelineRow,
 ) -> sqlx::Result<bool> {
     let done = sqlx::query(
-        "UPDATE pipelines SET definition = ?, updated_at = ?, analyzer = ?, host_id = ?, spool_bytes = ? WHERE id = ?",
+        "UPDATE pipelines SET definition = $1, updated_at = $2, analyzer = $3, host_id = $4, spool_bytes = $5 WHERE id = $6",
     )
     .bind(&p.definition)
     .bind(p.updated_at)
@@ -282,24 +269,28 @@ pub async fn update_definition<'e>(
 }
 
 /// Sets the desired state; false if there is no such pipeline.
-pub async fn set_desired<'e>(
-    db: impl Executor<'e, Database = Sqlite>,
+pub(super) async fn set_desired(
+    db: &Db,
     id: &str,
     state: DesiredState,
     now: i64,
-) -> sqlx::Result<bool> {
-    let done = sqlx::query("UPDATE pipelines SET desired_state = ?, updated_at = ? WHERE id = ?")
-        .bind(state)
-        .bind(now)
-        .bind(id)
-        .execute(db)
-        .await?;
+) -> Result<bool, DbError> {
+    let done =
+        sqlx::query("UPDATE pipelines SET desired_state = $1, updated_at = $2 WHERE id = $3")
+            .bind(state)
+            .bind(now)
+            .bind(id)
+            .execute(db.pool())
+            .await?;
     Ok(done.rows_affected() > 0)
 }
 
 /// Deletes a pipeline (its lease and account cascade).
-pub async fn delete<'e>(db: impl Executor<'e, Database = Sqlite>, id: &str) -> sqlx::Result<bool> {
-    let done = sqlx::query("DELETE FROM pipelines WHERE id = ?")
+pub(super) async fn delete<'e>(
+    db: impl Executor<'e, Database = Sqlite>,
+    id: &str,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query("DELETE FROM pipelines WHERE id = $1")
         .bind(id)
         .execute(db)
         .await?;
