@@ -35,7 +35,10 @@ impl Transform for Stdlib {
                 .int("NowMs", now_ms)
                 .str("File", &file);
         }
-        println!("stdlib guest: {count} flows, {} layers paths", per_path.len());
+        println!(
+            "stdlib guest: {count} flows, {} layers paths",
+            per_path.len()
+        );
         eprintln!("stdlib guest: done");
         Ok(())
     }
