@@ -7,6 +7,9 @@
 //! The real configurations (issue 3): `secadvisor+json+gzip` (the secadvisor transform, the
 //! logstatus mangler and the secadvisor encoder, as `config/secadvisor.yml` minus its filters)
 //! and `awsflowlogs+csv+gzip` (as `config/awsflowlogs.yml` minus its filter).
+//! `awsflowlogs+parquet` is the same with the Parquet encoder (snappy inside, no gzip around;
+//! docs/parquet.md): its bytes per flow against the CSV's say what a columnar object costs in
+//! storage, its flows/s what it costs in CPU.
 //! `secadvisor+pretty+gzip` is the first with the tab-indented JSON that
 //! `config/secadvisor.yml` asks for (`json.pretty: true`); the baseline stays compact, so the
 //! indentation's extra bytes (about 40% more to gzip) count against it. The secadvisor
@@ -70,7 +73,12 @@ fn process_all(
         }
         p.flush_all(1_546_338_090_000).await;
     });
-    let written: usize = sink.take().iter().map(|o| o.records).sum();
+    let objects = sink.take();
+    let written: usize = objects.iter().map(|o| o.records).sum();
+    BYTES.store(
+        objects.iter().map(|o| o.body.len()).sum(),
+        Ordering::Relaxed,
+    );
     (flows, written)
 }
 
@@ -150,6 +158,9 @@ fn paired_rates(
     (best_base, best_pipeline, queries)
 }
 
+/// The bytes of the objects of the last round.
+static BYTES: AtomicUsize = AtomicUsize::new(0);
+
 /// Topology queries the analyzer answered.
 static QUERIES: AtomicUsize = AtomicUsize::new(0);
 
@@ -214,6 +225,13 @@ fn main() {
                 "{head}  transform:\n    type: awsflowlogs\n  mangle:\n    type: logstatus\n  encode:\n    type: csv\n{STORE}"
             ),
         ),
+        (
+            "awsflowlogs+parquet",
+            format!(
+                "{head}  transform:\n    type: awsflowlogs\n  mangle:\n    type: logstatus\n  encode:\n    type: parquet\n{}",
+                STORE.replace("type: gzip", "type: none")
+            ),
+        ),
     ];
     let total = MESSAGES * FLOWS_PER_MESSAGE;
     println!(
@@ -236,8 +254,9 @@ fn main() {
                 "cold" => cold_rate(&messages, &config, &rt),
                 _ => warm_rate(&messages, &config, &rt),
             };
+            let bytes_per_flow = BYTES.load(Ordering::Relaxed) as f64 / total as f64;
             println!(
-                "{label:<28} {rate:>8.0} flows/s  baseline {base:>8.0} flows/s  ratio {:.2}x (target >= 0.70)  {queries} analyzer queries/round",
+                "{label:<28} {rate:>8.0} flows/s  baseline {base:>8.0} flows/s  ratio {:.2}x (target >= 0.70)  {bytes_per_flow:>6.1} B/flow  {queries} analyzer queries/round",
                 rate / base
             );
         }

@@ -33,11 +33,14 @@ pub enum DropReason {
     GuestError,
     /// The wasm stage is quarantined after repeated failures.
     Quarantined,
+    /// The store can't hold it: the prom_sky_con store takes flows with a transport layer and
+    /// counters.
+    Unsupported,
 }
 
 impl DropReason {
     /// Every reason, in the order of [`PipelineStats::dropped`].
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 15] = [
         DropReason::Malformed,
         DropReason::Filtered,
         DropReason::Transform,
@@ -52,6 +55,7 @@ impl DropReason {
         DropReason::OutputLimit,
         DropReason::GuestError,
         DropReason::Quarantined,
+        DropReason::Unsupported,
     ];
 
     /// The `reason` label value.
@@ -71,6 +75,7 @@ impl DropReason {
             DropReason::OutputLimit => "output_limit",
             DropReason::GuestError => "guest_error",
             DropReason::Quarantined => "quarantined",
+            DropReason::Unsupported => "unsupported",
         }
     }
 }
@@ -370,7 +375,8 @@ pub struct ServerSeries {
 }
 
 /// Escapes a label value: backslash, double quote and line feed.
-fn escape_label(value: &str) -> String {
+/// A label value escaped for the Prometheus text format.
+pub fn escape_label(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")

@@ -7,14 +7,25 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ExporterConfig, MAX_CONFIG_BYTES};
+use crate::config::env::Overrides;
+use crate::config::{ExporterConfig, MAX_CONFIG_BYTES, StoreType};
 use crate::metrics::{PipelineStats, StatsSnapshot};
 use crate::pipeline::BuildContext;
+use crate::pipeline::batch::prom_sky_con::PromGauges;
 use crate::runner::{self, RunParts};
 use crate::skydive::subscriber::{SubscriberSettings, SubscriberStats};
 
-/// Reads and validates a pipeline file; errors name the file, key path and line.
-pub fn load(path: &Path) -> anyhow::Result<ExporterConfig> {
+/// Reads and validates a pipeline file with the `SKYDIVE_*` variables of the environment
+/// applied over it (config/env.rs); errors name the file, key path and line, or the variable.
+pub fn load(path: &Path) -> anyhow::Result<(ExporterConfig, Overrides)> {
+    load_with_env(path, std::env::vars())
+}
+
+/// [`load`] with the variables `vars` in place of the process's.
+pub fn load_with_env(
+    path: &Path,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> anyhow::Result<(ExporterConfig, Overrides)> {
     let meta =
         std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     if meta.len() > MAX_CONFIG_BYTES as u64 {
@@ -26,7 +37,7 @@ pub fn load(path: &Path) -> anyhow::Result<ExporterConfig> {
     }
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    ExporterConfig::load(&text).map_err(|errors| {
+    ExporterConfig::load_with_env(&text, vars).map_err(|errors| {
         let lines: Vec<String> = errors
             .0
             .iter()
@@ -37,9 +48,29 @@ pub fn load(path: &Path) -> anyhow::Result<ExporterConfig> {
 }
 
 /// `sluice check`: the resolved pipeline as YAML (secrets redacted), or every error.
+/// The `SKYDIVE_*` variables are listed first (secrets redacted), then the pipeline they give.
 pub fn check(path: &Path) -> anyhow::Result<String> {
-    let config = load(path)?;
+    check_with_env(path, std::env::vars())
+}
+
+/// [`check`] with the variables `vars` in place of the process's.
+pub fn check_with_env(
+    path: &Path,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> anyhow::Result<String> {
+    let (config, overrides) = load_with_env(path, vars)?;
     let mut text = format!("# {}: valid\n", path.display());
+    for o in &overrides.applied {
+        text.push_str(&format!(
+            "# {} sets {}: {:?}\n",
+            o.variable,
+            o.key,
+            o.shown_value()
+        ));
+    }
+    for name in &overrides.unknown {
+        text.push_str(&format!("# {name} names no key: ignored\n"));
+    }
     text.push_str(&serde_yaml::to_string(&config.redacted())?);
     Ok(text)
 }
@@ -66,7 +97,13 @@ pub struct RunSummary {
 
 /// `sluice run`: subscribe and export until `shutdown`, then flush everything pending.
 pub async fn run(path: &Path, shutdown: CancellationToken) -> anyhow::Result<RunSummary> {
-    let config = load(path)?;
+    let (config, overrides) = load(path)?;
+    for o in &overrides.applied {
+        tracing::info!(variable = %o.variable, key = o.key, value = o.shown_value(), "environment override");
+    }
+    for name in &overrides.unknown {
+        tracing::warn!(variable = %name, "SKYDIVE_* variable names no key: ignored");
+    }
     let stats = Arc::new(PipelineStats::default());
     let subscriber_stats = Arc::new(SubscriberStats::default());
     let subscriber = SubscriberSettings {
@@ -81,9 +118,18 @@ pub async fn run(path: &Path, shutdown: CancellationToken) -> anyhow::Result<Run
         ..SubscriberSettings::default()
     };
     tracing::info!(file = %path.display(), url = %subscriber.shown_url(), namespace = %subscriber.namespace(), "pipeline starting");
+    let context = BuildContext::default();
+    let gauges = match &config.pipeline.store.prom_sky_con.port {
+        Some(port) if config.pipeline.store.kind == StoreType::PromSkyCon => Some(
+            serve_gauges(port.0.get(), context.prom_gauges.clone(), shutdown.clone())
+                .await
+                .with_context(|| format!("{}: pipeline.store.prom_sky_con.port", path.display()))?,
+        ),
+        _ => None,
+    };
     let parts = RunParts {
         config: &config,
-        context: &BuildContext::default(),
+        context: &context,
         subscriber,
         default_spool_dir: crate::sinks::spool::default_dir(
             path,
@@ -92,9 +138,11 @@ pub async fn run(path: &Path, shutdown: CancellationToken) -> anyhow::Result<Run
         stats: stats.clone(),
         subscriber_stats: subscriber_stats.clone(),
     };
-    let end = runner::run(parts, &shutdown, || {})
-        .await
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let end = runner::run(parts, &shutdown, || {}).await;
+    if let Some(server) = gauges {
+        server.abort();
+    }
+    let end = end.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let malformed = subscriber_stats
         .malformed_flows
         .load(std::sync::atomic::Ordering::Relaxed);
@@ -104,4 +152,46 @@ pub async fn run(path: &Path, shutdown: CancellationToken) -> anyhow::Result<Run
         malformed_flows: malformed,
         left_in_spool: end.left_in_spool,
     })
+}
+
+/// Serves the `prom_sky_con` store's gauges on `/metrics` at `port` of every interface, as
+/// upstream's `:<port>` (docs/stages.md §9.3), until `shutdown`. The port is bound before the
+/// pipeline starts: one that can't be bound fails the run (upstream exited).
+async fn serve_gauges(
+    port: u16,
+    gauges: Arc<PromGauges>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    // `[::]` takes IPv4 too where the system allows; else IPv4 only.
+    let listener =
+        match tokio::net::TcpListener::bind((std::net::Ipv6Addr::UNSPECIFIED, port)).await {
+            Ok(listener) => listener,
+            Err(_) => tokio::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port))
+                .await
+                .with_context(|| format!("cannot listen on port {port}"))?,
+        };
+    tracing::info!(port, "prom_sky_con: gauges on /metrics");
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let gauges = gauges.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    gauges.render(),
+                )
+            }
+        }),
+    );
+    Ok(tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "prom_sky_con: the /metrics listener failed");
+        }
+    }))
 }

@@ -72,14 +72,20 @@ pub async fn run(
         () = cancel.cancelled() => return Ok(RunEnd { left_in_spool: 0 }),
         () = crate::pipeline::batch::wait_for_next_second() => {}
     }
-    let sink = Sink::from_config_spooled(
-        &config.pipeline.write,
-        default_spool_dir,
-        stats.clone(),
-        &context.egress,
-        context.confine.as_ref(),
-    )
-    .map_err(|e| format!("cannot start the writer: {e}"))?;
+    // The prom_sky_con store writes no object (docs/stages.md §9.3): no writer, so no spool
+    // folder is opened for it.
+    let sink = if config.pipeline.store.kind == crate::config::StoreType::PromSkyCon {
+        Sink::Memory(crate::sinks::MemorySink::default())
+    } else {
+        Sink::from_config_spooled(
+            &config.pipeline.write,
+            default_spool_dir,
+            stats.clone(),
+            &context.egress,
+            context.confine.as_ref(),
+        )
+        .map_err(|e| format!("cannot start the writer: {e}"))?
+    };
     let built = tokio::select! {
         () = cancel.cancelled() => None,
         built = Pipeline::build_in(config, Some(sink.clone()), stats, context) => Some(built),

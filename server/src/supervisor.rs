@@ -24,6 +24,7 @@ use crate::egress::EgressPolicy;
 use crate::guest_log::GuestLog;
 use crate::metrics::{Counters, DropReason, PipelineStats};
 use crate::pipeline::BuildContext;
+use crate::pipeline::batch::prom_sky_con::PromGauges;
 use crate::runner::{self, RunParts};
 use crate::secrets::Keyring;
 use crate::serve::definitions::{resolve_for_serve, resolve_modules, subscriber_settings};
@@ -122,6 +123,8 @@ pub struct Live {
     pub restarts: AtomicU64,
     /// What its guests said (`GET /v1/pipelines/{id}/logs`); kept across restarts.
     pub guest_log: Arc<GuestLog>,
+    /// The gauges of its `prom_sky_con` store (`GET /v1/pipelines/{id}/metrics`).
+    pub prom_gauges: Arc<PromGauges>,
     status: Mutex<(RunState, Option<String>)>,
     /// The running task; the async mutex serialises start/stop/replace of this pipeline.
     task: tokio::sync::Mutex<Option<Running>>,
@@ -325,6 +328,7 @@ impl Supervisor {
             confine: None,
             guests: self.guest_runner(tenant),
             guest_log: Arc::new(GuestLog::new()),
+            prom_gauges: Arc::default(),
         }
     }
 
@@ -340,6 +344,7 @@ impl Supervisor {
             }),
             guests: self.guest_runner(&live.tenant_id),
             guest_log: live.guest_log.clone(),
+            prom_gauges: live.prom_gauges.clone(),
         }
     }
 
@@ -438,6 +443,7 @@ impl Supervisor {
             subscriber: Arc::new(SubscriberStats::default()),
             restarts: AtomicU64::new(0),
             guest_log: Arc::new(GuestLog::new()),
+            prom_gauges: Arc::default(),
             status: Mutex::new((RunState::Stopped, None)),
             task: tokio::sync::Mutex::new(None),
         });

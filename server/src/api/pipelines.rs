@@ -42,6 +42,7 @@ pub fn router() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(pipeline_status))
         .routes(routes!(test_pipeline))
         .routes(routes!(pipeline_logs))
+        .routes(routes!(pipeline_metrics))
 }
 
 /// Query of `GET /v1/pipelines/{id}/logs`.
@@ -624,6 +625,33 @@ async fn pipeline_logs(
             ),
         ],
         body,
+    ))
+}
+
+/// The gauges of the pipeline's `prom_sky_con` store (docs/stages.md §9.3) in Prometheus text
+/// format: what `sluice run` serves on the store's own port, served here because a tenant has no
+/// port. Empty while the pipeline isn't running or has another store.
+#[utoipa::path(get, path = "/v1/pipelines/{id}/metrics", tag = "pipelines", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Pipeline id")),
+    responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain"),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn pipeline_metrics(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<impl axum::response::IntoResponse, ApiError> {
+    let row = find(&app, &caller, &id).await?;
+    let text = app
+        .supervisor
+        .live(&row.id)
+        .map(|live| live.prom_gauges.render())
+        .unwrap_or_default();
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
     ))
 }
 

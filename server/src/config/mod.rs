@@ -13,6 +13,7 @@ use ipnet::IpNet;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+pub mod env;
 mod lines;
 
 use lines::LineIndex;
@@ -200,6 +201,8 @@ stage_type!(
         Vpclogs = "vpclogs",
         /// A tenant's WebAssembly guest.
         Wasm = "wasm",
+        /// OCSF Network Activity records (docs/ocsf.md).
+        Ocsf = "ocsf",
     }
 );
 
@@ -236,6 +239,22 @@ stage_type!(
         Csv = "csv",
         /// JSON wrapped in `{"data": [...]}`.
         Secadvisor = "secadvisor",
+        /// Apache Parquet, compressed inside (docs/parquet.md).
+        Parquet = "parquet",
+    }
+);
+
+stage_type!(
+    /// `pipeline.encode.parquet.compression`: the codec of every column chunk.
+    ParquetCompression {
+        /// Snappy: fast, what most writers default to.
+        Snappy = "snappy",
+        /// Zstandard (level 1).
+        Zstd = "zstd",
+        /// gzip (level 6).
+        Gzip = "gzip",
+        /// Uncompressed.
+        None = "none",
     }
 );
 
@@ -256,6 +275,8 @@ stage_type!(
         Buffered = "buffered",
         /// One object per tag per message.
         Direct = "direct",
+        /// Prometheus gauges per connection and per interface, no objects (docs/stages.md §9.3).
+        PromSkyCon = "prom_sky_con",
     }
 );
 
@@ -552,6 +573,62 @@ pub struct StoreSection {
     /// `buffered` options.
     #[serde(default, deserialize_with = "null_default")]
     pub buffered: BufferedOptions,
+    /// `prom_sky_con` options.
+    #[serde(default, deserialize_with = "null_default")]
+    pub prom_sky_con: PromSkyConOptions,
+}
+
+/// `pipeline.store.prom_sky_con:` (upstream's keys).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromSkyConOptions {
+    /// `sluice run` serves `/metrics` on this port (all interfaces, as upstream); required
+    /// there. `sluice serve` opens no port: the tenant scrapes `/v1/pipelines/{id}/metrics`.
+    #[serde(default, deserialize_with = "null_default")]
+    pub port: Option<Port>,
+    /// Seconds without a flow before a connection's series go (0 or absent: 60; at most
+    /// [`PromSkyConOptions::MAX_CONNECTION_TIMEOUT_S`]).
+    #[serde(default, deserialize_with = "null_default")]
+    pub connection_timeout: u64,
+    /// In upstream's shipped file, never read by its code: accepted and ignored.
+    #[serde(default, deserialize_with = "null_default")]
+    pub monitoring_port: Option<Port>,
+}
+
+impl PromSkyConOptions {
+    /// A day: series of connections gone for longer are noise, and the clock arithmetic stays
+    /// far from overflow.
+    pub const MAX_CONNECTION_TIMEOUT_S: u64 = 86_400;
+}
+
+/// A TCP port, written as a number or a string of digits (viper read either); 1–65535.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Port(pub std::num::NonZeroU16);
+
+impl<'de> Deserialize<'de> for Port {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Text {
+            Number(u64),
+            String(String),
+        }
+        let number = match Text::deserialize(d)? {
+            Text::Number(n) => Some(n),
+            Text::String(s) => s.trim().parse::<u64>().ok(),
+        };
+        number
+            .and_then(|n| u16::try_from(n).ok())
+            .and_then(std::num::NonZeroU16::new)
+            .map(Port)
+            .ok_or_else(|| serde::de::Error::custom("must be a port number from 1 to 65535"))
+    }
+}
+
+impl Serialize for Port {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u16(self.0.get())
+    }
 }
 
 /// `pipeline.store.buffered:`
@@ -581,6 +658,10 @@ pub struct BufferedOptions {
     /// could give two objects the same key is refused.
     #[serde(default, deserialize_with = "null_default")]
     pub key_format: String,
+    /// With `key_format: aws` or `aws-hive`, an hour folder after the day (AWS's
+    /// `PerHourPartition`).
+    #[serde(default, deserialize_with = "null_default")]
+    pub key_format_per_hour: bool,
 }
 
 /// `pipeline.encode:`
@@ -596,6 +677,73 @@ pub struct EncodeSection {
     /// CSV options.
     #[serde(default, deserialize_with = "null_default")]
     pub csv: CsvOptions,
+    /// Parquet options.
+    #[serde(default, deserialize_with = "null_default")]
+    pub parquet: ParquetOptions,
+}
+
+/// `pipeline.encode.parquet:`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParquetOptions {
+    /// The codec inside the file (snappy when absent).
+    #[serde(default, deserialize_with = "null_default")]
+    pub compression: ParquetCompression,
+    /// Records per row group, at most [`RowGroupRows::MAX`] (default
+    /// [`RowGroupRows::DEFAULT`]): a row group is built in memory before it is written.
+    #[serde(default, deserialize_with = "null_default")]
+    pub row_group_rows: Option<RowGroupRows>,
+}
+
+/// `pipeline.encode.parquet.row_group_rows`: 1 to [`RowGroupRows::MAX`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowGroupRows(std::num::NonZeroUsize);
+
+impl RowGroupRows {
+    /// The bound on a row group held in memory (the default `max_flows_per_object` ceiling of
+    /// `sluice serve`).
+    pub const MAX: usize = 100_000;
+    /// When the key is absent.
+    pub const DEFAULT: usize = 10_000;
+
+    /// The number of rows.
+    pub fn get(self) -> usize {
+        self.0.get()
+    }
+
+    /// `rows`, if in range.
+    pub fn new(rows: usize) -> Option<Self> {
+        std::num::NonZeroUsize::new(rows)
+            .filter(|n| n.get() <= Self::MAX)
+            .map(RowGroupRows)
+    }
+}
+
+impl Default for RowGroupRows {
+    fn default() -> Self {
+        RowGroupRows(std::num::NonZeroUsize::MIN.saturating_add(Self::DEFAULT - 1))
+    }
+}
+
+impl<'de> Deserialize<'de> for RowGroupRows {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let rows = u64::deserialize(d)?;
+        usize::try_from(rows)
+            .ok()
+            .and_then(RowGroupRows::new)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "{rows} is out of range 1-{}: a row group is held in memory until written",
+                    RowGroupRows::MAX
+                ))
+            })
+    }
+}
+
+impl Serialize for RowGroupRows {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.get() as u64)
+    }
 }
 
 /// `pipeline.encode.json:`
@@ -737,16 +885,34 @@ pub struct FileOptions {
 impl ExporterConfig {
     /// Parses and validates a pipeline file, returning every problem found.
     pub fn load(text: &str) -> Result<Self, ConfigErrors> {
-        Self::load_with(text, None)
+        Self::load_with(text, Check::Common, &env::Overrides::default())
+    }
+
+    /// What `sluice run` and `sluice check` load: [`ExporterConfig::load`] with the checks only
+    /// a process of its own needs (the prom_sky_con store's port), and the `SKYDIVE_*` variables of `vars` applied over the
+    /// file, as `sluice run` and `sluice check` do (config/env.rs). An error in a value set by
+    /// a variable names the variable instead of a line.
+    pub fn load_with_env(
+        text: &str,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Self, env::Overrides), ConfigErrors> {
+        let overrides = env::Overrides::from_vars(vars);
+        let config = Self::load_with(text, Check::Run, &overrides)?;
+        Ok((config, overrides))
     }
 
     /// [`ExporterConfig::load`] for a tenant's definition in `sluice serve`: the file must also
-    /// keep to `rules` (no host path, file or server output; the server's ceilings).
+    /// keep to `rules` (no host path, file or server output; the server's ceilings). The
+    /// environment is not applied: the definition is the tenant's text alone.
     pub fn load_for_serve(text: &str, rules: &ServeRules) -> Result<Self, ConfigErrors> {
-        Self::load_with(text, Some(rules))
+        Self::load_with(text, Check::Serve(rules), &env::Overrides::default())
     }
 
-    fn load_with(text: &str, rules: Option<&ServeRules>) -> Result<Self, ConfigErrors> {
+    fn load_with(
+        text: &str,
+        check: Check<'_>,
+        overrides: &env::Overrides,
+    ) -> Result<Self, ConfigErrors> {
         if text.len() > MAX_CONFIG_BYTES {
             return Err(ConfigErrors(vec![ConfigError {
                 path: String::new(),
@@ -758,19 +924,28 @@ impl ExporterConfig {
             }]));
         }
         check_expansion(text)?;
-        let config = Self::parse(text)?;
+        let config = overrides.apply(&Self::parse(text)?).map_err(ConfigErrors)?;
         let mut errors = Vec::new();
         let index = std::cell::OnceCell::new();
         let mut report = |path: &str, message: String| {
-            errors.push(ConfigError {
-                line: index.get_or_init(|| LineIndex::new(text)).line_of(path),
-                path: path.to_string(),
-                message,
+            errors.push(match overrides.setter_of(path) {
+                Some(o) => ConfigError {
+                    line: None,
+                    path: path.to_string(),
+                    message: format!("{message} (set by {})", o.variable),
+                },
+                None => ConfigError {
+                    line: index.get_or_init(|| LineIndex::new(text)).line_of(path),
+                    path: path.to_string(),
+                    message,
+                },
             })
         };
         config.validate(&mut report);
-        if let Some(rules) = rules {
-            config.validate_for_serve(rules, &mut report);
+        match check {
+            Check::Common => {}
+            Check::Run => config.validate_for_run(&mut report),
+            Check::Serve(rules) => config.validate_for_serve(rules, &mut report),
         }
         if errors.is_empty() {
             Ok(config)
@@ -847,9 +1022,11 @@ impl ExporterConfig {
         }
         let fields = crate::pipeline::storeheader::vpclogs_fields(&p.storeheader);
         let fields: Vec<&str> = fields.keys().map(String::as_str).collect();
-        if let Err(e) =
-            crate::pipeline::keyformat::KeyTemplate::parse(&p.store.buffered.key_format, &fields)
-        {
+        if let Err(e) = crate::pipeline::keyformat::KeyTemplate::parse(
+            &p.store.buffered.key_format,
+            p.store.buffered.key_format_per_hour,
+            &fields,
+        ) {
             report("pipeline.store.buffered.key_format", e.to_string());
         }
         if let Some(level) = p.compress.gzip.level
@@ -884,6 +1061,53 @@ impl ExporterConfig {
                     "secadvisor wraps a list of records and can't encode the '{}' store header",
                     p.storeheader.kind.as_str()
                 ),
+            );
+        }
+        if p.encode.kind == EncodeType::Parquet {
+            if p.compress.kind != CompressType::None {
+                report(
+                    "pipeline.compress.type",
+                    format!(
+                        "must be none with the parquet encoder, which compresses inside the file (pipeline.encode.parquet.compression), not '{}'",
+                        p.compress.kind.as_str()
+                    ),
+                );
+            }
+            if p.storeheader.kind != StoreHeaderType::None {
+                report(
+                    "pipeline.encode.type",
+                    format!(
+                        "parquet writes a table of records and can't encode the '{}' store header",
+                        p.storeheader.kind.as_str()
+                    ),
+                );
+            }
+        }
+        if p.store.kind == StoreType::PromSkyCon && p.transform.kind != TransformType::None {
+            report(
+                "pipeline.transform.type",
+                format!(
+                    "must be none with the prom_sky_con store, which reads Skydive flows, not '{}' records",
+                    p.transform.kind.as_str()
+                ),
+            );
+        }
+        if p.store.prom_sky_con.connection_timeout > PromSkyConOptions::MAX_CONNECTION_TIMEOUT_S {
+            report(
+                "pipeline.store.prom_sky_con.connection_timeout",
+                format!(
+                    "{} is more than {} seconds",
+                    p.store.prom_sky_con.connection_timeout,
+                    PromSkyConOptions::MAX_CONNECTION_TIMEOUT_S
+                ),
+            );
+        }
+        if p.store.buffered.key_format_per_hour
+            && !matches!(p.store.buffered.key_format.as_str(), "aws" | "aws-hive")
+        {
+            report(
+                "pipeline.store.buffered.key_format_per_hour",
+                "only applies to key_format aws or aws-hive (a template says {HH} itself)".into(),
             );
         }
         if p.write.kind == WriteType::File && p.write.file.dir.is_empty() {
@@ -937,6 +1161,17 @@ impl ExporterConfig {
                     "is required for a wasm stage".into(),
                 );
             }
+        }
+    }
+
+    /// The checks `sluice run` adds: what only a process of its own can do.
+    fn validate_for_run(&self, report: &mut dyn FnMut(&str, String)) {
+        let store = &self.pipeline.store;
+        if store.kind == StoreType::PromSkyCon && store.prom_sky_con.port.is_none() {
+            report(
+                "pipeline.store.prom_sky_con.port",
+                "is required: sluice run serves the gauges on /metrics at this port".into(),
+            );
         }
     }
 
@@ -1125,6 +1360,15 @@ impl ExporterConfig {
                 p.action.reject_timeout,
                 c.max_reject_timeout_secs,
             ),
+            // A row group is held in memory: no larger than the largest object.
+            (
+                "pipeline.encode.parquet.row_group_rows",
+                p.encode
+                    .parquet
+                    .row_group_rows
+                    .map_or(0, |r| r.get() as u64),
+                c.max_flows_per_object,
+            ),
         ] {
             if value > max {
                 report(
@@ -1211,6 +1455,17 @@ impl ExporterConfig {
         out.retain(|(_, url)| !url.is_empty());
         out
     }
+}
+
+/// Which checks a load makes besides the common ones.
+#[derive(Debug, Clone, Copy)]
+enum Check<'a> {
+    /// Only the common ones (a definition `sluice serve` stored, tests).
+    Common,
+    /// `sluice run`'s and `sluice check`'s.
+    Run,
+    /// A tenant's definition in `sluice serve`.
+    Serve(&'a ServeRules),
 }
 
 /// The checks and ceilings `sluice serve` applies to a tenant's definition on top of
@@ -1687,6 +1942,119 @@ mod tests {
         }
     }
 
+    #[test]
+    fn parquet_compresses_inside_and_bounds_its_row_groups() {
+        let text = format!(
+            "{MINIMAL}  encode:\n    type: parquet\n    parquet:\n      compression: zstd\n      row_group_rows: 5000\n"
+        );
+        let c = ExporterConfig::load(&text).unwrap();
+        assert_eq!(
+            c.pipeline.encode.parquet.compression,
+            ParquetCompression::Zstd
+        );
+        assert_eq!(
+            c.pipeline.encode.parquet.row_group_rows.map(|r| r.get()),
+            Some(5000)
+        );
+        let defaults = format!("{MINIMAL}  encode:\n    type: parquet\n");
+        let c = ExporterConfig::load(&defaults).unwrap();
+        assert_eq!(
+            c.pipeline.encode.parquet.compression,
+            ParquetCompression::Snappy
+        );
+        assert_eq!(c.pipeline.encode.parquet.row_group_rows, None);
+        let gzip = format!("{defaults}  compress:\n    type: gzip\n");
+        let e = ExporterConfig::load(&gzip).unwrap_err();
+        assert_eq!(e.0[0].path, "pipeline.compress.type");
+        assert_eq!(e.0[0].line, Some(12));
+        assert!(e.0[0].message.contains("compresses inside"), "{e}");
+        for rows in ["0", "100001", "-1"] {
+            let text = format!(
+                "{MINIMAL}  encode:\n    type: parquet\n    parquet:\n      row_group_rows: {rows}\n"
+            );
+            let e = ExporterConfig::load(&text).unwrap_err();
+            assert_eq!(e.0[0].path, "pipeline.encode.parquet.row_group_rows", "{e}");
+            assert_eq!(e.0[0].line, Some(12), "{e}");
+        }
+        let text = format!(
+            "{MINIMAL}  encode:\n    type: parquet\n    parquet:\n      compression: lz4\n"
+        );
+        let e = ExporterConfig::load(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("expected one of `snappy`, `zstd`, `gzip`, `none`"),
+            "{e}"
+        );
+        let header = format!("{defaults}  storeheader:\n    type: vpclogs\n");
+        let e = ExporterConfig::load(&header).unwrap_err();
+        assert_eq!(e.0[0].path, "pipeline.encode.type");
+    }
+
+    #[test]
+    fn prom_sky_con_timeout_and_serve_row_groups_are_bounded() {
+        let path = format!("{}/../config/prom_sky_con.yml", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(path).unwrap();
+        let long = text.replace("connection_timeout: 60", "connection_timeout: 86401");
+        let e = ExporterConfig::load(&long).unwrap_err();
+        assert_eq!(
+            e.0[0].path,
+            "pipeline.store.prom_sky_con.connection_timeout"
+        );
+        assert_eq!(e.0[0].line, Some(26));
+        ExporterConfig::load(&text.replace("connection_timeout: 60", "connection_timeout: 86400"))
+            .unwrap();
+        // In serve a row group is no larger than the server's largest object.
+        let mut rules = rules();
+        rules.ceilings.max_flows_per_object = 1_000;
+        let parquet = |rows: u32| {
+            format!(
+                "{MINIMAL}  encode:\n    type: parquet\n    parquet:\n      row_group_rows: {rows}\n"
+            )
+        };
+        ExporterConfig::load_for_serve(&parquet(1_000), &rules).unwrap();
+        let e = ExporterConfig::load_for_serve(&parquet(1_001), &rules).unwrap_err();
+        assert_eq!(e.0[0].path, "pipeline.encode.parquet.row_group_rows");
+        assert!(e.0[0].message.contains("maximum of 1000"), "{e}");
+    }
+
+    #[test]
+    fn hour_folders_only_for_aws_layouts() {
+        let text = MINIMAL.replace(
+            "      dirname: bucket\n",
+            "      dirname: bucket\n      key_format: aws-hive\n      key_format_per_hour: true\n",
+        );
+        ExporterConfig::load(&text).unwrap();
+        let text = MINIMAL.replace(
+            "      dirname: bucket\n",
+            "      dirname: bucket\n      key_format_per_hour: true\n",
+        );
+        let e = ExporterConfig::load(&text).unwrap_err();
+        assert_eq!(e.0[0].path, "pipeline.store.buffered.key_format_per_hour");
+        assert_eq!(e.0[0].line, Some(7));
+    }
+
+    #[test]
+    fn prom_sky_con_reads_flows_and_needs_a_port_in_run_only() {
+        let path = format!("{}/../config/prom_sky_con.yml", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(path).unwrap();
+        let (c, _) = ExporterConfig::load_with_env(&text, Vec::new()).unwrap();
+        let options = &c.pipeline.store.prom_sky_con;
+        assert_eq!(c.pipeline.store.kind, StoreType::PromSkyCon);
+        assert_eq!(options.port.map(|p| p.0.get()), Some(9100));
+        assert_eq!(options.connection_timeout, 60);
+        // Without a port: an error for `sluice run` (upstream's too), not for `sluice serve`.
+        let no_port = text.replace("      port: 9100\n", "");
+        let e = ExporterConfig::load_with_env(&no_port, Vec::new()).unwrap_err();
+        assert_eq!(e.0[0].path, "pipeline.store.prom_sky_con.port");
+        assert_eq!(serve_errors(&no_port), vec![]);
+        // The port as a string, as viper read it; out of range is an error with its line.
+        ExporterConfig::load(&text.replace("port: 9100", "port: \"9100\"")).unwrap();
+        let e = ExporterConfig::load(&text.replace("port: 9100", "port: 70000")).unwrap_err();
+        assert_eq!(e.0[0].path, "pipeline.store.prom_sky_con.port");
+        assert_eq!(e.0[0].line, Some(25));
+        let e = ExporterConfig::load(&text.replace("type: none", "type: awsflowlogs")).unwrap_err();
+        assert_eq!(e.0[0].path, "pipeline.transform.type");
+    }
+
     fn rules() -> ServeRules {
         ServeRules {
             ceilings: Ceilings::default(),
@@ -1713,7 +2081,14 @@ mod tests {
 
     #[test]
     fn the_shipped_files_are_accepted_by_serve_but_a_host_path() {
-        for file in ["secadvisor", "awsflowlogs", "vpclogs", "allinone", "demo"] {
+        for file in [
+            "secadvisor",
+            "awsflowlogs",
+            "vpclogs",
+            "allinone",
+            "demo",
+            "prom_sky_con",
+        ] {
             let path = format!("{}/../config/{file}.yml", env!("CARGO_MANIFEST_DIR"));
             let text = std::fs::read_to_string(&path).unwrap();
             let errors = serve_errors(&text);

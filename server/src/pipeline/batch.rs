@@ -11,6 +11,8 @@
 //! replace) the caller waits for [`wait_for_next_second`] before building the next run, so its
 //! streams start in a later second than any stream of the run before.
 
+pub mod prom_sky_con;
+
 use std::collections::{BTreeMap, VecDeque};
 
 use super::output::{EmitError, Output};
@@ -45,10 +47,14 @@ pub enum Batcher {
     Buffered(BufferedBatcher),
     /// One object per tag per message.
     Direct(DirectBatcher),
+    /// Prometheus gauges instead of objects.
+    PromSkyCon(prom_sky_con::PromSkyConStore),
 }
 
 impl Batcher {
-    /// Builds from a validated config section; `now_ms` starts the direct store's stream.
+    /// Builds from a validated config section; `now_ms` starts the direct store's stream. A
+    /// `prom_sky_con` store made here has gauges of its own and reads no interfaces: the
+    /// pipeline builds its own with the gauges it serves and the analyzer's client.
     pub fn from_config(section: &StoreSection, now_ms: i64) -> Self {
         match section.kind {
             StoreType::Buffered => {
@@ -58,6 +64,12 @@ impl Batcher {
                 stream_ms: now_ms,
                 seq: BTreeMap::new(),
             }),
+            StoreType::PromSkyCon => Batcher::PromSkyCon(prom_sky_con::PromSkyConStore::new(
+                &section.prom_sky_con,
+                Default::default(),
+                None,
+                now_ms,
+            )),
         }
     }
 
@@ -71,13 +83,16 @@ impl Batcher {
         match self {
             Batcher::Buffered(s) => s.store(now_ms, input, out, false).await,
             Batcher::Direct(s) => s.store(now_ms, input, out).await,
+            Batcher::PromSkyCon(s) => s.store(now_ms, input, &out.stats),
         }
     }
 
     /// Writes what is due without new input (the flush timer).
     pub async fn tick(&mut self, now_ms: i64, out: &mut Output) {
-        if let Batcher::Buffered(s) = self {
-            s.store(now_ms, Vec::new(), out, false).await;
+        match self {
+            Batcher::Buffered(s) => s.store(now_ms, Vec::new(), out, false).await,
+            Batcher::PromSkyCon(s) => s.tick(now_ms),
+            Batcher::Direct(_) => {}
         }
     }
 
@@ -93,6 +108,7 @@ impl Batcher {
         match self {
             Batcher::Buffered(s) => s.next_deadline_ms(),
             Batcher::Direct(_) => None,
+            Batcher::PromSkyCon(s) => Some(s.next_deadline_ms()),
         }
     }
 
@@ -100,7 +116,7 @@ impl Batcher {
     pub fn pending(&self) -> usize {
         match self {
             Batcher::Buffered(s) => s.tags.values().map(|t| t.pending.len()).sum(),
-            Batcher::Direct(_) => 0,
+            Batcher::Direct(_) | Batcher::PromSkyCon(_) => 0,
         }
     }
 }

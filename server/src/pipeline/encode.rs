@@ -1,8 +1,11 @@
-//! Encoders: Go-compatible JSON, the secadvisor `{"data": [...]}` wrapper, and CSV.
+//! Encoders: Go-compatible JSON, the secadvisor `{"data": [...]}` wrapper, CSV, and Parquet
+//! ([`parquet`](self::parquet)).
 //!
 //! The JSON bytes match Go's `encoding/json` Encoder, which upstream consumers were written
 //! against: struct field order, HTML-safe escaping of `<`, `>`, `&`, U+2028 and U+2029, tab
 //! indentation when pretty, and a trailing newline.
+
+pub mod parquet;
 
 use std::io;
 
@@ -27,6 +30,9 @@ pub enum EncodeError {
         /// What it was given.
         what: &'static str,
     },
+    /// The Parquet writer failed.
+    #[error(transparent)]
+    Parquet(#[from] self::parquet::ParquetEncodeError),
     /// Records of different shapes in one CSV object.
     #[error("csv needs records of one shape; got columns {first:?} and then {other:?}")]
     MixedCsv {
@@ -55,6 +61,8 @@ pub enum Encoder {
         /// Field separator.
         delimiter: char,
     },
+    /// A Parquet file.
+    Parquet(self::parquet::ParquetEncoder),
 }
 
 impl Encoder {
@@ -72,6 +80,9 @@ impl Encoder {
                     .and_then(|d| d.chars().next())
                     .unwrap_or(','),
             },
+            EncodeType::Parquet => Encoder::Parquet(self::parquet::ParquetEncoder::from_options(
+                &section.parquet,
+            )),
         }
     }
 
@@ -80,6 +91,7 @@ impl Encoder {
         match self {
             Encoder::Json { .. } | Encoder::Secadvisor { .. } => "application/json",
             Encoder::Csv { .. } => "text/csv",
+            Encoder::Parquet(_) => self::parquet::CONTENT_TYPE,
         }
     }
 
@@ -88,6 +100,7 @@ impl Encoder {
         match self {
             Encoder::Json { .. } | Encoder::Secadvisor { .. } => "json",
             Encoder::Csv { .. } => "csv",
+            Encoder::Parquet(_) => "parquet",
         }
     }
 
@@ -129,6 +142,11 @@ impl Encoder {
             (Encoder::Csv { delimiter }, StoreObject::Records(records)) => {
                 write_csv(out, *delimiter, records)
             }
+            (Encoder::Parquet(p), StoreObject::Records(records)) => Ok(p.encode(records, out)?),
+            (Encoder::Parquet(_), _) => Err(EncodeError::Unsupported {
+                encoder: "parquet",
+                what: "a store header",
+            }),
             (Encoder::Secadvisor { .. }, _) => Err(EncodeError::Unsupported {
                 encoder: "secadvisor",
                 what: "a store header",

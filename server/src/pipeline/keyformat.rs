@@ -1,5 +1,5 @@
-//! Object key layouts (`pipeline.store.buffered.key_format`): upstream's, AWS's, IBM's, or a
-//! template of `{placeholders}`.
+//! Object key layouts (`pipeline.store.buffered.key_format`): upstream's, AWS's (plain or
+//! Hive-compatible), IBM's, or a template of `{placeholders}`.
 //!
 //! | placeholder | value |
 //! |---|---|
@@ -7,7 +7,7 @@
 //! | `{tag}` | the classifier's tag |
 //! | `{stream}` | the stream's start, `YYYYMMDDTHHMMSSZ` UTC |
 //! | `{seq}` | the object's number in its stream, `%08d` |
-//! | `{ext}` | `gz`, `json` or `csv` |
+//! | `{ext}` | `gz`, `json`, `csv` or `parquet` |
 //! | `{hash}` | 16 hex digits from tag, stream and seq: stable when an upload is retried |
 //! | `{yyyy}` `{mm}` `{dd}` `{HH}` `{MM}` `{SS}` | the object's start time (its `first-timestamp`, which a retry keeps), UTC |
 //! | `{stream_yyyy}` … `{stream_SS}` | the same for the stream's start |
@@ -17,7 +17,9 @@
 //! | `{region}`, `{account}`, `{vpc_id}`, `{subnet_id}`, `{instance_id}`, `{vnic_id}` | the `storeheader.vpclogs` key of that name, else derived from its CRNs (`vpc_crn`, `instance_crn`), `network_interface_id` or `write.s3.region`, else `unknown` |
 //! | `{<key>}` | any key of `pipeline.storeheader.vpclogs` (e.g. `{vpc_crn}`) |
 //!
-//! Substituted values other than `prefix` are percent-encoded outside `A-Za-z0-9-_.~`. A
+//! Literal text passes as written, so `key=value` folders (`year={yyyy}/`) give Hive-style
+//! partitions. Substituted values other than `prefix` are percent-encoded outside
+//! `A-Za-z0-9-_.~`, so a value can't add a folder or an `=`. A
 //! template must hold `{seq}`, `{stream}` and `{tag}` (or `{record_type}` / `{flow_log_id}`),
 //! or `{hash}`: anything less lets two objects get the same key.
 
@@ -33,6 +35,10 @@ pub const PRESET_UPSTREAM: &str = "{prefix}/{tag}/{stream}/{seq}.{ext}";
 
 /// `aws`: AWS VPC Flow Logs' S3 layout (docs/awsflowlogs.md §3).
 pub const PRESET_AWS: &str = "{prefix/}AWSLogs/{account_id}/vpcflowlogs/{region}/{yyyy}/{mm}/{dd}/{account_id}_vpcflowlogs_{region}_{flow_log_id}_{yyyy}{mm}{dd}T{HH}{MM}Z_{hash}.log.{ext}";
+
+/// `aws-hive`: AWS's Hive-compatible layout for VPC Flow Logs (docs/awsflowlogs.md §3): the
+/// same file names in `key=value` folders, which Hive-aware readers read as partition columns.
+pub const PRESET_AWS_HIVE: &str = "{prefix/}AWSLogs/aws-account-id={account_id}/aws-service=vpcflowlogs/aws-region={region}/year={yyyy}/month={mm}/day={dd}/{account_id}_vpcflowlogs_{region}_{flow_log_id}_{yyyy}{mm}{dd}T{HH}{MM}Z_{hash}.log.{ext}";
 
 /// `ibm`: IBM Cloud VPC Flow Logs' COS layout (docs/vpclogs.md §5).
 pub const PRESET_IBM: &str = "{prefix/}ibm_vpc_flowlogs_v1/account={account}/region={region}/vpc-id={vpc_id}/subnet-id={subnet_id}/endpoint-type=vnics/instance-id={instance_id}/vnic-id={vnic_id}/record-type={record_type}/year={yyyy}/month={mm}/day={dd}/hour={HH}/stream-id={stream}/{seq}.{ext}";
@@ -59,7 +65,7 @@ pub enum KeyFormatError {
     Unclosed(String),
     /// A name that is neither built in nor a `storeheader.vpclogs` key.
     #[error(
-        "unknown placeholder {{{0}}}: use a preset (upstream, aws, ibm), a built-in placeholder, or a key of pipeline.storeheader.vpclogs"
+        "unknown placeholder {{{0}}}: use a preset (upstream, aws, aws-hive, ibm), a built-in placeholder, or a key of pipeline.storeheader.vpclogs"
     )]
     Unknown(String),
     /// The template can give two objects the same key.
@@ -103,20 +109,34 @@ pub struct KeyTemplate {
 
 impl Default for KeyTemplate {
     fn default() -> Self {
-        KeyTemplate::parse(PRESET_UPSTREAM, &[]).unwrap_or(KeyTemplate { parts: Vec::new() })
+        KeyTemplate::parse(PRESET_UPSTREAM, false, &[]).unwrap_or(KeyTemplate { parts: Vec::new() })
+    }
+}
+
+/// The template a `key_format` names: a preset's (AWS's two with an hour folder when
+/// `per_hour`, as AWS's `PerHourPartition`), or the text itself.
+pub fn preset_template(format: &str, per_hour: bool) -> String {
+    let (template, day, hour) = match format {
+        "" | "upstream" => return PRESET_UPSTREAM.to_string(),
+        "ibm" => return PRESET_IBM.to_string(),
+        "aws" => (PRESET_AWS, "/{dd}/", "{HH}/"),
+        "aws-hive" => (PRESET_AWS_HIVE, "/day={dd}/", "hour={HH}/"),
+        other => return other.to_string(),
+    };
+    if per_hour {
+        template.replacen(day, &format!("{day}{hour}"), 1)
+    } else {
+        template.to_string()
     }
 }
 
 impl KeyTemplate {
-    /// Parses a preset name (`""` is `upstream`) or a template; `fields` are the
-    /// `storeheader.vpclogs` keys (lowercased) usable as placeholders.
-    pub fn parse(format: &str, fields: &[&str]) -> Result<Self, KeyFormatError> {
-        let template = match format {
-            "" | "upstream" => PRESET_UPSTREAM,
-            "aws" => PRESET_AWS,
-            "ibm" => PRESET_IBM,
-            other => other,
-        };
+    /// Parses a preset name (`""` is `upstream`; `per_hour` adds an hour folder to `aws` and
+    /// `aws-hive`) or a template; `fields` are the `storeheader.vpclogs` keys (lowercased)
+    /// usable as placeholders.
+    pub fn parse(format: &str, per_hour: bool, fields: &[&str]) -> Result<Self, KeyFormatError> {
+        let template = preset_template(format, per_hour);
+        let template = template.as_str();
         let mut parts = Vec::new();
         let mut rest = template;
         while let Some(open) = rest.find('{') {
@@ -306,12 +326,16 @@ impl KeyLayout {
             );
         }
         let fields: Vec<&str> = values.keys().map(String::as_str).collect();
-        let template =
-            KeyTemplate::parse(&p.store.buffered.key_format, &fields).unwrap_or_else(|e| {
-                // Config validation refuses this; keep going with upstream's layout.
-                tracing::error!(error = %e, "key_format not usable: using upstream's layout");
-                KeyTemplate::default()
-            });
+        let template = KeyTemplate::parse(
+            &p.store.buffered.key_format,
+            p.store.buffered.key_format_per_hour,
+            &fields,
+        )
+        .unwrap_or_else(|e| {
+            // Config validation refuses this; keep going with upstream's layout.
+            tracing::error!(error = %e, "key_format not usable: using upstream's layout");
+            KeyTemplate::default()
+        });
         KeyLayout {
             prefix: p.store.buffered.filename_prefix.clone(),
             extension,
@@ -423,6 +447,47 @@ mod tests {
     }
 
     #[test]
+    fn aws_hive_preset_and_hour_folders() {
+        let aws = "  transform:\n    type: awsflowlogs\n    awsflowlogs:\n      account_id: \"123456789012\"\n  write:\n    s3:\n      region: eu-west-1\n";
+        let hash = format!("{:016x}", object_hash("ingress", T0, 0));
+        let file = format!(
+            "123456789012_vpcflowlogs_eu-west-1_fl-ingress_20190101T1120Z_{hash}.log.parquet"
+        );
+        let key = |yaml: &str| {
+            KeyLayout::from_config(&config(&format!("{yaml}{aws}")), "parquet").key(
+                "ingress",
+                T0,
+                0,
+                T0 + 3_600_000,
+            )
+        };
+        assert_eq!(
+            key("      key_format: aws-hive\n"),
+            format!(
+                "logs/AWSLogs/aws-account-id=123456789012/aws-service=vpcflowlogs/aws-region=eu-west-1/year=2019/month=01/day=01/{file}"
+            )
+        );
+        assert_eq!(
+            key("      key_format: aws-hive\n      key_format_per_hour: true\n"),
+            format!(
+                "logs/AWSLogs/aws-account-id=123456789012/aws-service=vpcflowlogs/aws-region=eu-west-1/year=2019/month=01/day=01/hour=11/{file}"
+            )
+        );
+        assert_eq!(
+            key("      key_format: aws\n      key_format_per_hour: true\n"),
+            format!("logs/AWSLogs/123456789012/vpcflowlogs/eu-west-1/2019/01/01/11/{file}")
+        );
+        // A template's own `key=value` folders; a value can't add a folder or an `=`.
+        let c = config(
+            "      key_format: \"tenant={tenant}/dt={yyyy}-{mm}-{dd}/{tag}/{stream}/{seq}.{ext}\"\n  storeheader:\n    vpclogs:\n      tenant: \"a=b/c\"\n",
+        );
+        assert_eq!(
+            KeyLayout::from_config(&c, "parquet").key("other", T0, 1, T0),
+            "tenant=a%3Db%2Fc/dt=2019-01-01/other/20190101T102030Z/00000001.parquet"
+        );
+    }
+
+    #[test]
     fn ibm_preset_from_crns() {
         let c = config(
             "      key_format: ibm\n  storeheader:\n    type: vpclogs\n    vpclogs:\n      vpc_crn: \"crn:v1:bluemix:public:is:us-south:a/acc123::vpc:r006-vpc\"\n      instance_crn: \"crn:v1:bluemix:public:is:us-south-1:a/acc123::instance:0717-vsi\"\n      network_interface_id: 0717-nic\n      subnet_id: 0717-subnet\n",
@@ -456,18 +521,18 @@ mod tests {
             ("{prefix}/{record_type}/{stream}/{seq}.gz", true),
             ("x/{hash}", true),
         ] {
-            let r = KeyTemplate::parse(format, &[]);
+            let r = KeyTemplate::parse(format, false, &[]);
             assert_eq!(r.is_ok(), unique, "{format}: {r:?}");
             if !unique {
                 assert!(matches!(r, Err(KeyFormatError::MayCollide(_))));
             }
         }
         assert!(matches!(
-            KeyTemplate::parse("{tag}/{stream}/{seq}/{nope}", &[]),
+            KeyTemplate::parse("{tag}/{stream}/{seq}/{nope}", false, &[]),
             Err(KeyFormatError::Unknown(n)) if n == "nope"
         ));
         assert!(matches!(
-            KeyTemplate::parse("{tag}/{stream}/{seq", &[]),
+            KeyTemplate::parse("{tag}/{stream}/{seq", false, &[]),
             Err(KeyFormatError::Unclosed(_))
         ));
     }

@@ -72,6 +72,8 @@ pub struct BuildContext {
     pub guests: GuestRunner,
     /// Where its guests' lines go.
     pub guest_log: Arc<GuestLog>,
+    /// The gauges of a `prom_sky_con` store, for whoever serves them.
+    pub prom_gauges: Arc<batch::prom_sky_con::PromGauges>,
 }
 
 /// A built pipeline. It is driven by one task: [`Pipeline::run`].
@@ -148,6 +150,23 @@ impl Pipeline {
             let folder = file.parent().unwrap_or(std::path::Path::new("."));
             crate::sinks::ensure_within(folder, &c.within).map_err(BuildError::AccountFile)?;
         }
+        let batcher = match p.store.kind {
+            crate::config::StoreType::PromSkyCon => {
+                let client =
+                    crate::skydive::topology::TopologyClient::from_config(config, &context.egress)?;
+                Batcher::PromSkyCon(batch::prom_sky_con::PromSkyConStore::new(
+                    &p.store.prom_sky_con,
+                    context.prom_gauges.clone(),
+                    Some(client),
+                    crate::now_ms(),
+                ))
+            }
+            _ => {
+                // A replaced definition without the store no longer shows its gauges.
+                context.prom_gauges.clear();
+                Batcher::from_config(&p.store, crate::now_ms())
+            }
+        };
         let output = Output {
             header: storeheader::StoreHeader::from_config(&p.storeheader),
             encoder,
@@ -164,7 +183,7 @@ impl Pipeline {
             filter: Filter::new(&p.filter.excluded_tags),
             transformer,
             mangler,
-            batcher: Batcher::from_config(&p.store, crate::now_ms()),
+            batcher,
             output,
         })
     }
@@ -204,7 +223,10 @@ impl Pipeline {
         stats.count_drop(DropReason::Filtered, filtered);
         let mut batches: Vec<(&'static str, Vec<Record>)> = Vec::with_capacity(groups.len());
         for (tag, flows) in groups {
-            let records = self.transformer.transform_batch(flows, now_ms, stats).await;
+            let records = self
+                .transformer
+                .transform_batch(tag, flows, now_ms, stats)
+                .await;
             if records.is_empty() {
                 continue;
             }

@@ -3,6 +3,7 @@
 use serde::{Serialize, Serializer};
 
 use super::transform::awsflowlogs::AwsFlowLog;
+use super::transform::ocsf::NetworkActivity;
 use super::transform::vpclogs::VpcLog;
 pub use crate::pipeline::transform::secadvisor::record::SecAdvisorRecord;
 use crate::skydive::flow::{Flow, FlowMetric};
@@ -21,6 +22,8 @@ pub enum Record {
     VpcLog(Box<VpcLog>),
     /// A record made by a wasm guest: ordered fields.
     Wasm(WasmRecord),
+    /// An OCSF Network Activity event (transform `ocsf`).
+    Ocsf(Box<NetworkActivity>),
 }
 
 impl Serialize for Record {
@@ -31,6 +34,7 @@ impl Serialize for Record {
             Record::AwsFlowLog(r) => r.serialize(s),
             Record::VpcLog(r) => r.serialize(s),
             Record::Wasm(r) => r.serialize(s),
+            Record::Ocsf(r) => r.serialize(s),
         }
     }
 }
@@ -176,6 +180,7 @@ impl Record {
             Record::AwsFlowLog(r) => r.csv_header().into(),
             Record::VpcLog(r) => r.csv_header().into(),
             Record::Wasm(r) => CsvHeader::Names(r.columns()),
+            Record::Ocsf(_) => crate::pipeline::transform::ocsf::CSV_HEADER.into(),
         }
     }
 
@@ -187,6 +192,7 @@ impl Record {
             Record::AwsFlowLog(r) => r.csv_row(row),
             Record::VpcLog(r) => r.csv_row(row),
             Record::Wasm(r) => r.csv_row(row),
+            Record::Ocsf(r) => r.csv_row(row),
         }
     }
 }

@@ -1,10 +1,12 @@
 //! Transform: turn a Skydive flow into an output record, or drop it.
 
 pub mod awsflowlogs;
+pub mod ocsf;
 pub mod secadvisor;
 pub mod vpclogs;
 
 use super::BuildContext;
+use super::classify::Tag;
 use super::record::Record;
 use crate::config::{ExporterConfig, TransformType};
 use crate::metrics::{DropReason, PipelineStats};
@@ -39,6 +41,8 @@ pub enum Transformer {
     VpcLogs(vpclogs::VpcLogs),
     /// A tenant's WebAssembly guest, called once per tag batch.
     Wasm(Box<WasmStage>),
+    /// OCSF Network Activity events.
+    Ocsf(ocsf::Ocsf),
 }
 
 impl Transformer {
@@ -50,6 +54,7 @@ impl Transformer {
     ) -> Result<Self, TransformBuildError> {
         match config.pipeline.transform.kind {
             TransformType::None => Ok(Transformer::None),
+            TransformType::Ocsf => Ok(Transformer::Ocsf(ocsf::Ocsf)),
             TransformType::Secadvisor => Ok(Transformer::Secadvisor(Box::new(
                 SecAdvisor::from_config(config, &context.egress)?,
             ))),
@@ -75,10 +80,12 @@ impl Transformer {
         }
     }
 
-    /// Transforms one tag's flows at `now_ms` (the message's clock), counting what is dropped:
-    /// by the transform's choice (`transform`) or, for a wasm stage, by its failure reason.
+    /// Transforms the flows of `tag` at `now_ms` (the message's clock), counting what is
+    /// dropped: by the transform's choice (`transform`) or, for a wasm stage, by its failure
+    /// reason.
     pub async fn transform_batch(
         &mut self,
+        tag: Tag,
         flows: Vec<Flow>,
         now_ms: i64,
         stats: &PipelineStats,
@@ -100,6 +107,11 @@ impl Transformer {
             Transformer::AwsFlowLogs(t) => flows
                 .iter()
                 .map(|f| Record::AwsFlowLog(Box::new(t.transform(f))))
+                .collect(),
+            Transformer::Ocsf(t) => flows
+                .iter()
+                .filter_map(|f| t.transform(tag, f))
+                .map(|r| Record::Ocsf(Box::new(r)))
                 .collect(),
             Transformer::Secadvisor(t) => {
                 t.prefetch(&flows);
