@@ -119,10 +119,13 @@ async fn feed(
         ended = &mut pipe => {
             sub_cancel.cancel();
             let _ = sub.await;
-            Err(match ended {
-                Err(e) if e.is_panic() => format!("pipeline task panicked: {}", panic_message(e)),
-                _ => "pipeline task ended unexpectedly".to_string(),
-            })
+            match ended {
+                Err(e) if e.is_panic() => Err(format!("pipeline task panicked: {}", panic_message(e))),
+                // Stopping: the subscriber dropped its sender and the pipeline flushed and
+                // ended, possibly before the subscriber's task was seen to end.
+                _ if cancel.is_cancelled() => Ok(()),
+                _ => Err("pipeline task ended unexpectedly".to_string()),
+            }
         }
         ended = &mut sub => {
             let flushed = pipe.await;
