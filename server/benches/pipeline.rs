@@ -21,6 +21,14 @@
 //! - `warm`: one pipeline that has seen the messages once; lookups are answered by its caches
 //!   (5 min TTL), flows are UPDATED and the logstatus mangler adds a SKIPDATA record for each.
 //!   This is the steady state.
+//!
+//! `secadvisor+json+gzip (cold, 1 ms analyzer)` and `(cold, 5 ms analyzer)` put a network hop
+//! between the pipeline and its analyzer: the simulator (`sluice sim`, on its own thread) over a
+//! cluster where a quarter of the private addresses are runc containers, a quarter Docker
+//! containers and a quarter VMs, answering each topology query after that delay. A new pipeline
+//! per round is fed through its channel and driven by `Pipeline::run`, as the subscriber does,
+//! so messages waiting behind a lookup are looked up together (docs/stages.md §6.2.4). Their
+//! ratio is against the warm pipeline over the same analyzer, measured in alternating rounds.
 
 // The binary's allocator (server/src/main.rs), so the numbers are the binary's.
 #[global_allocator]
@@ -36,6 +44,7 @@ use std::time::Instant;
 use sluice::config::ExporterConfig;
 use sluice::pipeline::Pipeline;
 use sluice::sinks::{MemorySink, Sink};
+use sluice::skydive::subscriber::FlowBatch;
 
 const MESSAGES: usize = 400;
 const FLOWS_PER_MESSAGE: usize = 100;
@@ -190,6 +199,121 @@ fn empty_analyzer() -> std::net::SocketAddr {
     rx.recv().expect("analyzer address")
 }
 
+/// Rounds of the latency lines, each a cold and a warm pass; min and median are reported.
+const LATENCY_ROUNDS: usize = 5;
+
+/// The simulator on its own thread over a cluster made of the benchmark's private
+/// addresses, answering each topology query after `delay_ms`.
+fn cluster_analyzer(messages: &[String], delay_ms: u64) -> std::net::SocketAddr {
+    let mut private: Vec<String> = messages
+        .iter()
+        .flat_map(|m| common::parse(m))
+        .filter_map(|f| f.network)
+        .flat_map(|n| [n.a, n.b])
+        .filter(|ip| ip.starts_with("10.") || ip.starts_with("192.168."))
+        .collect();
+    private.sort();
+    private.dedup();
+    let mut cluster = sluice::sim::topology::Cluster {
+        capture_tids: vec![common::NODE_TID.to_string()],
+        ..Default::default()
+    };
+    for (i, ip) in private.into_iter().enumerate() {
+        match i % 4 {
+            0 => cluster.runc.push(ip),
+            1 => cluster.docker.push(ip),
+            2 => cluster.vm.push(ip),
+            _ => {}
+        }
+    }
+    let file =
+        std::env::temp_dir().join(format!("sluice-bench-topology-{}.json", std::process::id()));
+    std::fs::write(&file, cluster.graph().to_string()).expect("topology file");
+    let args = sluice::sim::SimArgs::try_parse_from([
+        "--listen".to_string(),
+        "127.0.0.1:0".to_string(),
+        "--topology".to_string(),
+        file.display().to_string(),
+        "--topology-delay-ms".to_string(),
+        delay_ms.to_string(),
+    ])
+    .expect("sim args");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("analyzer runtime");
+        rt.block_on(async move {
+            let bound = sluice::sim::bind(args).await.expect("bind the simulator");
+            tx.send(bound.local_addr()).expect("send");
+            bound
+                .run(tokio_util::sync::CancellationToken::new())
+                .await
+                .expect("simulator");
+        });
+    });
+    let addr = rx.recv().expect("analyzer address");
+    let _ = std::fs::remove_file(&file);
+    addr
+}
+
+/// A new pipeline fed through its channel and driven by `Pipeline::run`; returns
+/// (flows in, records written).
+fn run_through_channel(
+    config: &ExporterConfig,
+    messages: &[String],
+    rt: &tokio::runtime::Runtime,
+) -> (usize, usize) {
+    let (p, sink) = build(config, rt);
+    let mut flows = 0;
+    rt.block_on(async {
+        let (tx, rx) = tokio::sync::mpsc::channel(sluice::runner::CHANNEL_MESSAGES);
+        let task = tokio::spawn(p.run(rx, tokio_util::sync::CancellationToken::new()));
+        for m in messages {
+            let parsed = common::parse(m);
+            flows += parsed.len();
+            tx.send(FlowBatch::new(parsed))
+                .await
+                .expect("pipeline running");
+        }
+        drop(tx);
+        task.await.expect("pipeline task");
+    });
+    let written: usize = sink.take().iter().map(|o| o.records).sum();
+    (flows, written)
+}
+
+/// Cold through the channel against a delayed analyzer, and warm over the same analyzer, in
+/// alternating rounds: (cold flows/s, warm flows/s) per round.
+fn latency_rounds(
+    messages: &[String],
+    config: &ExporterConfig,
+    rt: &tokio::runtime::Runtime,
+) -> Vec<(f64, f64)> {
+    let (mut warm, warm_sink) = build(config, rt);
+    process_all(&mut warm, &warm_sink, messages, rt);
+    (0..LATENCY_ROUNDS)
+        .map(|_| {
+            let cold = rate(&mut || {
+                let (flows, written) = run_through_channel(config, messages, rt);
+                assert!(
+                    written >= flows,
+                    "every flow is written ({written} of {flows})"
+                );
+                flows
+            });
+            let warm = rate(&mut || process_all(&mut warm, &warm_sink, messages, rt).0);
+            (cold, warm)
+        })
+        .collect()
+}
+
+fn min_and_median(mut values: Vec<f64>) -> (f64, f64) {
+    values.sort_by(f64::total_cmp);
+    (values[0], values[values.len() / 2])
+}
+
 const STORE: &str = "  compress:\n    type: gzip\n  store:\n    buffered:\n      dirname: bucket\n      max_flows_per_object: 6000\n      max_seconds_per_object: 60\n      max_seconds_per_stream: 86400\n      max_flow_array_size: 100000\n";
 
 fn main() {
@@ -243,6 +367,24 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
+    for delay_ms in [1, 5] {
+        let label = format!("secadvisor+json+gzip (cold, {delay_ms} ms analyzer)");
+        if !words.iter().all(|w| label.contains(w.as_str())) {
+            continue;
+        }
+        let analyzer = cluster_analyzer(&messages, delay_ms);
+        let yaml = format!(
+            "analyzers: [{analyzer}]\npipeline:\n  subscriber:\n    url: ws://127.0.0.1:1/ws/subscriber/flow\n  classify:\n    cluster_net_masks: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16]\n  transform:\n    type: secadvisor\n  mangle:\n    type: logstatus\n  encode:\n    type: secadvisor\n{STORE}"
+        );
+        let config = ExporterConfig::load(&yaml).expect("bench config");
+        let rounds = latency_rounds(&messages, &config, &rt);
+        let (cold_min, cold_median) = min_and_median(rounds.iter().map(|r| r.0).collect());
+        let (_, warm_median) = min_and_median(rounds.iter().map(|r| r.1).collect());
+        let (ratio_min, ratio_median) = min_and_median(rounds.iter().map(|r| r.0 / r.1).collect());
+        println!(
+            "{label:<44} {cold_median:>8.0} flows/s (min {cold_min:.0})  warm {warm_median:>8.0} flows/s  ratio to warm {ratio_median:.2}x median, {ratio_min:.2}x min (target >= 0.50)"
+        );
+    }
     for (name, yaml) in configs {
         let config = ExporterConfig::load(&yaml).expect("bench config");
         for mode in ["cold", "warm"] {

@@ -2,6 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::skydive::subscriber::SubscriberStats;
+
 /// Why a flow or record was not delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DropReason {
@@ -13,6 +15,9 @@ pub enum DropReason {
     Transform,
     /// Pending records exceeded `max_flow_array_size`; the oldest were dropped.
     Overflow,
+    /// The pipeline fell behind its analyzer: a message waited longer than the subscriber's
+    /// `BACKPRESSURE_WAIT` for room in its queue.
+    Backpressure,
     /// The object could not be encoded or compressed.
     Encode,
     /// The writer failed and there was no buffer to retry from (`direct` store).
@@ -45,6 +50,7 @@ impl DropReason {
         DropReason::Filtered,
         DropReason::Transform,
         DropReason::Overflow,
+        DropReason::Backpressure,
         DropReason::Encode,
         DropReason::Write,
         DropReason::Shutdown,
@@ -65,6 +71,7 @@ impl DropReason {
             DropReason::Filtered => "filtered",
             DropReason::Transform => "transform",
             DropReason::Overflow => "overflow",
+            DropReason::Backpressure => "backpressure",
             DropReason::Encode => "encode",
             DropReason::Write => "write",
             DropReason::Shutdown => "shutdown",
@@ -212,18 +219,21 @@ pub struct Counters {
 }
 
 impl Counters {
-    /// Reads a pipeline's counters; `malformed` are the flows its subscriber could not decode.
-    pub fn read(stats: &PipelineStats, malformed: u64) -> Self {
+    /// Reads a pipeline's counters, with the flows its subscriber dropped before they reached
+    /// the pipeline (malformed, or no room while the pipeline was behind).
+    pub fn read(stats: &PipelineStats, subscriber: &SubscriberStats) -> Self {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let malformed = get(&subscriber.malformed_flows);
+        let backpressure = get(&subscriber.backpressure_flows);
         Counters {
-            received: get(&stats.flows_received) + malformed,
+            received: get(&stats.flows_received) + malformed + backpressure,
             dropped: DropReason::ALL
                 .iter()
                 .map(|r| {
-                    let extra = if *r == DropReason::Malformed {
-                        malformed
-                    } else {
-                        0
+                    let extra = match r {
+                        DropReason::Malformed => malformed,
+                        DropReason::Backpressure => backpressure,
+                        _ => 0,
                     };
                     (r.as_str(), stats.dropped(*r) + extra)
                 })
@@ -395,7 +405,11 @@ mod tests {
         let series = PipelineSeries {
             tenant: "t\"1".into(),
             pipeline: "p1".into(),
-            counters: Counters::read(&stats, 1),
+            counters: Counters::read(&stats, &{
+                let subscriber = SubscriberStats::default();
+                subscriber.malformed_flows.store(1, Ordering::Relaxed);
+                subscriber
+            }),
             connected: true,
             restarts: 0,
         };

@@ -147,6 +147,10 @@ pub async fn run(path: &Path, shutdown: CancellationToken) -> anyhow::Result<Run
         .malformed_flows
         .load(std::sync::atomic::Ordering::Relaxed);
     stats.count_drop(crate::metrics::DropReason::Malformed, malformed);
+    let backpressure = subscriber_stats
+        .backpressure_flows
+        .load(std::sync::atomic::Ordering::Relaxed);
+    stats.count_drop(crate::metrics::DropReason::Backpressure, backpressure);
     Ok(RunSummary {
         pipeline: stats.snapshot(),
         malformed_flows: malformed,

@@ -151,10 +151,7 @@ impl Live {
 
     /// Every counter now.
     pub fn counters(&self) -> Counters {
-        Counters::read(
-            &self.stats,
-            self.subscriber.malformed_flows.load(Ordering::Relaxed),
-        )
+        Counters::read(&self.stats, &self.subscriber)
     }
 
     fn set(&self, state: RunState, error: Option<String>) {

@@ -5,6 +5,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use sluice::skydive::flow::Flow;
 
+/// The capture node of every flow of [`messages`].
+pub const NODE_TID: &str = "f0a6d3c1-5b2e-5a9e-6c4f-2d8b7e1a9c30";
+
 /// `count` Skydive WebSocket messages of `flows_per_message` flows, as the subscriber receives them:
 /// TCP and UDP flows with varied addresses, ports and counters, and some that lack what the
 /// awsflowlogs record can't fill (ICMP without ports, no update window, no link layer).
@@ -54,7 +57,7 @@ pub fn messages(count: usize, flows_per_message: usize) -> Vec<String> {
                 r#""LastUpdateMetric":{"ABPackets":3,"ABBytes":204,"BAPackets":2,"BABytes":132,"Start":1490086705000,"Last":1490086765000,"RTT":33000},"#.to_string()
             };
             flows.push(format!(
-                r#"{{"UUID":"{n:x}","LayersPath":"{path}","Application":"{proto}",{link}"Network":{{"Protocol":"IPV4","A":"{a}","B":"{b}","ID":0}},{transport}{update}"Metric":{{"ABPackets":{n},"ABBytes":{bytes},"BAPackets":3,"BABytes":206,"Start":1490086703768,"Last":1490086707507,"RTT":33000}},"Start":1490086703768,"Last":1490086707507,"TrackingID":"c3a9d27e8f1b{n:x}","L3TrackingID":"5f2e9a1c{n:x}","ParentUUID":"","NodeTID":"f0a6d3c1-5b2e-5a9e-6c4f-2d8b7e1a9c30","CaptureID":"3d1c7e52-9a8f-4b6e-7f21-0c5d9e8a4b17","RawPacketsCaptured":0}}"#,
+                r#"{{"UUID":"{n:x}","LayersPath":"{path}","Application":"{proto}",{link}"Network":{{"Protocol":"IPV4","A":"{a}","B":"{b}","ID":0}},{transport}{update}"Metric":{{"ABPackets":{n},"ABBytes":{bytes},"BAPackets":3,"BABytes":206,"Start":1490086703768,"Last":1490086707507,"RTT":33000}},"Start":1490086703768,"Last":1490086707507,"TrackingID":"c3a9d27e8f1b{n:x}","L3TrackingID":"5f2e9a1c{n:x}","ParentUUID":"","NodeTID":"{NODE_TID}","CaptureID":"3d1c7e52-9a8f-4b6e-7f21-0c5d9e8a4b17","RawPacketsCaptured":0}}"#,
                 bytes = n * 64,
             ));
         }

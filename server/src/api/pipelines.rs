@@ -27,6 +27,7 @@ use crate::pipeline::Pipeline;
 use crate::serve::definitions::{StoredFields, lease_key};
 use crate::sinks::{MemorySink, Sink};
 use crate::skydive::flow::Flow;
+use crate::skydive::subscriber::SubscriberStats;
 use crate::supervisor::RunState;
 
 /// How long a dry run may take (building may query the analyzer).
@@ -531,7 +532,9 @@ async fn status_of(app: &App, row: &PipelineRow) -> PipelineStatus {
         counters: live
             .as_ref()
             .map(|l| l.counters())
-            .unwrap_or_else(|| Counters::read(&PipelineStats::default(), 0))
+            .unwrap_or_else(|| {
+                Counters::read(&PipelineStats::default(), &SubscriberStats::default())
+            })
             .into(),
         restarts: live
             .as_ref()
@@ -755,7 +758,15 @@ async fn test_pipeline(
     Ok(Json(TestResult {
         logs: context.guest_log.since(0).0,
         objects,
-        counters: Counters::read(&stats, malformed.len() as u64).into(),
+        counters: Counters::read(&stats, &{
+            let subscriber = SubscriberStats::default();
+            let count = malformed.len() as u64;
+            subscriber
+                .malformed_flows
+                .store(count, std::sync::atomic::Ordering::Relaxed);
+            subscriber
+        })
+        .into(),
         malformed,
     }))
 }

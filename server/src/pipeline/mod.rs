@@ -195,11 +195,35 @@ impl Pipeline {
 
     /// Runs one message of flows through every stage.
     pub async fn process(&mut self, flows: Vec<Flow>, now_ms: i64) {
+        self.process_messages(vec![flows], now_ms).await;
+    }
+
+    /// Runs messages through every stage, in order. The transform first looks up what all of
+    /// them will need, so that a pipeline that fell behind on analyzer round trips catches
+    /// up a whole channel of messages per round trip (docs/stages.md §6.2.4).
+    pub async fn process_messages(&mut self, messages: Vec<Vec<Flow>>, now_ms: i64) {
+        let messages: Vec<Vec<(Tag, Vec<Flow>)>> = messages
+            .into_iter()
+            .map(|flows| self.classify(flows))
+            .collect();
+        let flows: Vec<&Flow> = messages
+            .iter()
+            .flatten()
+            .flat_map(|(_, flows)| flows)
+            .collect();
+        self.transformer.prepare(&flows, now_ms).await;
+        for groups in messages {
+            self.transform_and_store(groups, now_ms).await;
+        }
+    }
+
+    /// Classifies and filters one message's flows: its tag groups, in order of first
+    /// appearance so that output order is deterministic.
+    fn classify(&mut self, flows: Vec<Flow>) -> Vec<(Tag, Vec<Flow>)> {
         let stats = &self.output.stats;
         let received = flows.len() as u64;
         let total = stats.flows_received.fetch_add(received, Ordering::Relaxed) + received;
         tracing::debug!(flows = received, received_total = total, "message received");
-        // Tags in order of first appearance, so output order is deterministic.
         let mut groups: Vec<(Tag, Vec<Flow>)> = Vec::new();
         let mut filtered = 0;
         let total = flows.len();
@@ -221,6 +245,12 @@ impl Pipeline {
             }
         }
         stats.count_drop(DropReason::Filtered, filtered);
+        groups
+    }
+
+    /// Transform → mangle → store for one message's tag groups.
+    async fn transform_and_store(&mut self, groups: Vec<(Tag, Vec<Flow>)>, now_ms: i64) {
+        let stats = &self.output.stats;
         let mut batches: Vec<(&'static str, Vec<Record>)> = Vec::with_capacity(groups.len());
         for (tag, flows) in groups {
             let records = self
@@ -237,6 +267,23 @@ impl Pipeline {
             batches.push((tag.as_str(), records));
         }
         self.batcher.store(now_ms, batches, &mut self.output).await;
+    }
+
+    /// Processes `first` with the messages already waiting behind it, up to
+    /// [`LOOK_AHEAD_MESSAGES`]; their room in the subscriber's queue is given back after.
+    async fn process_waiting(&mut self, first: FlowBatch, input: &mut mpsc::Receiver<FlowBatch>) {
+        let mut batches = vec![first];
+        while batches.len() < LOOK_AHEAD_MESSAGES
+            && let Ok(next) = input.try_recv()
+        {
+            batches.push(next);
+        }
+        let messages = batches
+            .iter_mut()
+            .map(|batch| std::mem::take(&mut batch.flows))
+            .collect();
+        self.process_messages(messages, crate::now_ms()).await;
+        drop(batches);
     }
 
     /// Flushes what is due by time.
@@ -268,7 +315,7 @@ impl Pipeline {
             };
             tokio::select! {
                 message = input.recv() => match message {
-                    Some(batch) => self.process(batch.flows, crate::now_ms()).await,
+                    Some(batch) => self.process_waiting(batch, &mut input).await,
                     None => break,
                 },
                 () = tokio::time::sleep(sleep) => self.tick(crate::now_ms()).await,
@@ -277,7 +324,7 @@ impl Pipeline {
         }
         input.close();
         while let Some(batch) = input.recv().await {
-            self.process(batch.flows, crate::now_ms()).await;
+            self.process_waiting(batch, &mut input).await;
         }
         self.flush_all(crate::now_ms()).await;
         let left = self.pending();
@@ -293,6 +340,10 @@ impl Pipeline {
         self.output.stats.clone()
     }
 }
+
+/// Most messages processed together ([`Pipeline::process_messages`]): the subscriber's whole
+/// channel.
+pub const LOOK_AHEAD_MESSAGES: usize = crate::runner::CHANNEL_MESSAGES;
 
 #[cfg(test)]
 mod tests;

@@ -394,16 +394,12 @@ async fn run_flushes_pending_records_when_shut_down() {
     let (tx, rx) = mpsc::channel(4);
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(p.run(rx, shutdown.clone()));
-    tx.send(FlowBatch {
-        flows: vec![ip_flow("a", "10.0.0.1", "10.0.0.2")],
-    })
-    .await
-    .unwrap();
-    tx.send(FlowBatch {
-        flows: vec![ip_flow("b", "8.8.8.8", "10.0.0.2")],
-    })
-    .await
-    .unwrap();
+    tx.send(FlowBatch::new(vec![ip_flow("a", "10.0.0.1", "10.0.0.2")]))
+        .await
+        .unwrap();
+    tx.send(FlowBatch::new(vec![ip_flow("b", "8.8.8.8", "10.0.0.2")]))
+        .await
+        .unwrap();
     shutdown.cancel();
     let stats = task.await.unwrap();
     let written = sink.take();

@@ -35,6 +35,9 @@ pub struct Graph {
     nodes: Vec<Value>,
     edges: Vec<Value>,
     index: HashMap<String, usize>,
+    /// Per node, in edge order: (neighbour, whether the neighbour is the edge's child), so a
+    /// traversal step costs the node's degree, not the whole edge list.
+    adjacency: Vec<Vec<(usize, bool)>>,
 }
 
 impl Graph {
@@ -63,17 +66,25 @@ impl Graph {
                 .ok_or_else(|| GremlinError::Eval(format!("node {i} has no string ID")))?;
             index.insert(id.to_owned(), i);
         }
+        let mut adjacency = vec![Vec::new(); nodes.len()];
         for (i, edge) in edges.iter().enumerate() {
-            for end in ["Parent", "Child"] {
-                if edge.get(end).and_then(Value::as_str).is_none() {
-                    return Err(GremlinError::Eval(format!("edge {i} has no {end}")));
-                }
+            let end = |name: &str| {
+                edge.get(name)
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| GremlinError::Eval(format!("edge {i} has no {name}")))
+            };
+            let (parent, child) = (end("Parent")?, end("Child")?);
+            // An edge to a node that is not in the graph leads nowhere.
+            if let (Some(&p), Some(&c)) = (index.get(parent), index.get(child)) {
+                adjacency[p].push((c, true));
+                adjacency[c].push((p, false));
             }
         }
         Ok(Graph {
             nodes,
             edges,
             index,
+            adjacency,
         })
     }
 
@@ -83,25 +94,15 @@ impl Graph {
     }
 
     fn neighbours(&self, node: usize, direction: Direction) -> Vec<usize> {
-        let Some(id) = self.nodes[node].get("ID").and_then(Value::as_str) else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for edge in &self.edges {
-            let parent = edge.get("Parent").and_then(Value::as_str);
-            let child = edge.get("Child").and_then(Value::as_str);
-            let other = match direction {
-                Direction::In if child == Some(id) => parent,
-                Direction::Out if parent == Some(id) => child,
-                Direction::Both if child == Some(id) => parent,
-                Direction::Both if parent == Some(id) => child,
-                _ => None,
-            };
-            if let Some(&i) = other.and_then(|o| self.index.get(o)) {
-                out.push(i);
-            }
-        }
-        out
+        self.adjacency[node]
+            .iter()
+            .filter(|(_, is_child)| match direction {
+                Direction::In => !is_child,
+                Direction::Out => *is_child,
+                Direction::Both => true,
+            })
+            .map(|(other, _)| *other)
+            .collect()
     }
 }
 

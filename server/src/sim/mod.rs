@@ -3,20 +3,21 @@
 //!
 //! It serves `/ws/subscriber/flow` with generated or replayed flows, `/api/topology` from a
 //! topology file, and `/api`. For tests it also serves `GET /sim/sent` (how many flow records
-//! reached a subscriber socket), `POST /sim/frame` (broadcast the body verbatim as one text frame)
+//! reached a subscriber socket, and how many topology queries it answered), `POST /sim/frame` (broadcast the body verbatim as one text frame)
 //! and writes every record sent to `--sent-log`.
 
 mod analyzer;
 pub mod generator;
 pub mod gremlin;
 mod hub;
+pub mod topology;
 mod ws;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context as _;
 use axum::Router;
@@ -83,6 +84,10 @@ pub struct SimArgs {
     /// JSON file `{"Nodes":[...],"Edges":[...]}` answering `/api/topology`.
     #[arg(long)]
     pub topology: Option<PathBuf>,
+    /// Milliseconds each `/api/topology` query waits before its answer: the round trip to an
+    /// analyzer a network hop away (the cold benchmarks).
+    #[arg(long, default_value_t = 0)]
+    pub topology_delay_ms: u64,
     /// Stop generating after this many flow records.
     #[arg(long)]
     pub total: Option<u64>,
@@ -137,6 +142,11 @@ impl SimArgs {
             !self.captures.is_empty() && self.captures.iter().all(|c| !c.is_empty()),
             "--captures needs at least one non-empty capture id"
         );
+        anyhow::ensure!(
+            self.topology_delay_ms <= 60_000,
+            "--topology-delay-ms must be at most 60000, got {}",
+            self.topology_delay_ms
+        );
         for auth in &self.auth {
             anyhow::ensure!(
                 auth.contains(':'),
@@ -190,6 +200,8 @@ pub(crate) struct SimState {
     hub: Arc<Hub>,
     graph: gremlin::Graph,
     shutdown: CancellationToken,
+    /// `/api/topology` queries answered (`GET /sim/sent`).
+    topology_queries: AtomicU64,
 }
 
 impl SimState {
@@ -324,6 +336,7 @@ pub async fn bind(args: SimArgs) -> anyhow::Result<BoundSim> {
         hub,
         graph,
         shutdown: CancellationToken::new(),
+        topology_queries: AtomicU64::new(0),
     });
     Ok(BoundSim {
         listener,
@@ -397,6 +410,10 @@ async fn topology(State(sim): State<Arc<SimState>>, headers: HeaderMap, body: By
     if query.gremlin_query.trim().is_empty() {
         return StatusCode::NO_CONTENT.into_response();
     }
+    sim.topology_queries.fetch_add(1, Ordering::Relaxed);
+    if sim.args.topology_delay_ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(sim.args.topology_delay_ms)).await;
+    }
     match gremlin::query(&sim.graph, &query.gremlin_query) {
         Ok(value) => json_answer(value.to_string()),
         Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
@@ -408,6 +425,7 @@ async fn sent(State(sim): State<Arc<SimState>>) -> Response {
         "records": sim.hub.counters.records.load(Ordering::Relaxed),
         "messages": sim.hub.counters.messages.load(Ordering::Relaxed),
         "subscribers": *sim.hub.live().borrow(),
+        "topology_queries": sim.topology_queries.load(Ordering::Relaxed),
     }))
     .into_response()
 }

@@ -5,6 +5,7 @@
 //! `subnet_autodiscovery` classifier. Upstream picks a random analyzer from `analyzers` per
 //! client; we use the first one (`127.0.0.1:8082`, Skydive's default, when the list is empty).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -21,6 +22,11 @@ pub const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Largest answer accepted, so a huge topology can't exhaust memory.
 pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
+
+/// Queries one client has in flight at once: lookups overlap their round trips, but a
+/// pipeline never opens more than this many connections to its analyzer (docs/stages.md
+/// §6.2.4).
+pub const MAX_IN_FLIGHT: usize = 8;
 
 /// Why a topology query failed.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +96,34 @@ impl Node {
     pub fn get_str(&self, path: &str) -> Option<&str> {
         self.get(path)?.as_str()
     }
+
+    /// Every value at a dotted metadata path, walking into arrays on the way and at the end
+    /// as the analyzer's `Has` does (`Runc.Hosts.IP` in a list of hosts, `IPV4` a list of
+    /// addresses).
+    pub fn values(&self, path: &str) -> Vec<&Value> {
+        let mut keys = path.split('.');
+        let mut current: Vec<&Value> = keys
+            .next()
+            .and_then(|k| self.metadata.get(k))
+            .into_iter()
+            .collect();
+        for key in keys {
+            current = current
+                .into_iter()
+                .flat_map(|v| match v {
+                    Value::Array(items) => items.iter().filter_map(|i| i.get(key)).collect(),
+                    other => other.get(key).into_iter().collect::<Vec<_>>(),
+                })
+                .collect();
+        }
+        current
+            .into_iter()
+            .flat_map(|v| match v {
+                Value::Array(items) => items.iter().collect(),
+                other => vec![other],
+            })
+            .collect()
+    }
 }
 
 /// Quotes a gremlin string argument as Skydive's query builder does (JSON, double quotes).
@@ -106,6 +140,8 @@ pub struct TopologyClient {
     /// The analyzer's address when it is written as one (the resolver never sees it).
     literal: Option<std::net::SocketAddr>,
     egress: EgressPolicy,
+    /// Bounds the queries in flight ([`MAX_IN_FLIGHT`]).
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl TopologyClient {
@@ -157,6 +193,7 @@ impl TopologyClient {
             credentials,
             literal: destination.literal_addr(),
             egress: egress.clone(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
         })
     }
 
@@ -193,6 +230,8 @@ impl TopologyClient {
             self.egress.check(addr)?;
         }
         tracing::trace!(query = gremlin, "topology query");
+        // Never closed, so acquiring only waits.
+        let _slot = self.in_flight.acquire().await;
         let response = request.send().await.map_err(request_error)?;
         let status = response.status();
         let body = crate::egress::read_body(response, MAX_RESPONSE_BYTES)

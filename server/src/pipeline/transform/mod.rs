@@ -80,6 +80,14 @@ impl Transformer {
         }
     }
 
+    /// Looks up ahead what transforming `flows` will ask the analyzer (secadvisor's peers and
+    /// node types), so that the lookups of several messages share their round trips.
+    pub async fn prepare(&mut self, flows: &[&Flow], now_ms: i64) {
+        if let Transformer::Secadvisor(t) = self {
+            t.prepare(flows, now_ms).await;
+        }
+    }
+
     /// Transforms the flows of `tag` at `now_ms` (the message's clock), counting what is
     /// dropped: by the transform's choice (`transform`) or, for a wasm stage, by its failure
     /// reason.

@@ -90,6 +90,12 @@ impl SecAdvisor {
         self.counts.prefetch(flows.iter().map(|f| f.uuid.as_str()));
     }
 
+    /// Resolves ahead, together and concurrently, the topology lookups these flows need
+    /// ([`Resolver::prepare`]).
+    pub async fn prepare(&mut self, flows: &[&Flow], now_ms: i64) {
+        self.resolver.prepare(flows, now_ms).await;
+    }
+
     /// One flow in, at most one record out; `now_ms` drives every cache.
     pub async fn transform(&mut self, flow: Flow, now_ms: i64) -> Option<SecAdvisorRecord> {
         let update_count = self.update_count(&flow, now_ms);

@@ -33,6 +33,14 @@ use decode::{Decoded, decode};
 const MAX_MESSAGE_SIZE: usize = 64 << 20;
 /// How long the TCP connect plus the upgrade may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Decoded flows a subscriber may have queued for its pipeline (sent and not yet processed):
+/// with one message being read (at most [`MAX_MESSAGE_SIZE`]), this bounds what a pipeline
+/// holds however fast its analyzer sends (docs/stages.md §4).
+pub const MAX_QUEUED_FLOWS: usize = 50_000;
+/// How long a message waits for room in that queue before it is dropped and counted under
+/// `backpressure`: the socket is not read meanwhile, so this stays below the analyzer's ping
+/// timeout (Skydive's default is 5 s), which would otherwise end the connection.
+pub const BACKPRESSURE_WAIT: Duration = Duration::from_secs(2);
 
 /// Where and how to subscribe.
 #[derive(Debug, Clone)]
@@ -57,6 +65,10 @@ pub struct SubscriberSettings {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Where the subscriber may connect.
     pub egress: EgressPolicy,
+    /// Decoded flows it may have queued for the pipeline ([`MAX_QUEUED_FLOWS`]).
+    pub queue_flows: usize,
+    /// How long a message waits for room in that queue ([`BACKPRESSURE_WAIT`]).
+    pub backpressure_wait: Duration,
 }
 
 impl Default for SubscriberSettings {
@@ -72,6 +84,8 @@ impl Default for SubscriberSettings {
             backoff_max: Duration::from_secs(30),
             tls: None,
             egress: EgressPolicy::unrestricted(),
+            queue_flows: MAX_QUEUED_FLOWS,
+            backpressure_wait: BACKPRESSURE_WAIT,
         }
     }
 }
@@ -93,10 +107,20 @@ impl SubscriberSettings {
 }
 
 /// The flows of one `store` message that decoded, in message order.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct FlowBatch {
     /// Flows in array order (the same UUID may appear more than once).
     pub flows: Vec<Flow>,
+    /// Their room in the subscriber's queue ([`MAX_QUEUED_FLOWS`]), given back when the
+    /// batch is dropped: keep the batch until its flows are processed.
+    _room: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl FlowBatch {
+    /// Flows that take no room in a subscriber's queue (tests, benchmarks).
+    pub fn new(flows: Vec<Flow>) -> Self {
+        FlowBatch { flows, _room: None }
+    }
 }
 
 /// Live counters of one subscriber, shared with whoever reports on it.
@@ -114,6 +138,9 @@ pub struct SubscriberStats {
     pub flows: AtomicU64,
     /// Flows dropped because they did not decode.
     pub malformed_flows: AtomicU64,
+    /// Flows dropped because the pipeline fell behind (no room in its queue for
+    /// [`SubscriberSettings::backpressure_wait`]).
+    pub backpressure_flows: AtomicU64,
     /// Messages dropped because they were not a valid envelope or flow array.
     pub malformed_messages: AtomicU64,
     /// Messages with a `Type` other than `store` or `stats`.
@@ -263,6 +290,7 @@ async fn supervise(
     shutdown: CancellationToken,
 ) {
     let mut backoff = settings.backoff_initial;
+    let queue = Arc::new(tokio::sync::Semaphore::new(settings.queue_flows.max(1)));
     loop {
         if shutdown.is_cancelled() {
             return;
@@ -276,7 +304,7 @@ async fn supervise(
                 stats.connected.store(true, Ordering::Relaxed);
                 stats.connects.fetch_add(1, Ordering::Relaxed);
                 info!(url = %settings.shown_url(), host_id = %settings.host_id, namespace = %settings.namespace(), "Subscribed to the analyzer.");
-                let ended = stream(&settings, socket, &out, &stats, &shutdown).await;
+                let ended = stream(&settings, socket, &out, &queue, &stats, &shutdown).await;
                 stats.connected.store(false, Ordering::Relaxed);
                 stats.disconnects.fetch_add(1, Ordering::Relaxed);
                 ended
@@ -432,6 +460,7 @@ async fn stream(
     settings: &SubscriberSettings,
     mut socket: Socket,
     out: &mpsc::Sender<FlowBatch>,
+    queue: &Arc<tokio::sync::Semaphore>,
     stats: &SubscriberStats,
     shutdown: &CancellationToken,
 ) -> Ended {
@@ -442,6 +471,7 @@ async fn stream(
     let mut delivered = false;
     let mut first_frame = true;
     let mut malformed_log = LogThrottle::default();
+    let mut backpressure_log = LogThrottle::default();
     loop {
         let next = tokio::select! {
             _ = shutdown.cancelled() => {
@@ -523,15 +553,32 @@ async fn stream(
                     continue;
                 }
                 let count = flows.len() as u64;
+                // A message larger than the whole queue waits for all of it.
+                let room = flows.len().min(settings.queue_flows.max(1)) as u32;
+                let queued = tokio::time::timeout(settings.backpressure_wait, async {
+                    // The semaphore is never closed.
+                    let room = queue.clone().acquire_many_owned(room).await.ok();
+                    out.send(FlowBatch { flows, _room: room }).await
+                });
                 let sent = tokio::select! {
                     _ = shutdown.cancelled() => return Ended::Stop,
-                    sent = out.send(FlowBatch { flows }) => sent,
+                    sent = queued => sent,
                 };
-                if sent.is_err() {
-                    debug!(%url, "Flow consumer is gone; stopping the subscriber.");
-                    return Ended::Stop;
+                match sent {
+                    Ok(Ok(())) => {
+                        stats.flows.fetch_add(count, Ordering::Relaxed);
+                    }
+                    Ok(Err(_closed)) => {
+                        debug!(%url, "Flow consumer is gone; stopping the subscriber.");
+                        return Ended::Stop;
+                    }
+                    Err(_elapsed) => {
+                        stats.backpressure_flows.fetch_add(count, Ordering::Relaxed);
+                        if let Some(not_logged) = backpressure_log.allow() {
+                            warn!(%url, flows = count, not_logged, wait = ?settings.backpressure_wait, "Dropped a message: the pipeline is behind.");
+                        }
+                    }
                 }
-                stats.flows.fetch_add(count, Ordering::Relaxed);
             }
             Decoded::Stats => {
                 delivered = true;
@@ -669,6 +716,80 @@ mod tests {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let error = connect(&public).await.map(|_| ()).unwrap_err();
         assert!(error.to_string().contains("certificate"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_slow_pipeline_holds_a_bounded_queue_and_drops_are_counted() {
+        use futures_util::SinkExt as _;
+        const MESSAGES: usize = 40;
+        const FLOWS: usize = 100;
+        const QUEUE: usize = 500;
+        // A fast analyzer: every message at once, then it waits for the close.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let flow = pem("../skydive/flow-tcp4-1-first-seen.json");
+        let message = format!(
+            r#"{{"Namespace":"flow","Type":"store","Obj":[{}]}}"#,
+            vec![flow.trim(); FLOWS].join(",")
+        );
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            for _ in 0..MESSAGES {
+                ws.send(Message::text(message.clone())).await.unwrap();
+            }
+            while let Some(Ok(_)) = ws.next().await {}
+        });
+        let settings = SubscriberSettings {
+            url: format!("ws://{addr}/ws/subscriber/flow"),
+            queue_flows: QUEUE,
+            backpressure_wait: Duration::from_millis(100),
+            ..SubscriberSettings::default()
+        };
+        let stats = Arc::new(SubscriberStats::default());
+        let (tx, mut rx) = mpsc::channel(crate::runner::CHANNEL_MESSAGES);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(settings, tx, stats.clone(), stop.clone()));
+        // A slow pipeline: each message takes 200 ms, and its room is given back after.
+        let mut processed = 0;
+        let handled = |stats: &SubscriberStats| {
+            stats.flows.load(Ordering::Relaxed) + stats.backpressure_flows.load(Ordering::Relaxed)
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while handled(&stats) < (MESSAGES * FLOWS) as u64
+            || processed < stats.flows.load(Ordering::Relaxed)
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "every message handled in time"
+            );
+            let Ok(batch) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await
+            else {
+                continue;
+            };
+            let batch = batch.unwrap();
+            // Queued now: what was sent on and is not processed yet, this batch included.
+            let queued = stats.flows.load(Ordering::Relaxed) - processed;
+            assert!(
+                queued <= QUEUE as u64,
+                "{queued} flows queued, more than {QUEUE}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            processed += batch.flows.len() as u64;
+        }
+        let (delivered, dropped) = (
+            stats.flows.load(Ordering::Relaxed),
+            stats.backpressure_flows.load(Ordering::Relaxed),
+        );
+        assert_eq!(delivered + dropped, (MESSAGES * FLOWS) as u64);
+        assert_eq!(processed, delivered);
+        assert!(
+            dropped > 0 && delivered > QUEUE as u64,
+            "{delivered} delivered, {dropped} dropped"
+        );
+        assert_eq!(dropped % FLOWS as u64, 0, "whole messages are dropped");
+        stop.cancel();
+        task.await.unwrap();
     }
 
     #[test]

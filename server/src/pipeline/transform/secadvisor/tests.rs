@@ -696,3 +696,118 @@ async fn pipeline_with_secadvisor_logstatus_and_autodiscovery() {
         "{err}"
     );
 }
+
+/// The simulator over a [`crate::sim::topology::Cluster`]: its address and a way to read how
+/// many topology queries it answered.
+async fn cluster_analyzer(
+    cluster: &crate::sim::topology::Cluster,
+) -> (
+    String,
+    tempfile::TempDir,
+    tokio_util::sync::CancellationToken,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("topology.json");
+    std::fs::write(&file, cluster.graph().to_string()).unwrap();
+    let args = crate::sim::SimArgs::try_parse_from([
+        "--listen",
+        "127.0.0.1:0",
+        "--topology",
+        file.to_str().unwrap(),
+    ])
+    .unwrap();
+    let bound = crate::sim::bind(args).await.unwrap();
+    let addr = bound.local_addr().to_string();
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(bound.run(stop.clone()));
+    (addr, dir, stop)
+}
+
+async fn topology_queries(addr: &str) -> u64 {
+    let sent: Value = reqwest::get(format!("http://{addr}/sim/sent"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    sent["topology_queries"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn batched_lookups_give_the_records_of_sequential_ones() {
+    let ips = |prefix: &str, n: usize| -> Vec<String> {
+        (1..=n).map(|i| format!("{prefix}.{i}")).collect()
+    };
+    let cluster = crate::sim::topology::Cluster {
+        capture_tids: vec!["tid-0".into(), "tid-1".into()],
+        runc: ips("10.1.0", 12),
+        docker: ips("10.2.0", 12),
+        vm: ips("10.3.0", 6),
+    };
+    let (addr, _dir, stop) = cluster_analyzer(&cluster).await;
+    // Known addresses of every kind, unknown ones, an unknown capture node and a flow without
+    // a network layer; some pairs repeat.
+    let mut known: Vec<String> = [&cluster.runc, &cluster.docker, &cluster.vm]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    known.extend(ips("8.8.8", 10));
+    let flows: Vec<Flow> = (0..120)
+        .map(|i| {
+            let tid = ["tid-0", "tid-1", "tid-unknown"][i % 3];
+            let mut flow = json!({"UUID": format!("u{i}"), "Start": 1, "Last": 2, "NodeTID": tid});
+            if i % 17 != 0 {
+                flow["Network"] = json!({"Protocol": "IPV4", "ID": 0,
+                    "A": known[i % known.len()], "B": known[(i * 7 + 3) % known.len()]});
+            }
+            serde_json::from_value(flow).unwrap()
+        })
+        .collect();
+    let new_transform = || {
+        let client = Arc::new(TopologyClient::new(&addr, None).unwrap());
+        SecAdvisor::new(
+            Resolver::new(client.clone()),
+            Extender::new(client, &[]),
+            false,
+        )
+    };
+
+    let mut sequential = new_transform();
+    let mut expected = Vec::new();
+    for flow in flows.clone() {
+        expected.push(compact(&sequential.transform(flow, NOW).await.unwrap()));
+    }
+    let sequential_queries = topology_queries(&addr).await;
+
+    let mut batched = new_transform();
+    batched
+        .prepare(&flows.iter().collect::<Vec<_>>(), NOW)
+        .await;
+    let batched_queries = topology_queries(&addr).await - sequential_queries;
+    let mut got = Vec::new();
+    for flow in flows.clone() {
+        got.push(compact(&batched.transform(flow, NOW).await.unwrap()));
+    }
+    assert_eq!(
+        topology_queries(&addr).await - sequential_queries,
+        batched_queries,
+        "after prepare, transforming asks the analyzer nothing"
+    );
+    assert_eq!(got, expected);
+    let all = expected.join("\n");
+    for found in [
+        "shop/pod-0",
+        "docker-0",
+        "vm-0",
+        "runc-host-1",
+        "\"NodeType\":\"host\"",
+    ] {
+        assert!(all.contains(found), "{found} resolved in {all}");
+    }
+    assert!(
+        batched_queries * 2 < sequential_queries,
+        "{batched_queries} batched queries vs {sequential_queries} one at a time"
+    );
+    stop.cancel();
+}
