@@ -45,7 +45,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in the order of [`PipelineStats::dropped`].
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::Malformed,
         DropReason::Filtered,
         DropReason::Transform,
