@@ -234,3 +234,85 @@ fn parquet_in_hive_folders_on_s3_holds_what_the_csv_holds() {
         objects.iter().map(|o| o.raw.len()).sum::<usize>()
     );
 }
+
+/// In `sluice serve` every key added here is a tenant's input: each bad value is a 400 naming
+/// its key (and its line), before anything runs.
+#[test]
+fn serve_refuses_bad_values_of_the_new_keys_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve =
+        sluice_tests::Serve::start(&dir.path().join("data"), "admin-parquet-tests").unwrap();
+    let (_, token) = serve.tenant("alpha");
+    let base = "pipeline:\n  subscriber:\n    url: ws://127.0.0.1:1/ws/subscriber/flow\n  store:\n    buffered:\n      dirname: bucket\n      max_flows_per_object: 500\n      max_flow_array_size: 1000\n  write:\n    type: file\n    file:\n      dir: out\n";
+    let parquet = |section: &str| {
+        format!(
+            "{base}  compress:\n    type: none\n  encode:\n    type: parquet\n    parquet:\n{section}"
+        )
+    };
+    let prom = "pipeline:\n  subscriber:\n    url: ws://127.0.0.1:1/ws/subscriber/flow\n  store:\n    type: prom_sky_con\n    prom_sky_con:\n      connection_timeout: 9999999\n";
+    let cases = [
+        (
+            parquet("      row_group_rows: 0\n"),
+            "pipeline.encode.parquet.row_group_rows",
+        ),
+        (
+            parquet("      row_group_rows: 100001\n"),
+            "pipeline.encode.parquet.row_group_rows",
+        ),
+        (
+            parquet("      compression: lz4\n"),
+            "pipeline.encode.parquet.compression",
+        ),
+        (
+            format!("{base}  compress:\n    type: gzip\n  encode:\n    type: parquet\n"),
+            "pipeline.compress.type",
+        ),
+        (
+            base.replace(
+                "      dirname: bucket\n",
+                "      dirname: bucket\n      key_format_per_hour: true\n",
+            ),
+            "pipeline.store.buffered.key_format_per_hour",
+        ),
+        (
+            base.replace(
+                "      dirname: bucket\n",
+                "      dirname: bucket\n      key_format: \"x={tag}/../{hash}\"\n",
+            ),
+            "pipeline.store.buffered.key_format",
+        ),
+        (
+            prom.to_string(),
+            "pipeline.store.prom_sky_con.connection_timeout",
+        ),
+        (
+            prom.replace("connection_timeout: 9999999", "port: 70000"),
+            "pipeline.store.prom_sky_con.port",
+        ),
+        (
+            prom.replace(
+                "    prom_sky_con:\n",
+                "    prom_sky_con:\n      gauges: 1000000\n",
+            ),
+            "pipeline.store.prom_sky_con.gauges",
+        ),
+    ];
+    for (yaml, key) in &cases {
+        let r = serve.yaml("POST", "/v1/pipelines", Some(&token), yaml);
+        assert_eq!(r.status, 400, "{key}: {}", r.text());
+        let body = r.json();
+        assert_eq!(body["error"]["code"], "invalid_config", "{body}");
+        let errors = body["error"]["errors"].as_array().unwrap();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e["path"] == *key && e["line"].is_u64()),
+            "{key}: {body}"
+        );
+    }
+    // Nothing was created.
+    let list = serve
+        .request("GET", "/v1/pipelines", Some(&token), None)
+        .json();
+    assert_eq!(list["pipelines"].as_array().unwrap().len(), 0, "{list}");
+}
