@@ -4,12 +4,14 @@
 //! and topology) → `runner` → `pipeline` (the stages, with `wasm` for tenants' guests) → `sinks`,
 //! with `config` describing a pipeline, `run` wiring one pipeline for `sluice run`, and `sim`
 //! standing in for a Skydive analyzer. `serve` is the multi-tenant service: `api` (REST) →
-//! `supervisor` (one task per pipeline) over `db` (SQLite via sqlx).
+//! `supervisor` (one task per pipeline) over `db` (SQLite or PostgreSQL via sqlx), with
+//! `serve::cluster` placing pipelines on nodes and `fence` stopping those a node lost.
 
 pub mod api;
 pub mod config;
 pub mod db;
 pub mod egress;
+pub mod fence;
 pub mod guest_cli;
 pub mod guest_log;
 pub mod log_throttle;

@@ -1,7 +1,9 @@
-//! `sluice serve`: the multi-tenant service. Opens the database (migrating it), brings back
-//! every stored pipeline in its desired state, serves the REST API, renews this node's host_id
-//! leases and saves counters in the background, and on shutdown flushes every pipeline.
+//! `sluice serve`: the multi-tenant service. Opens the database (migrating it), joins the
+//! cluster of nodes sharing it (alone on SQLite) and brings back the pipelines it holds in
+//! their desired state, serves the REST API, runs the cluster loop and saves counters in the
+//! background, and on shutdown flushes every pipeline and hands it over.
 
+pub mod cluster;
 pub mod config;
 pub mod definitions;
 mod http;
@@ -22,6 +24,7 @@ use crate::egress::EgressPolicy;
 use crate::secrets::{Keyring, is_sealed};
 use crate::supervisor::{Supervisor, SupervisorSettings};
 use crate::wasm::GuestPool;
+use cluster::{Cluster, Timings};
 use config::{ADMIN_TOKEN_ENV, ServerConfig};
 use definitions::StoredFields;
 
@@ -40,6 +43,13 @@ pub struct ServeArgs {
     /// Data folder (overrides `data_dir`).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Database URL, `sqlite://<path>` or `postgres://...` (overrides `database` and
+    /// `SLUICE_DATABASE_URL`).
+    #[arg(long)]
+    pub database: Option<String>,
+    /// This node's id (overrides `node_id`; default: the hostname).
+    #[arg(long)]
+    pub node_id: Option<String>,
 }
 
 impl ServeArgs {
@@ -57,6 +67,17 @@ impl ServeArgs {
         }
         if let Some(dir) = &self.data_dir {
             config.data_dir = dir.clone();
+        }
+        if let Ok(url) = std::env::var(config::DATABASE_URL_ENV)
+            && !url.trim().is_empty()
+        {
+            config.database = Some(url);
+        }
+        if let Some(url) = &self.database {
+            config.database = Some(url.clone());
+        }
+        if let Some(node) = &self.node_id {
+            config.node_id = Some(node.clone());
         }
         Ok(config)
     }
@@ -91,10 +112,10 @@ impl Server {
         });
         std::fs::create_dir_all(config.data_dir.join("modules"))
             .with_context(|| format!("cannot create {}/modules", config.data_dir.display()))?;
-        let path = config.data_dir.join("sluice.db");
-        let db = Db::open(&path)
+        let url = config.database_url();
+        let db = Db::connect(&url)
             .await
-            .with_context(|| format!("cannot open the database {}", path.display()))?;
+            .with_context(|| format!("cannot open the database {}", crate::db::redact_url(&url)))?;
         // Bound before the pipelines start: the egress policy refuses the server's own address.
         let listener = TcpListener::bind(config.listen)
             .await
@@ -120,16 +141,27 @@ impl Server {
                 file_bytes_per_tenant: limits.file_bytes_per_tenant,
             },
         );
-        // This node runs every stored pipeline (one node per SQLite database): it becomes the
-        // holder of their leases, then brings each back in its desired state.
+        // Stored definitions brought up to this version (idempotent: every node may do it),
+        // then this node joins and starts what it holds (docs/service.md §9).
         let rows = pipelines::list(&db, None).await?;
-        let expires = crate::now_ms() + lease_ttl_ms(&config);
         for row in &rows {
-            let row = upgrade_stored(&db, &supervisor, row).await?;
-            leases::adopt(&db, &row.id, &node, expires).await?;
-            supervisor.add(&row).await;
+            upgrade_stored(&db, &supervisor, row).await?;
         }
-        tracing::info!(pipelines = rows.len(), node = %node, data_dir = %config.data_dir.display(), "Pipelines restored.");
+        let address = config
+            .advertise_address
+            .unwrap_or(listener.local_addr()?)
+            .to_string();
+        let cluster = Cluster::join(
+            db.clone(),
+            node.clone(),
+            address,
+            Timings::for_ttl(Duration::from_secs(limits.lease_ttl_secs)),
+            supervisor.clone(),
+            config.data_dir.clone(),
+        )
+        .await
+        .context("cannot join the cluster")?;
+        tracing::info!(pipelines = supervisor.all().len(), stored = rows.len(), node = %node, data_dir = %config.data_dir.display(), "Pipelines restored.");
         let app = Arc::new(App {
             db,
             supervisor,
@@ -142,6 +174,8 @@ impl Server {
                 .map(api::auth::admin_hash),
             limits: config.limits.clone(),
             node,
+            cluster,
+            peers: api::forward::client(),
             requests: Mutex::new(Default::default()),
             tokens: Default::default(),
         });
@@ -170,12 +204,15 @@ impl Server {
             config.clone(),
             background.clone(),
         ));
+        let cluster = tokio::spawn(app.cluster.clone().run(background.clone()));
         let router = api::router(app.clone());
         let served = http::serve(listener, router, &config.http, shutdown).await;
-        tracing::info!("Stopping every pipeline (flushing).");
+        tracing::info!("Stopping every pipeline (flushing) and handing them over.");
+        app.cluster.hand_over().await;
         app.supervisor.shutdown().await;
         background.cancel();
         let _ = housekeeping.await;
+        let _ = cluster.await;
         served.context("the HTTP server failed")
     }
 }
@@ -227,25 +264,13 @@ async fn upgrade_stored(
     Ok(row)
 }
 
-fn lease_ttl_ms(config: &ServerConfig) -> i64 {
-    (config.limits.lease_ttl_secs.max(1) * 1000) as i64
-}
-
-/// Renews this node's leases every third of their lifetime and saves counters periodically.
+/// Saves every pipeline's counters periodically (the cluster loop renews the leases).
 async fn housekeeping(app: Arc<App>, config: ServerConfig, stop: CancellationToken) {
-    let ttl = lease_ttl_ms(&config);
-    let mut renew = tokio::time::interval(Duration::from_millis((ttl / 3).max(100) as u64));
     let mut save =
         tokio::time::interval(Duration::from_secs(config.limits.account_save_secs.max(1)));
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
-            _ = renew.tick() => {
-                let expires = crate::now_ms() + ttl;
-                if let Err(e) = leases::renew(&app.db, &app.node, expires).await {
-                    tracing::warn!(error = %e, "Cannot renew the host_id leases.");
-                }
-            }
             _ = save.tick() => app.supervisor.save_all_accounts().await,
         }
     }

@@ -21,6 +21,7 @@ use crate::config::{
 use crate::db::account::{self, AccountRow};
 use crate::db::{Db, DesiredState, PipelineRow};
 use crate::egress::EgressPolicy;
+use crate::fence::Fence;
 use crate::guest_log::GuestLog;
 use crate::metrics::{Counters, DropReason, PipelineStats};
 use crate::pipeline::BuildContext;
@@ -125,6 +126,9 @@ pub struct Live {
     pub guest_log: Arc<GuestLog>,
     /// The gauges of its `prom_sky_con` store (`GET /v1/pipelines/{id}/metrics`).
     pub prom_gauges: Arc<PromGauges>,
+    /// This node's hold on the pipeline: its runs stop when it lapses, and every database
+    /// write for it carries its generation (docs/service.md §9).
+    pub fence: Arc<Fence>,
     status: Mutex<(RunState, Option<String>)>,
     /// The running task; the async mutex serialises start/stop/replace of this pipeline.
     task: tokio::sync::Mutex<Option<Running>>,
@@ -425,9 +429,9 @@ impl Supervisor {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers a stored pipeline (counters from its saved account) and starts it if its
-    /// desired state is `running`.
-    pub async fn add(&self, row: &PipelineRow) {
+    /// Registers a stored pipeline this node holds under `fence` (counters from its saved
+    /// account) and starts it if its desired state is `running`.
+    pub async fn add(&self, row: &PipelineRow, fence: Arc<Fence>) {
         let stats = Arc::new(PipelineStats::default());
         match account::load(&self.inner.db, &row.id).await {
             Ok(Some(saved)) => restore(&stats, &saved),
@@ -441,6 +445,7 @@ impl Supervisor {
             restarts: AtomicU64::new(0),
             guest_log: Arc::new(GuestLog::new()),
             prom_gauges: Arc::default(),
+            fence,
             status: Mutex::new((RunState::Stopped, None)),
             task: tokio::sync::Mutex::new(None),
         });
@@ -553,6 +558,49 @@ impl Supervisor {
         }
     }
 
+    /// Stops (flushing) and forgets a pipeline this node no longer holds, keeping its folder:
+    /// objects left in its spool are uploaded by [`crate::sinks::spool`]'s next opener
+    /// (docs/service.md §9).
+    pub async fn release(&self, id: &str) {
+        self.stop(id).await;
+        if let Some(live) = self.map().remove(id) {
+            self.quota(&live.tenant_id).remove(id);
+        }
+    }
+
+    /// Uploads what a pipeline's spool holds with its S3 writer alone (the pipeline runs on
+    /// another node), waiting up to [`runner::SPOOL_DRAIN`]; returns how many objects are left.
+    pub async fn drain_spool(&self, row: &PipelineRow) -> usize {
+        let dir = self.pipeline_dir(&row.id);
+        let config = match self.open_stored(&row.definition) {
+            Ok(config) => resolve_for_serve(&config, &dir),
+            Err(e) => {
+                warn!(pipeline = %row.id, error = %e, "Cannot read the definition to upload its spool.");
+                return crate::sinks::spool::count_in(&dir);
+            }
+        };
+        let confine = Confinement {
+            within: dir.clone(),
+            quota: self.quota(&row.tenant_id),
+            owner: row.id.clone(),
+        };
+        let sink = crate::sinks::Sink::from_config_spooled(
+            &config.pipeline.write,
+            PathBuf::from(&config.pipeline.write.spool.dir),
+            Arc::new(PipelineStats::default()),
+            &self.rules().egress,
+            Some(&confine),
+        );
+        match sink {
+            Ok(sink) => sink.close(runner::SPOOL_DRAIN).await,
+            Err(e) => {
+                // Most often its lock: the pipeline runs on a node sharing this folder.
+                tracing::debug!(pipeline = %row.id, error = %e, "Cannot open the spool to upload it.");
+                crate::sinks::spool::count_in(&dir)
+            }
+        }
+    }
+
     /// Stops every pipeline at once, each flushing, and saves their counters.
     pub async fn shutdown(&self) {
         let ids: Vec<String> = self.all().into_iter().map(|(id, _)| id).collect();
@@ -568,8 +616,11 @@ impl Supervisor {
     }
 
     async fn save_account(&self, id: &str, live: &Live) {
-        if let Err(e) = account::save(&self.inner.db, &live.account_row(id)).await {
-            // The pipeline may just have been deleted (foreign key): nothing to keep then.
+        let (node, generation) = (live.fence.node(), live.fence.generation());
+        if let Err(e) = account::save(&self.inner.db, &live.account_row(id), node, generation).await
+        {
+            // The pipeline may just have been deleted, or taken over by another node (which
+            // counts from what was saved last): nothing to keep then.
             tracing::debug!(pipeline = %id, error = %e, "Counters not saved.");
         }
     }
@@ -607,6 +658,20 @@ async fn supervise(
     live: Arc<Live>,
     cancel: CancellationToken,
 ) {
+    // The hold lapsing stops the run, as a stop would (everything accepted is flushed), by
+    // this node's own clock: the database may be out of reach.
+    let watch = {
+        let (fence, cancel) = (live.fence.clone(), cancel.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = fence.lapsed() => {
+                    warn!(generation = fence.generation(), "This node's hold on the pipeline lapsed: stopping it.");
+                    cancel.cancel();
+                }
+                () = cancel.cancelled() => {}
+            }
+        })
+    };
     let mut backoff = BACKOFF_INITIAL;
     loop {
         live.set(RunState::Starting, None);
@@ -616,6 +681,7 @@ async fn supervise(
                 .map_err(|e| e.to_string())
                 .map(|mut subscriber| {
                     subscriber.egress = context.egress.clone();
+                    subscriber.fence = Some(live.fence.clone());
                     RunParts {
                         config: &config,
                         context: &context,
@@ -655,6 +721,13 @@ async fn supervise(
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
         live.restarts.fetch_add(1, Ordering::Relaxed);
+    }
+    watch.abort();
+    if !live.fence.holds() {
+        live.set(
+            RunState::Stopped,
+            Some("stopped: this node's hold on the pipeline lapsed".into()),
+        );
     }
     info!(pipeline = %id, "Pipeline stopped.");
 }
@@ -698,7 +771,7 @@ mod tests {
             host_id: String::new(),
             spool_bytes: 0,
         };
-        supervisor.add(&row).await;
+        supervisor.add(&row, Arc::new(Fence::unbounded("n1"))).await;
         let live = supervisor.live("p1").unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while live.restarts.load(Ordering::Relaxed) < 2 {

@@ -11,6 +11,7 @@ pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod error;
+pub mod forward;
 pub mod health;
 pub mod modules;
 pub mod openapi;
@@ -32,6 +33,7 @@ pub use auth::Caller;
 pub use error::ApiError;
 
 use crate::db::Db;
+use crate::serve::cluster::Cluster;
 use crate::serve::config::Limits;
 use crate::supervisor::Supervisor;
 
@@ -50,6 +52,10 @@ pub struct App {
     pub limits: Limits,
     /// This node's id (on leases).
     pub node: String,
+    /// This node in the cluster of nodes sharing the database.
+    pub cluster: Cluster,
+    /// The HTTP client requests about another node's pipelines are forwarded with.
+    pub peers: reqwest::Client,
     /// Requests answered, by status.
     pub requests: Mutex<BTreeMap<u16, u64>>,
     /// Tenant tokens recently seen valid.
@@ -88,6 +94,10 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(axum::Extension(document))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            forward::forward,
+        ))
         .layer(DefaultBodyLimit::max(app.limits.max_body_bytes))
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("A request handler panicked.");

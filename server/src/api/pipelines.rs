@@ -1,7 +1,7 @@
 //! `/v1/pipelines`: a tenant's pipelines, from the upstream YAML format or the same tree as
 //! JSON; lifecycle, status and dry runs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +20,10 @@ use super::body::{QueryParams, RawBody, is_json, is_yaml, parse_json};
 use super::error::{ApiError, ErrorBody};
 use super::{App, Caller, rfc3339};
 use crate::config::{AccountType, ConfigError, ExporterConfig, ServeRules};
-use crate::db::{DesiredState, LeaseRequest, PipelineRow, PipelineWriteError, pipelines, tenants};
+use crate::db::ownership::{self, Owner};
+use crate::db::{
+    DesiredState, LeaseRequest, PipelineRow, PipelineWriteError, account, pipelines, tenants,
+};
 use crate::guest_log::GuestLine;
 use crate::metrics::{Counters, PipelineStats};
 use crate::pipeline::Pipeline;
@@ -298,9 +301,41 @@ async fn check_spool_quota(app: &App, id: &str, tenant_id: &str, own: u64) -> Re
     Ok(())
 }
 
+/// The state another node published for a pipeline it runs.
+fn published_state(owner: Option<&Owner>) -> RunState {
+    let word = owner.map_or("stopped", |o| o.state.as_str());
+    RunState::ALL
+        .into_iter()
+        .find(|s| s.as_str() == word)
+        .unwrap_or(RunState::Stopped)
+}
+
+/// The owners of the pipelines in `rows` that this node does not run (none read when it runs
+/// them all, as a single node does).
+async fn remote_owners(
+    app: &App,
+    rows: &[PipelineRow],
+    tenant: Option<&str>,
+) -> Result<HashMap<String, Owner>, ApiError> {
+    if rows.iter().all(|r| app.supervisor.live(&r.id).is_some()) {
+        return Ok(HashMap::new());
+    }
+    Ok(ownership::owners(&app.db, tenant)
+        .await?
+        .into_iter()
+        .map(|o| (o.pipeline_id.clone(), o))
+        .collect())
+}
+
 /// A pipeline as the API shows it; the definition (parsed, secrets redacted) only for `detail`
-/// (a list reads the row's columns, no YAML).
-fn view(app: &App, row: &PipelineRow, detail: bool) -> PipelineView {
+/// (a list reads the row's columns, no YAML). The state is this node's if it runs the
+/// pipeline, else what its owner last published (`owners`).
+fn view(
+    app: &App,
+    row: &PipelineRow,
+    detail: bool,
+    owners: &HashMap<String, Owner>,
+) -> PipelineView {
     let redacted = detail
         .then(|| ExporterConfig::load(&row.definition).ok())
         .flatten()
@@ -308,7 +343,7 @@ fn view(app: &App, row: &PipelineRow, detail: bool) -> PipelineView {
     let state = app
         .supervisor
         .live(&row.id)
-        .map_or(RunState::Stopped, |l| l.state().0);
+        .map_or_else(|| published_state(owners.get(&row.id)), |l| l.state().0);
     PipelineView {
         id: row.id.clone(),
         tenant_id: row.tenant_id.clone(),
@@ -363,10 +398,10 @@ fn write_error(e: PipelineWriteError, caller: &Caller, id: &str) -> ApiError {
     }
 }
 
-fn lease_request(app: &App, config: &ExporterConfig) -> Option<LeaseRequest> {
+fn lease_request(app: &App, config: &ExporterConfig, node: &str) -> Option<LeaseRequest> {
     lease_key(config).map(|key| LeaseRequest {
         key,
-        node: app.node.clone(),
+        node: node.to_string(),
         expires_at: crate::now_ms() + (app.limits.lease_ttl_secs * 1000) as i64,
     })
 }
@@ -428,19 +463,29 @@ async fn create_pipeline(
         spool_bytes: 0,
     };
     fields.apply(&mut row);
-    let lease = lease_request(&app, &config);
+    // Placed on the live node with the fewest pipelines (docs/service.md §9); if that is
+    // another node, its next round starts it.
+    let granted = std::time::Instant::now();
+    let placement = app.cluster.place_new().await?;
+    let lease = lease_request(&app, &config, &placement.node);
     app.db
         .create_pipeline(
             &row,
             &fields.modules,
             lease.as_ref(),
+            Some(&placement),
             app.limits.pipelines_per_tenant,
         )
         .await
         .map_err(|e| write_error(e, &caller, &id))?;
-    app.supervisor.add(&row).await;
-    tracing::info!(pipeline = %id, tenant = %row.tenant_id, "Pipeline created.");
-    Ok((StatusCode::CREATED, Json(view(&app, &row, false))))
+    let mut owners = HashMap::new();
+    if placement.node == app.node {
+        app.cluster.start_created(&row, granted).await;
+    } else if let Some(owner) = ownership::owner(&app.db, &id).await? {
+        owners.insert(id.clone(), owner);
+    }
+    tracing::info!(pipeline = %id, tenant = %row.tenant_id, node = %placement.node, "Pipeline created.");
+    Ok((StatusCode::CREATED, Json(view(&app, &row, false, &owners))))
 }
 
 /// Lists the caller's pipelines.
@@ -454,8 +499,9 @@ async fn list_pipelines(
         Some(tenant) => app.db.pipeline_list(tenant).await?,
         None => Arc::new(pipelines::list(&app.db, None).await?),
     };
+    let owners = remote_owners(&app, &rows, caller.scope()).await?;
     Ok(Json(PipelineList {
-        pipelines: rows.iter().map(|r| view(&app, r, false)).collect(),
+        pipelines: rows.iter().map(|r| view(&app, r, false, &owners)).collect(),
     }))
 }
 
@@ -469,7 +515,8 @@ async fn get_pipeline(
     Path(id): Path<String>,
 ) -> Result<Json<PipelineView>, ApiError> {
     let row = find(&app, &caller, &id).await?;
-    Ok(Json(view(&app, &row, true)))
+    let owners = remote_owners(&app, std::slice::from_ref(&row), caller.scope()).await?;
+    Ok(Json(view(&app, &row, true, &owners)))
 }
 
 /// Replaces a pipeline's definition: the old one stops and flushes, the new one starts (if the
@@ -493,14 +540,22 @@ async fn replace_pipeline(
     row.definition = app.supervisor.sealed_definition(&config);
     row.updated_at = crate::now_ms();
     fields.apply(&mut row);
-    let lease = lease_request(&app, &config);
+    // The lease's holder is the pipeline's owner (this node, unless its owner is gone).
+    let holder = ownership::owner(&app.db, &id)
+        .await?
+        .map_or_else(|| app.node.clone(), |o| o.node);
+    let lease = lease_request(&app, &config, &holder);
+    let applying = app.cluster.exclusive().await;
     app.db
         .replace_pipeline(&row, &fields.modules, lease.as_ref())
         .await
         .map_err(|e| write_error(e, &caller, &id))?;
     app.supervisor.replace(&row).await;
+    app.cluster.applied(&row);
+    drop(applying);
     tracing::info!(pipeline = %id, "Pipeline replaced.");
-    Ok(Json(view(&app, &row, true)))
+    let owners = remote_owners(&app, std::slice::from_ref(&row), caller.scope()).await?;
+    Ok(Json(view(&app, &row, true, &owners)))
 }
 
 /// Deletes a pipeline: it stops and flushes, its lease is released.
@@ -513,34 +568,52 @@ async fn delete_pipeline(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     find(&app, &caller, &id).await?;
+    let applying = app.cluster.exclusive().await;
+    app.cluster.forget(&id);
     app.supervisor.remove(&id).await;
     app.db.delete_pipeline(&id).await?;
+    drop(applying);
     tracing::info!(pipeline = %id, "Pipeline deleted.");
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn status_of(app: &App, row: &PipelineRow) -> PipelineStatus {
-    let live = app.supervisor.live(&row.id);
-    let (state, last_error) = live
-        .as_ref()
-        .map_or((RunState::Stopped, None), |l| l.state());
-    PipelineStatus {
+/// The status of a pipeline: this node's view if it runs it, else what its owner last
+/// published, with the counters last saved (the forwarding layer sends the request to the
+/// owner whenever that node is live, so this is the answer only while it is not).
+async fn status_of(app: &App, row: &PipelineRow) -> Result<PipelineStatus, ApiError> {
+    if let Some(live) = app.supervisor.live(&row.id) {
+        let (state, last_error) = live.state();
+        return Ok(PipelineStatus {
+            id: row.id.clone(),
+            desired_state: row.desired_state,
+            state,
+            connected: live.connected(),
+            counters: live.counters().into(),
+            restarts: live.restarts.load(std::sync::atomic::Ordering::Relaxed),
+            last_error,
+        });
+    }
+    let owner = ownership::owner(&app.db, &row.id).await?;
+    let saved = account::load(&app.db, &row.id).await?;
+    let mut counters: CountersView =
+        Counters::read(&PipelineStats::default(), &SubscriberStats::default()).into();
+    if let Some(saved) = saved {
+        counters.received = saved.flows_received.max(0) as u64;
+        counters.records_written = saved.records_written.max(0) as u64;
+        counters.objects_written = saved.objects_written.max(0) as u64;
+        counters.bytes_written = saved.bytes_written.max(0) as u64;
+        counters.write_errors = saved.write_errors.max(0) as u64;
+        counters.dropped.extend(saved.dropped_map());
+    }
+    Ok(PipelineStatus {
         id: row.id.clone(),
         desired_state: row.desired_state,
-        state,
-        connected: live.as_ref().is_some_and(|l| l.connected()),
-        counters: live
-            .as_ref()
-            .map(|l| l.counters())
-            .unwrap_or_else(|| {
-                Counters::read(&PipelineStats::default(), &SubscriberStats::default())
-            })
-            .into(),
-        restarts: live
-            .as_ref()
-            .map_or(0, |l| l.restarts.load(std::sync::atomic::Ordering::Relaxed)),
-        last_error,
-    }
+        state: published_state(owner.as_ref()),
+        connected: owner.as_ref().is_some_and(|o| o.connected != 0),
+        counters,
+        restarts: owner.as_ref().map_or(0, |o| o.restarts.max(0) as u64),
+        last_error: owner.and_then(|o| o.last_error),
+    })
 }
 
 /// Starts a pipeline; `running` is persisted as its desired state.
@@ -554,10 +627,14 @@ async fn start_pipeline(
 ) -> Result<Json<PipelineStatus>, ApiError> {
     let mut row = find(&app, &caller, &id).await?;
     let now = crate::now_ms();
+    let applying = app.cluster.exclusive().await;
     app.db.set_desired(&row, DesiredState::Running, now).await?;
     row.desired_state = DesiredState::Running;
+    row.updated_at = now;
     app.supervisor.start(&row).await;
-    Ok(Json(status_of(&app, &row).await))
+    app.cluster.applied(&row);
+    drop(applying);
+    Ok(Json(status_of(&app, &row).await?))
 }
 
 /// Stops a pipeline (flushing everything pending); `stopped` is persisted as its desired state.
@@ -571,12 +648,15 @@ async fn stop_pipeline(
     Path(id): Path<String>,
 ) -> Result<Json<PipelineStatus>, ApiError> {
     let mut row = find(&app, &caller, &id).await?;
-    app.db
-        .set_desired(&row, DesiredState::Stopped, crate::now_ms())
-        .await?;
+    let now = crate::now_ms();
+    let applying = app.cluster.exclusive().await;
+    app.db.set_desired(&row, DesiredState::Stopped, now).await?;
     row.desired_state = DesiredState::Stopped;
+    row.updated_at = now;
     app.supervisor.stop(&id).await;
-    Ok(Json(status_of(&app, &row).await))
+    app.cluster.applied(&row);
+    drop(applying);
+    Ok(Json(status_of(&app, &row).await?))
 }
 
 /// State, connection and counters of a pipeline.
@@ -589,7 +669,7 @@ async fn pipeline_status(
     Path(id): Path<String>,
 ) -> Result<Json<PipelineStatus>, ApiError> {
     let row = find(&app, &caller, &id).await?;
-    Ok(Json(status_of(&app, &row).await))
+    Ok(Json(status_of(&app, &row).await?))
 }
 
 /// The lines the pipeline's WebAssembly guests wrote (`log`, stdout, stderr) and why their

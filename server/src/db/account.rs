@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::{Executor, Sqlite};
+use sqlx::{Any, Executor};
 
 use super::{Db, DbError};
 
@@ -45,11 +45,16 @@ pub async fn load(db: &Db, pipeline_id: &str) -> Result<Option<AccountRow>, DbEr
     .await?)
 }
 
-/// Saves (inserts or overwrites) a pipeline's counters.
-pub async fn save(db: &Db, a: &AccountRow) -> Result<(), DbError> {
-    sqlx::query(
+/// Saves (inserts or overwrites) a pipeline's counters, as written by the node holding it at
+/// `generation`: [`DbError::Stale`] if that is no longer the pipeline's owner and generation
+/// (another node took it over and counts from here on).
+pub async fn save(db: &Db, a: &AccountRow, node: &str, generation: i64) -> Result<(), DbError> {
+    // One statement: the check and the write cannot be split by a takeover.
+    let done = sqlx::query(
         "INSERT INTO account (pipeline_id, flows_received, records_written, objects_written, \
-         bytes_written, write_errors, dropped, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         bytes_written, write_errors, dropped, updated_at) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE EXISTS (SELECT 1 FROM ownership \
+         WHERE pipeline_id = $1 AND node = $9 AND generation = $10) \
          ON CONFLICT (pipeline_id) DO UPDATE SET flows_received = excluded.flows_received, \
          records_written = excluded.records_written, objects_written = excluded.objects_written, \
          bytes_written = excluded.bytes_written, write_errors = excluded.write_errors, \
@@ -63,14 +68,22 @@ pub async fn save(db: &Db, a: &AccountRow) -> Result<(), DbError> {
     .bind(a.write_errors)
     .bind(&a.dropped)
     .bind(a.updated_at)
+    .bind(node)
+    .bind(generation)
     .execute(db.pool())
     .await?;
+    if done.rows_affected() == 0 {
+        return Err(DbError::Stale {
+            pipeline: a.pipeline_id.clone(),
+            generation,
+        });
+    }
     Ok(())
 }
 
 /// Forgets a pipeline's counters.
 pub(super) async fn delete<'e>(
-    db: impl Executor<'e, Database = Sqlite>,
+    db: impl Executor<'e, Database = Any>,
     pipeline_id: &str,
 ) -> sqlx::Result<bool> {
     let done = sqlx::query("DELETE FROM account WHERE pipeline_id = $1")

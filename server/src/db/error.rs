@@ -25,6 +25,9 @@ pub enum DbError {
     /// The database failed the statement.
     #[error("database error: {0}")]
     Backend(#[source] sqlx::Error),
+    /// The database URL names no database sluice supports.
+    #[error("{0}")]
+    Url(String),
     /// A migration failed at start.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),

@@ -1,6 +1,6 @@
 //! `leases`: who may subscribe to an analyzer with a given host_id (docs/service.md §2).
 
-use sqlx::{Executor, Sqlite};
+use sqlx::{Any, Executor};
 
 use super::{Db, DbError};
 
@@ -52,7 +52,7 @@ macro_rules! lease_columns {
 
 /// Inserts a lease; a live lease on the same key makes this a unique violation.
 pub(super) async fn insert<'e>(
-    db: impl Executor<'e, Database = Sqlite>,
+    db: impl Executor<'e, Database = Any>,
     l: &Lease,
 ) -> sqlx::Result<()> {
     sqlx::query(concat!(
@@ -72,27 +72,6 @@ pub(super) async fn insert<'e>(
     Ok(())
 }
 
-/// Removes the lease on `key` if it expired before `now` and another node held it (that node
-/// stopped renewing: it is gone). Leases of this node are never reclaimed here: their
-/// pipelines still exist on this node.
-pub(super) async fn reclaim_expired<'e>(
-    db: impl Executor<'e, Database = Sqlite>,
-    key: &LeaseKey,
-    node: &str,
-    now: i64,
-) -> sqlx::Result<u64> {
-    let done = sqlx::query(
-        "DELETE FROM leases WHERE analyzer = $1 AND host_id = $2 AND expires_at < $3 AND node <> $4",
-    )
-    .bind(&key.analyzer)
-    .bind(&key.host_id)
-    .bind(now)
-    .bind(node)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected())
-}
-
 /// The lease on `key`, if any.
 pub async fn holder(db: &Db, key: &LeaseKey) -> Result<Option<Lease>, DbError> {
     Ok(holder_in(db.pool(), key).await?)
@@ -100,7 +79,7 @@ pub async fn holder(db: &Db, key: &LeaseKey) -> Result<Option<Lease>, DbError> {
 
 /// [`holder`] inside a transaction.
 pub(super) async fn holder_in<'e>(
-    db: impl Executor<'e, Database = Sqlite>,
+    db: impl Executor<'e, Database = Any>,
     key: &LeaseKey,
 ) -> sqlx::Result<Option<Lease>> {
     sqlx::query_as(concat!(
@@ -121,7 +100,7 @@ pub async fn for_pipeline(db: &Db, pipeline_id: &str) -> Result<Option<Lease>, D
 
 /// [`for_pipeline`] inside a transaction.
 pub(super) async fn for_pipeline_in<'e>(
-    db: impl Executor<'e, Database = Sqlite>,
+    db: impl Executor<'e, Database = Any>,
     pipeline_id: &str,
 ) -> sqlx::Result<Option<Lease>> {
     sqlx::query_as(concat!(
@@ -136,7 +115,7 @@ pub(super) async fn for_pipeline_in<'e>(
 
 /// Releases a pipeline's lease.
 pub(super) async fn release_pipeline<'e>(
-    db: impl Executor<'e, Database = Sqlite>,
+    db: impl Executor<'e, Database = Any>,
     pipeline_id: &str,
 ) -> sqlx::Result<u64> {
     let done = sqlx::query("DELETE FROM leases WHERE pipeline_id = $1")
@@ -167,31 +146,4 @@ pub async fn list(db: &Db) -> Result<Vec<Lease>, DbError> {
     ))
     .fetch_all(db.pool())
     .await?)
-}
-
-/// Pushes the expiry of every lease `node` holds to `expires_at` (the holder's heartbeat).
-pub async fn renew(db: &Db, node: &str, expires_at: i64) -> Result<u64, DbError> {
-    let done = sqlx::query("UPDATE leases SET expires_at = $1 WHERE node = $2")
-        .bind(expires_at)
-        .bind(node)
-        .execute(db.pool())
-        .await?;
-    Ok(done.rows_affected())
-}
-
-/// Makes `node` the holder of the leases of the given pipelines (at start: this node runs them
-/// now, whichever node id wrote them before).
-pub async fn adopt(
-    db: &Db,
-    pipeline_id: &str,
-    node: &str,
-    expires_at: i64,
-) -> Result<bool, DbError> {
-    let done = sqlx::query("UPDATE leases SET node = $1, expires_at = $2 WHERE pipeline_id = $3")
-        .bind(node)
-        .bind(expires_at)
-        .bind(pipeline_id)
-        .execute(db.pool())
-        .await?;
-    Ok(done.rows_affected() > 0)
 }

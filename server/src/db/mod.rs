@@ -1,15 +1,23 @@
-//! Persistence for `sluice serve`: sqlx over SQLite (WAL) in `<data_dir>/sluice.db`, one file per
-//! table, migrations from `migrations/` run at start. The only module that knows sqlx: callers
-//! get [`DbError`].
+//! Persistence for `sluice serve`: sqlx over SQLite (WAL, `<data_dir>/sluice.db`, the default)
+//! or PostgreSQL (several nodes sharing one database, docs/service.md §9), one file per table,
+//! migrations from `migrations/` run at start. The only module that knows sqlx: callers get
+//! [`DbError`].
 //!
-//! Queries are plain SQL with `$n` binds and no SQLite-only syntax (upserts use
-//! `ON CONFLICT ... DO UPDATE`, which PostgreSQL has too). Each table's module holds its
-//! queries as functions over [`Db`]; [`Db`] composes the ones that must be atomic.
+//! Both databases go through sqlx's `Any` driver rather than an enum over a `SqlitePool` and a
+//! `PgPool`: the queries are plain SQL with `$n` binds that both run unchanged (upserts use
+//! `ON CONFLICT ... DO UPDATE`; ids are text, times BIGINT epoch milliseconds), so one
+//! function per query serves both, where an enum would need every query, transaction and row
+//! type written twice or made generic over the driver. The price is `Any`'s short list of
+//! types (integers, text, bytes), which is all the schema uses, and one statement that differs
+//! ([`Backend`] picks it). Each table's module holds its queries as functions over [`Db`];
+//! [`Db`] composes the ones that must be atomic.
 
 pub mod account;
 mod error;
 pub mod leases;
 pub mod modules;
+pub mod nodes;
+pub mod ownership;
 pub mod pipelines;
 pub mod tenants;
 pub mod tokens;
@@ -19,9 +27,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::SqlitePool;
+use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+use sqlx::{AnyPool, ConnectOptions as _, Connection as _, Executor as _};
 
 pub use error::DbError;
 pub use leases::{Lease, LeaseKey};
@@ -32,8 +41,62 @@ pub use tenants::Tenant;
 /// The migrations of `migrations/`, embedded at build time.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
-/// Connections in the pool. SQLite has one writer at a time anyway; a few readers suffice.
+/// Connections in the pool of a SQLite database: one writer at a time anyway; a few readers
+/// suffice.
 const MAX_CONNECTIONS: u32 = 4;
+/// Connections in the pool of a PostgreSQL database, per node: the API's reads, the cluster
+/// loop and counter saves run at once.
+const MAX_PG_CONNECTIONS: u32 = 8;
+/// How long a statement waits for a connection (or for SQLite's write lock).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which database a [`Db`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite, one node (`sqlite://...`).
+    Sqlite,
+    /// PostgreSQL, any number of nodes (`postgres://...`).
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a database URL names, or why it is not one sluice supports.
+    pub fn of_url(url: &str) -> Result<Backend, DbError> {
+        let scheme = url.split(':').next().unwrap_or("").to_ascii_lowercase();
+        match scheme.as_str() {
+            "sqlite" => Ok(Backend::Sqlite),
+            "postgres" | "postgresql" => Ok(Backend::Postgres),
+            _ => Err(DbError::Url(format!(
+                "the database URL must start with sqlite:// or postgres://, got `{}:`",
+                scheme
+            ))),
+        }
+    }
+}
+
+/// A database URL as logs may show it: its password replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// The URL of a SQLite database file (created if missing).
+pub fn sqlite_url(path: &Path) -> String {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    // `%`, `?` and `#` would end the path or start an escape in the URL.
+    let text = path
+        .display()
+        .to_string()
+        .replace('%', "%25")
+        .replace('?', "%3F")
+        .replace('#', "%23");
+    format!("sqlite://{text}?mode=rwc")
+}
 
 /// Why a pipeline could not be created or replaced.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +124,15 @@ impl From<sqlx::Error> for PipelineWriteError {
     }
 }
 
+/// Where a new pipeline goes: the node that will run it, and its first lease expiry.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    /// The node.
+    pub node: String,
+    /// Epoch ms.
+    pub expires_at: i64,
+}
+
 /// A lease wanted by a pipeline being created or replaced.
 #[derive(Debug, Clone)]
 pub struct LeaseRequest {
@@ -75,7 +147,8 @@ pub struct LeaseRequest {
 /// The database handle: a cheap clone around the pool.
 #[derive(Debug, Clone)]
 pub struct Db {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
     lists: Arc<ListCache>,
 }
 
@@ -138,47 +211,91 @@ impl ListCache {
 }
 
 impl Db {
-    /// Opens (creating if needed) the database file in WAL mode and runs the migrations.
+    /// Opens (creating if needed) the SQLite database file in WAL mode and runs the migrations.
     pub async fn open(path: &Path) -> Result<Db, DbError> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .connect_with(options)
-            .await?;
-        MIGRATOR.run(&pool).await?;
-        Ok(Db::from_pool(pool))
+        Db::connect(&sqlite_url(path)).await
     }
 
-    /// A new, migrated database in memory (tests).
+    /// Connects to the database at `url` (`sqlite://<path>` or `postgres://...`) and runs the
+    /// migrations. A SQLite file is created if missing and put in WAL mode (which persists in
+    /// the file); each connection then sets `synchronous = NORMAL` (safe in WAL).
+    pub async fn connect(url: &str) -> Result<Db, DbError> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::of_url(url)?;
+        let pool = match backend {
+            Backend::Sqlite => {
+                let options: SqliteConnectOptions = url.parse()?;
+                // Creates the file and switches it to WAL once, with the SQLite driver (the
+                // `Any` driver's options are only a URL).
+                options
+                    .clone()
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .connect()
+                    .await?
+                    .close()
+                    .await?;
+                AnyPoolOptions::new()
+                    .max_connections(MAX_CONNECTIONS)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute(
+                                "PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000",
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(url)
+                    .await?
+            }
+            Backend::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(MAX_PG_CONNECTIONS)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect(url)
+                    .await?
+            }
+        };
+        MIGRATOR.run(&pool).await?;
+        Ok(Db::from_pool(pool, backend))
+    }
+
+    /// A new, migrated SQLite database in memory (tests).
     #[cfg(test)]
     pub(crate) async fn open_in_memory() -> Result<Db, DbError> {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let options = SqliteConnectOptions::new()
-            .filename(format!("file:sluice-test-{}-{n}", std::process::id()))
-            .in_memory(true)
-            .shared_cache(true)
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
+        sqlx::any::install_default_drivers();
+        let url = format!(
+            "sqlite:file:sluice-test-{}-{n}?mode=memory&cache=shared",
+            std::process::id()
+        );
+        // The database lives as long as one connection does: keep one open.
+        let pool = AnyPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
-            .connect_with(options)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect(&url)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Db::from_pool(pool))
+        Ok(Db::from_pool(pool, Backend::Sqlite))
     }
 
-    /// Wraps a pool whose migrations already ran (tests).
-    pub(crate) fn from_pool(pool: SqlitePool) -> Db {
+    /// Wraps a pool whose migrations already ran.
+    pub(crate) fn from_pool(pool: AnyPool, backend: Backend) -> Db {
         Db {
             pool,
+            backend,
             lists: Arc::default(),
         }
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// A tenant's pipelines, oldest first, without their definitions (what a list shows).
@@ -211,7 +328,7 @@ impl Db {
     }
 
     /// The pool, for the tables' queries.
-    fn pool(&self) -> &SqlitePool {
+    fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
@@ -248,11 +365,15 @@ impl Db {
         row: &PipelineRow,
         modules: &[pipelines::ModuleUse],
         lease: Option<&LeaseRequest>,
+        placement: Option<&Placement>,
         max_per_tenant: u64,
     ) -> Result<(), PipelineWriteError> {
         self.lists.forget(&row.tenant_id);
         let mut tx = self.pool.begin().await?;
         pipelines::insert(&mut *tx, row).await?;
+        if let Some(placement) = placement {
+            ownership::place(&mut *tx, &row.id, &placement.node, placement.expires_at).await?;
+        }
         pipelines::set_modules(&mut tx, row, modules).await?;
         let count = pipelines::count_for_tenant(&mut *tx, &row.tenant_id).await?;
         if count > max_per_tenant {
@@ -261,8 +382,13 @@ impl Db {
                 limit: max_per_tenant,
             });
         }
-        if let Some(lease) = lease {
-            take_lease(&mut tx, row, lease).await?;
+        if let Some(lease) = lease
+            && let Err(e) = take_lease(&mut tx, row, lease).await
+        {
+            // At once, not when the connection is next used: SQLite's shared cache (the
+            // tests' in-memory database) would refuse other connections meanwhile.
+            tx.rollback().await?;
+            return Err(e);
         }
         tx.commit().await?;
         Ok(())
@@ -287,8 +413,11 @@ impl Db {
         let same = matches!((&current, lease), (Some(c), Some(l)) if c.key() == l.key);
         if !same {
             leases::release_pipeline(&mut *tx, &row.id).await?;
-            if let Some(lease) = lease {
-                take_lease(&mut tx, row, lease).await?;
+            if let Some(lease) = lease
+                && let Err(e) = take_lease(&mut tx, row, lease).await
+            {
+                tx.rollback().await?;
+                return Err(e);
             }
         }
         tx.commit().await?;
@@ -322,15 +451,16 @@ impl Db {
     }
 }
 
-/// Takes `lease` for `row` inside a transaction: an expired lease of another node is reclaimed
-/// first; a live one makes the primary key refuse the insert, reported with its holder.
+/// Takes `lease` for `row` inside a transaction; a lease on the same key makes the primary key
+/// refuse the insert, reported with its holder. A lease is never reclaimed while its pipeline
+/// exists, even expired: its pipeline is taken over by another node with it (docs/service.md
+/// §9), and would subscribe with the same host_id.
 async fn take_lease(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     row: &PipelineRow,
     lease: &LeaseRequest,
 ) -> Result<(), PipelineWriteError> {
     let now = crate::now_ms();
-    leases::reclaim_expired(&mut **tx, &lease.key, &lease.node, now).await?;
     let new = Lease {
         analyzer: lease.key.analyzer.clone(),
         host_id: lease.key.host_id.clone(),
@@ -340,9 +470,13 @@ async fn take_lease(
         acquired_at: now,
         expires_at: lease.expires_at,
     };
-    match leases::insert(&mut **tx, &new).await {
-        Ok(()) => Ok(()),
+    // In a savepoint: PostgreSQL refuses every statement of a transaction after a failed one
+    // until it is rolled back, and the holder is read after the refusal.
+    let mut attempt = sqlx::Connection::begin(&mut **tx).await?;
+    match leases::insert(&mut *attempt, &new).await {
+        Ok(()) => Ok(attempt.commit().await?),
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            attempt.rollback().await?;
             let holder = leases::holder_in(&mut **tx, &lease.key).await?;
             match holder {
                 Some(holder) => Err(PipelineWriteError::LeaseConflict(Box::new(holder))),
@@ -353,5 +487,7 @@ async fn take_lease(
     }
 }
 
+#[cfg(test)]
+pub(crate) mod testing;
 #[cfg(test)]
 mod tests;

@@ -1,23 +1,14 @@
 //! `pipelines`: definitions (upstream YAML), owners and desired states.
 
-use sqlx::{Executor, Sqlite};
+use sqlx::{Any, Executor};
 
 use super::{Db, DbError};
 
 /// Whether a pipeline should run; persisted so a restart brings back what was running.
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    serde::Serialize,
-    serde::Deserialize,
-    utoipa::ToSchema,
-    sqlx::Type,
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
-#[sqlx(type_name = "TEXT", rename_all = "snake_case")]
 pub enum DesiredState {
     /// Subscribed and exporting.
     Running,
@@ -35,6 +26,19 @@ impl DesiredState {
     }
 }
 
+/// The column is TEXT: the `Any` driver knows no enums (bound with [`DesiredState::as_str`]).
+impl TryFrom<String> for DesiredState {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "running" => Ok(DesiredState::Running),
+            "stopped" => Ok(DesiredState::Stopped),
+            _ => Err(format!("unknown desired state `{s}`")),
+        }
+    }
+}
+
 /// A stored pipeline.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct PipelineRow {
@@ -45,6 +49,7 @@ pub struct PipelineRow {
     /// The canonical upstream YAML, its secrets sealed.
     pub definition: String,
     /// What the owner asked for.
+    #[sqlx(try_from = "String")]
     pub desired_state: DesiredState,
     /// Epoch milliseconds.
     pub created_at: i64,
@@ -70,7 +75,7 @@ macro_rules! pipeline_columns {
 
 /// Inserts a pipeline.
 pub(super) async fn insert<'e>(
-    db: impl Executor<'e, Database = Sqlite>,
+    db: impl Executor<'e, Database = Any>,
     p: &PipelineRow,
 ) -> sqlx::Result<()> {
     sqlx::query(concat!(
@@ -81,7 +86,7 @@ pub(super) async fn insert<'e>(
     .bind(&p.id)
     .bind(&p.tenant_id)
     .bind(&p.definition)
-    .bind(p.desired_state)
+    .bind(p.desired_state.as_str())
     .bind(p.created_at)
     .bind(p.updated_at)
     .bind(&p.analyzer)
@@ -94,7 +99,7 @@ pub(super) async fn insert<'e>(
 
 /// Records the modules a pipeline names (replacing what it named before).
 pub(super) async fn set_modules(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    tx: &mut sqlx::Transaction<'_, Any>,
     pipeline: &PipelineRow,
     modules: &[ModuleUse],
 ) -> sqlx::Result<()> {
@@ -210,15 +215,25 @@ pub(super) async fn list_summaries(db: &Db, tenant: &str) -> Result<Vec<Pipeline
         host_id: String,
         spool_bytes: i64,
     }
-    let json: String = sqlx::query_scalar(
-        "SELECT json_group_array(json_object('id', id, 'tenant_id', tenant_id, \
-         'desired_state', desired_state, 'created_at', created_at, 'updated_at', updated_at, \
-         'analyzer', analyzer, 'host_id', host_id, 'spool_bytes', spool_bytes)) \
-         FROM (SELECT * FROM pipelines WHERE tenant_id = $1 ORDER BY created_at, id)",
-    )
-    .bind(tenant)
-    .fetch_one(db.pool())
-    .await?;
+    // The same array from each database's JSON functions.
+    let sql = match db.backend() {
+        super::Backend::Sqlite => {
+            "SELECT json_group_array(json_object('id', id, 'tenant_id', tenant_id, \
+             'desired_state', desired_state, 'created_at', created_at, 'updated_at', updated_at, \
+             'analyzer', analyzer, 'host_id', host_id, 'spool_bytes', spool_bytes)) \
+             FROM (SELECT * FROM pipelines WHERE tenant_id = $1 ORDER BY created_at, id)"
+        }
+        super::Backend::Postgres => {
+            "SELECT COALESCE(json_agg(json_build_object('id', id, 'tenant_id', tenant_id, \
+             'desired_state', desired_state, 'created_at', created_at, 'updated_at', updated_at, \
+             'analyzer', analyzer, 'host_id', host_id, 'spool_bytes', spool_bytes) \
+             ORDER BY created_at, id), '[]'::json)::text FROM pipelines WHERE tenant_id = $1"
+        }
+    };
+    let json: String = sqlx::query_scalar(sql)
+        .bind(tenant)
+        .fetch_one(db.pool())
+        .await?;
     let rows: Vec<Summary> =
         serde_json::from_str(&json).map_err(|e| DbError::from(sqlx::Error::Decode(Box::new(e))))?;
     Ok(rows
@@ -239,7 +254,7 @@ pub(super) async fn list_summaries(db: &Db, tenant: &str) -> Result<Vec<Pipeline
 
 /// How many pipelines a tenant has.
 pub(super) async fn count_for_tenant<'e>(
-    db: impl Executor<'e, Database = Sqlite>,
+    db: impl Executor<'e, Database = Any>,
     tenant: &str,
 ) -> sqlx::Result<u64> {
     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pipelines WHERE tenant_id = $1")
@@ -251,7 +266,7 @@ pub(super) async fn count_for_tenant<'e>(
 
 /// Replaces the definition and what is read from it; false if there is no such pipeline.
 pub(super) async fn update_definition<'e>(
-    db: impl Executor<'e, Database = Sqlite>,
+    db: impl Executor<'e, Database = Any>,
     p: &PipelineRow,
 ) -> sqlx::Result<bool> {
     let done = sqlx::query(
@@ -277,7 +292,7 @@ pub(super) async fn set_desired(
 ) -> Result<bool, DbError> {
     let done =
         sqlx::query("UPDATE pipelines SET desired_state = $1, updated_at = $2 WHERE id = $3")
-            .bind(state)
+            .bind(state.as_str())
             .bind(now)
             .bind(id)
             .execute(db.pool())
@@ -287,7 +302,7 @@ pub(super) async fn set_desired(
 
 /// Deletes a pipeline (its lease and account cascade).
 pub(super) async fn delete<'e>(
-    db: impl Executor<'e, Database = Sqlite>,
+    db: impl Executor<'e, Database = Any>,
     id: &str,
 ) -> sqlx::Result<bool> {
     let done = sqlx::query("DELETE FROM pipelines WHERE id = $1")

@@ -1,6 +1,6 @@
 //! `tenants`: a name and an id.
 
-use sqlx::{Executor, Sqlite};
+use sqlx::{Any, Executor};
 
 use super::{Db, DbError};
 
@@ -17,7 +17,7 @@ pub struct Tenant {
 
 /// Inserts a tenant; a duplicate name is a unique violation.
 pub(super) async fn insert<'e>(
-    db: impl Executor<'e, Database = Sqlite>,
+    db: impl Executor<'e, Database = Any>,
     t: &Tenant,
 ) -> sqlx::Result<()> {
     sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")

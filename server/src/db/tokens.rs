@@ -1,6 +1,6 @@
 //! `tokens`: a tenant's API tokens, kept as SHA-256 hashes.
 
-use sqlx::{Executor, Sqlite};
+use sqlx::{Any, Executor};
 
 use super::{Db, DbError};
 
@@ -28,7 +28,7 @@ pub async fn insert(
 
 /// [`insert`] inside a transaction.
 pub(super) async fn insert_in<'e>(
-    db: impl Executor<'e, Database = Sqlite>,
+    db: impl Executor<'e, Database = Any>,
     id: &str,
     tenant_id: &str,
     hash: &str,

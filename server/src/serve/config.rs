@@ -12,6 +12,8 @@ use crate::egress::Action;
 
 /// Environment variable that sets (and overrides) `admin_token`.
 pub const ADMIN_TOKEN_ENV: &str = "SLUICE_ADMIN_TOKEN";
+/// Environment variable that sets (and overrides) `database`.
+pub const DATABASE_URL_ENV: &str = "SLUICE_DATABASE_URL";
 
 /// `config/sluice.yml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -29,9 +31,20 @@ pub struct ServerConfig {
     /// set, a random one is generated once and kept in `<data_dir>/admin-token` (mode 0600).
     #[serde(default)]
     pub admin_token: Option<String>,
-    /// This node's id, written on the host_id leases it holds. Default: the hostname.
+    /// The database: `sqlite://<path>` or `postgres://user:password@host:port/db`
+    /// (`SLUICE_DATABASE_URL` and `--database` override it). Default: SQLite in
+    /// `<data_dir>/sluice.db`. Nodes sharing one PostgreSQL database share the pipelines
+    /// (docs/service.md §9).
+    #[serde(default)]
+    pub database: Option<String>,
+    /// This node's id, written on its heartbeat and on the pipelines and host_id leases it
+    /// holds (`--node-id` overrides it). Default: the hostname. Unique per node.
     #[serde(default)]
     pub node_id: Option<String>,
+    /// The address other nodes reach this node's API at, to forward a request about a
+    /// pipeline this node runs. Default: the bound listen address.
+    #[serde(default)]
+    pub advertise_address: Option<SocketAddr>,
     /// Allow pipelines to name absolute paths (`write.file.dir`, `account.file.filename`).
     /// Off by default: a tenant's relative paths resolve inside its pipeline's data folder.
     #[serde(default)]
@@ -131,7 +144,9 @@ pub struct Limits {
     /// Most pipelines one tenant may define (one more gets 403 `pipeline_limit`).
     #[serde(default = "default_pipelines_per_tenant")]
     pub pipelines_per_tenant: u64,
-    /// Seconds a host_id lease lives without renewal; the holder renews it every third of this.
+    /// Seconds a node's hold on its pipelines (and their host_id leases) lives without renewal:
+    /// the node renews every fifteenth of it, stops its pipelines itself once 4/5 of it passed
+    /// without a renewal, and another node takes them over 2 s after it (docs/service.md §9).
     #[serde(default = "default_lease_ttl_secs")]
     pub lease_ttl_secs: u64,
     /// Seconds between saves of each pipeline's counters to the `account` table.
@@ -294,7 +309,9 @@ impl Default for ServerConfig {
             listen: default_listen(),
             data_dir: default_data_dir(),
             admin_token: None,
+            database: None,
             node_id: None,
+            advertise_address: None,
             allow_absolute_paths: false,
             metrics_token: None,
             limits: Limits::default(),
@@ -321,7 +338,7 @@ fn default_pipelines_per_tenant() -> u64 {
 }
 
 fn default_lease_ttl_secs() -> u64 {
-    30
+    15
 }
 
 fn default_account_save_secs() -> u64 {
@@ -350,6 +367,16 @@ impl ServerConfig {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
         Self::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// The database URL: `database` (which `SLUICE_DATABASE_URL` and `--database` override
+    /// when the config is resolved), else SQLite in the data folder.
+    pub fn database_url(&self) -> String {
+        self.database
+            .as_deref()
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| crate::db::sqlite_url(&self.data_dir.join("sluice.db")))
     }
 
     /// The node id: configured, else the hostname, else `sluice`.

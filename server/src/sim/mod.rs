@@ -4,12 +4,14 @@
 //! It serves `/ws/subscriber/flow` with generated or replayed flows, `/api/topology` from a
 //! topology file, and `/api`. For tests it also serves `GET /sim/sent` (how many flow records
 //! reached a subscriber socket, and how many topology queries it answered), `POST /sim/frame` (broadcast the body verbatim as one text frame)
-//! and writes every record sent to `--sent-log`.
+//! and writes every record sent to `--sent-log`; `GET /sim/subscriptions` lists every
+//! subscription attempt with its answer (`subscriptions.rs`).
 
 mod analyzer;
 pub mod generator;
 pub mod gremlin;
 mod hub;
+mod subscriptions;
 pub mod topology;
 mod ws;
 
@@ -202,6 +204,7 @@ pub(crate) struct SimState {
     shutdown: CancellationToken,
     /// `/api/topology` queries answered (`GET /sim/sent`).
     topology_queries: AtomicU64,
+    subscriptions: subscriptions::Subscriptions,
 }
 
 impl SimState {
@@ -337,6 +340,7 @@ pub async fn bind(args: SimArgs) -> anyhow::Result<BoundSim> {
         graph,
         shutdown: CancellationToken::new(),
         topology_queries: AtomicU64::new(0),
+        subscriptions: Default::default(),
     });
     Ok(BoundSim {
         listener,
@@ -360,7 +364,12 @@ fn router(state: Arc<SimState>) -> Router {
         .route("/api/topology", post(topology).get(whole_topology))
         .route("/sim/sent", get(sent))
         .route("/sim/frame", post(frame))
+        .route("/sim/subscriptions", get(subscription_attempts))
         .with_state(state)
+}
+
+async fn subscription_attempts(State(sim): State<Arc<SimState>>) -> Response {
+    axum::Json(serde_json::json!({ "subscriptions": sim.subscriptions.all() })).into_response()
 }
 
 async fn api_info(State(sim): State<Arc<SimState>>, headers: HeaderMap) -> Response {

@@ -54,6 +54,7 @@ pub(crate) async fn subscriber_flow(
         .unwrap_or_else(|| peer.to_string());
     let Some(reservation) = sim.hub.reserve(host_id.clone()) else {
         info!(%host_id, %peer, "Refused a subscriber whose host id is in use.");
+        sim.subscriptions.record(&host_id, peer, 409);
         return refuse(StatusCode::CONFLICT, "host id already connected");
     };
     let upgrade = match upgrade {
@@ -81,6 +82,7 @@ pub(crate) async fn subscriber_flow(
                 .map(|(_, v)| v.clone()),
         )
         .collect();
+    sim.subscriptions.record(&host_id, peer, 101);
     let conn = Connection {
         sim: sim.clone(),
         reservation,

@@ -69,6 +69,10 @@ pub struct SubscriberSettings {
     pub queue_flows: usize,
     /// How long a message waits for room in that queue ([`BACKPRESSURE_WAIT`]).
     pub backpressure_wait: Duration,
+    /// In `sluice serve`, the node's hold on the pipeline: no connection is made once it has
+    /// lapsed (docs/service.md §9), so a node resuming from a pause never subscribes for a
+    /// pipeline another node has taken over.
+    pub fence: Option<Arc<crate::fence::Fence>>,
 }
 
 impl Default for SubscriberSettings {
@@ -86,6 +90,7 @@ impl Default for SubscriberSettings {
             egress: EgressPolicy::unrestricted(),
             queue_flows: MAX_QUEUED_FLOWS,
             backpressure_wait: BACKPRESSURE_WAIT,
+            fence: None,
         }
     }
 }
@@ -293,6 +298,12 @@ async fn supervise(
     let queue = Arc::new(tokio::sync::Semaphore::new(settings.queue_flows.max(1)));
     loop {
         if shutdown.is_cancelled() {
+            return;
+        }
+        if let Some(fence) = &settings.fence
+            && !fence.holds()
+        {
+            warn!(url = %settings.shown_url(), host_id = %settings.host_id, "Not subscribing: this node's hold on the pipeline lapsed.");
             return;
         }
         let connected = tokio::select! {
