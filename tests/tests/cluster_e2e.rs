@@ -12,6 +12,10 @@
 //!
 //! The analyzer's log and the cluster's own answers are the evidence: which host_id was
 //! subscribed when, by which peer, and with what answer.
+//!
+//! A second test: objects a node spooled while the store was down, and that it still held when
+//! it was killed, are uploaded when that node comes back, although its pipeline runs on another
+//! node by then.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -19,8 +23,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use sluice_tests::s3::MotoServer;
-use sluice_tests::{Serve, Sim, http_request, wait_for, wall_ms};
+use sluice_tests::s3::{Bucket, MotoServer, TcpProxy};
+use sluice_tests::{Serve, Sim, http_request, multiset, wait_for, wall_ms};
 
 const ADMIN: &str = "admin-secret-for-the-cluster";
 /// 32 bytes in base64: every node opens the secrets the others sealed.
@@ -96,10 +100,13 @@ fn start_node(dir: &Path, id: &str, database: &str) -> Serve {
 }
 
 fn pipeline_yaml(sim: &Sim, moto: &MotoServer, i: usize) -> String {
+    pipeline_to(sim, &moto.endpoint(), BUCKET, i)
+}
+
+fn pipeline_to(sim: &Sim, endpoint: &str, bucket: &str, i: usize) -> String {
     format!(
-        "host_id: cluster-h{i}\npipeline:\n  subscriber:\n    url: {url}\n  encode:\n    type: json\n  compress:\n    type: gzip\n  store:\n    type: buffered\n    buffered:\n      filename_prefix: p{i}\n      dirname: {BUCKET}\n      max_flows_per_object: 1000\n      max_seconds_per_object: 1\n      max_seconds_per_stream: 3600\n      max_flow_array_size: 100000\n  write:\n    type: s3\n    spool:\n      max_bytes: 10000000\n    s3:\n      endpoint: {endpoint}\n      region: us-east-1\n      access_key: test\n      secret_key: test\n",
+        "host_id: cluster-h{i}\npipeline:\n  subscriber:\n    url: {url}\n  encode:\n    type: json\n  compress:\n    type: gzip\n  store:\n    type: buffered\n    buffered:\n      filename_prefix: p{i}\n      dirname: {bucket}\n      max_flows_per_object: 1000\n      max_seconds_per_object: 1\n      max_seconds_per_stream: 3600\n      max_flow_array_size: 100000\n  write:\n    type: s3\n    spool:\n      max_bytes: 10000000\n    s3:\n      endpoint: {endpoint}\n      region: us-east-1\n      access_key: test\n      secret_key: test\n",
         url = sim.ws_url(),
-        endpoint = moto.endpoint(),
     )
 }
 
@@ -411,5 +418,96 @@ fn three_nodes_fail_over_fence_and_hand_over_on_one_postgres() {
     assert_eq!(
         holders(&n1).values().filter(|n| *n == "n1").count(),
         PIPELINES
+    );
+}
+
+/// Spool files (`*.obj`) under a node's folder of a pipeline.
+fn spooled(node: &Serve, id: &str) -> usize {
+    std::fs::read_dir(node.data_dir.join("pipelines").join(id).join("spool"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "obj"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn status(node: &Serve, token: &str, id: &str) -> Value {
+    let r = node.request(
+        "GET",
+        &format!("/v1/pipelines/{id}/status"),
+        Some(token),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+#[test]
+fn a_dead_nodes_spool_is_uploaded_when_it_comes_back() {
+    let Some(server) = postgres_server() else {
+        return;
+    };
+    let database = fresh_database(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let moto = MotoServer::start().unwrap();
+    moto.create_bucket("spooled").unwrap();
+    let relay = TcpProxy::start(moto.addr).unwrap();
+    let total = 600;
+    let sim = Sim::start_fast(dir.path(), 20, 200, total, 7).unwrap();
+    let n1 = start_node(dir.path(), "n1", &database);
+    let (_, token) = n1.tenant("acme");
+    // The store is unreachable from the start: everything stays in n1's spool.
+    relay.cut();
+    let r = n1.yaml(
+        "POST",
+        "/v1/pipelines",
+        Some(&token),
+        &pipeline_to(&sim, &relay.endpoint(), "spooled", 0),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    // Killed only once every record sent is in the spool (records in memory at a SIGKILL are
+    // lost by nature, docs/service.md §9).
+    wait_for("every record sent spooled on n1", WAIT, || {
+        let v = status(&n1, &token, &id);
+        let received = v["counters"]["received"].as_u64().unwrap_or(0);
+        (sim.sent().len() == total as usize
+            && received == total as u64
+            && v["counters"]["records_written"].as_u64() == Some(received))
+        .then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", n1.process.stderr()));
+    let files = spooled(&n1, &id);
+    assert!(files >= 1);
+    let mut n1 = n1;
+    n1.process.signal("KILL").unwrap();
+    let _ = n1.process.wait(WAIT);
+
+    // n2 takes the pipeline over; the store comes back; nothing new is sent.
+    let n2 = start_node(dir.path(), "n2", &database);
+    wait_for("n2 holds the pipeline", WAIT, || {
+        (holders(&n2).get("cluster-h0").map(String::as_str) == Some("n2")).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", n2.process.stderr()));
+    relay.restore();
+    assert_eq!(Bucket::new(&moto, "spooled").refresh(), 0);
+
+    // n1 comes back: it uploads what its spool kept, for a pipeline that runs on n2.
+    let n1 = start_node(dir.path(), "n1", &database);
+    let mut bucket = Bucket::new(&moto, "spooled");
+    bucket.wait_records(total as usize, WAIT, || n1.process.stderr());
+    wait_for("n1's spool to empty", WAIT, || {
+        (spooled(&n1, &id) == 0).then_some(())
+    })
+    .unwrap();
+    assert_eq!(
+        multiset(bucket.all_records()),
+        multiset(sim.sent()),
+        "every record sent is in the bucket exactly once"
+    );
+    assert_eq!(
+        holders(&n1).get("cluster-h0").map(String::as_str),
+        Some("n2")
     );
 }
