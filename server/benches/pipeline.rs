@@ -24,8 +24,9 @@
 //!
 //! `secadvisor+json+gzip (cold, 1 ms analyzer)` and `(cold, 5 ms analyzer)` put a network hop
 //! between the pipeline and its analyzer: the simulator (`sluice sim`, on its own thread) over a
-//! cluster where a quarter of the private addresses are runc containers, a quarter Docker
-//! containers and a quarter VMs, answering each topology query after that delay. A new pipeline
+//! cluster where one private address in sixteen is a runc container, one a Docker container
+//! and one a VM (about 1,100 of the 6,000 addresses), answering each topology query after that
+//! delay. A new pipeline
 //! per round is fed through its channel and driven by `Pipeline::run`, as the subscriber does,
 //! so messages waiting behind a lookup are looked up together (docs/stages.md §6.2.4). Their
 //! ratio is against the warm pipeline over the same analyzer, measured in alternating rounds.
@@ -219,7 +220,7 @@ fn cluster_analyzer(messages: &[String], delay_ms: u64) -> std::net::SocketAddr 
         ..Default::default()
     };
     for (i, ip) in private.into_iter().enumerate() {
-        match i % 4 {
+        match i % 16 {
             0 => cluster.runc.push(ip),
             1 => cluster.docker.push(ip),
             2 => cluster.vm.push(ip),

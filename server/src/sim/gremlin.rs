@@ -10,6 +10,7 @@
 //! `Revision` (and `Parent`, `Child` on edges) name the element's own fields.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value, json};
 
@@ -38,6 +39,9 @@ pub struct Graph {
     /// Per node, in edge order: (neighbour, whether the neighbour is the edge's child), so a
     /// traversal step costs the node's degree, not the whole edge list.
     adjacency: Vec<Vec<(usize, bool)>>,
+    /// Per key, built on first use: string value → the nodes having it (directly or in an
+    /// array), so `G.V().Has(key, "value")` does not scan every node.
+    strings: Arc<Mutex<HashMap<String, HashMap<String, Vec<usize>>>>>,
 }
 
 impl Graph {
@@ -85,12 +89,43 @@ impl Graph {
             edges,
             index,
             adjacency,
+            strings: Arc::default(),
         })
     }
 
     /// `{"Nodes":[...],"Edges":[...]}`.
     pub fn to_json(&self) -> Value {
         json!({"Nodes": self.nodes, "Edges": self.edges})
+    }
+
+    /// The nodes, in graph order, that may match `Has(key, <one of values>)`: every node with
+    /// one of those strings at `key`.
+    fn nodes_with_strings(&self, key: &str, values: &[&str]) -> Vec<usize> {
+        let mut index = self.strings.lock().unwrap_or_else(|e| e.into_inner());
+        let by_value = index.entry(key.to_owned()).or_insert_with(|| {
+            let mut by_value: HashMap<String, Vec<usize>> = HashMap::new();
+            for (n, node) in self.nodes.iter().enumerate() {
+                for v in lookup(node, key) {
+                    let items = match v {
+                        Value::Array(items) => items.iter().collect(),
+                        v => vec![v],
+                    };
+                    for text in items.into_iter().filter_map(Value::as_str) {
+                        by_value.entry(text.to_owned()).or_default().push(n);
+                    }
+                }
+            }
+            by_value
+        });
+        let mut nodes: Vec<usize> = values
+            .iter()
+            .filter_map(|v| by_value.get(*v))
+            .flatten()
+            .copied()
+            .collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        nodes
     }
 
     fn neighbours(&self, node: usize, direction: Direction) -> Vec<usize> {
@@ -429,7 +464,10 @@ pub fn query(graph: &Graph, query: &str) -> Result<Value, GremlinError> {
     }
     .parse()?;
     let mut set = Set::Graph;
+    // Whether `set` is every node (right after `V()`), where `Has` may use the index.
+    let mut all_nodes = false;
     for step in &steps {
+        let from_all_nodes = std::mem::take(&mut all_nodes);
         // Node steps see the nodes of paths, in order.
         if let Set::Paths(paths) = &set
             && step.name != "Count"
@@ -438,13 +476,25 @@ pub fn query(graph: &Graph, query: &str) -> Result<Value, GremlinError> {
         }
         set = match (step.name.as_str(), set) {
             ("V", Set::Graph) => match step.args.as_slice() {
-                [] => Set::Nodes((0..graph.nodes.len()).collect()),
+                [] => {
+                    all_nodes = true;
+                    Set::Nodes((0..graph.nodes.len()).collect())
+                }
                 [Arg::Str(id)] => Set::Nodes(graph.index.get(id).copied().into_iter().collect()),
                 _ => return step_error(step, "takes nothing or a node id"),
             },
             ("E", Set::Graph) => Set::Edges((0..graph.edges.len()).collect()),
             ("Has", Set::Nodes(nodes)) => {
                 let f = filters(&step.args)?;
+                let indexed: Option<Vec<&str>> = match f.first() {
+                    Some((_, Predicate::Eq(want))) => want.as_str().map(|s| vec![s]),
+                    Some((_, Predicate::Within(list))) => list.iter().map(Value::as_str).collect(),
+                    _ => None,
+                };
+                let nodes = match (from_all_nodes, indexed) {
+                    (true, Some(values)) => graph.nodes_with_strings(&f[0].0, &values),
+                    _ => nodes,
+                };
                 Set::Nodes(
                     nodes
                         .into_iter()
