@@ -30,6 +30,9 @@ pub enum GremlinError {
     Eval(String),
 }
 
+/// For one metadata key: string value → the nodes having it.
+type NodesByString = HashMap<String, Vec<usize>>;
+
 /// The topology: nodes and edges in Skydive's JSON shape.
 #[derive(Debug, Default, Clone)]
 pub struct Graph {
@@ -41,7 +44,7 @@ pub struct Graph {
     adjacency: Vec<Vec<(usize, bool)>>,
     /// Per key, built on first use: string value → the nodes having it (directly or in an
     /// array), so `G.V().Has(key, "value")` does not scan every node.
-    strings: Arc<Mutex<HashMap<String, HashMap<String, Vec<usize>>>>>,
+    strings: Arc<Mutex<HashMap<String, NodesByString>>>,
 }
 
 impl Graph {
@@ -103,7 +106,7 @@ impl Graph {
     fn nodes_with_strings(&self, key: &str, values: &[&str]) -> Vec<usize> {
         let mut index = self.strings.lock().unwrap_or_else(|e| e.into_inner());
         let by_value = index.entry(key.to_owned()).or_insert_with(|| {
-            let mut by_value: HashMap<String, Vec<usize>> = HashMap::new();
+            let mut by_value = NodesByString::new();
             for (n, node) in self.nodes.iter().enumerate() {
                 for v in lookup(node, key) {
                     let items = match v {
