@@ -64,8 +64,11 @@ fn psql() -> PathBuf {
 
 /// A new database on `server`; returns its URL.
 fn fresh_database(server: &str) -> String {
+    // Two tests of this binary may start in the same millisecond.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let name = format!(
-        "sluice_cluster_{}_{}",
+        "sluice_cluster_{}_{}_{n}",
         std::process::id(),
         wall_ms() % 100_000
     );

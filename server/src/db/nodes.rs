@@ -35,15 +35,15 @@ pub async fn register(db: &Db, id: &str, address: &str, now: i64) -> Result<(), 
     Ok(())
 }
 
-/// A heartbeat; returns whether the node was asked to drain (false if its row is gone).
-pub async fn heartbeat(db: &Db, id: &str, now: i64) -> Result<bool, DbError> {
+/// A heartbeat; returns whether the node was asked to drain (`None` if its row is gone).
+pub async fn heartbeat(db: &Db, id: &str, now: i64) -> Result<Option<bool>, DbError> {
     let draining: Option<i64> =
         sqlx::query_scalar("UPDATE nodes SET heartbeat_at = $1 WHERE id = $2 RETURNING draining")
             .bind(now)
             .bind(id)
             .fetch_optional(db.pool())
             .await?;
-    Ok(draining.unwrap_or(0) != 0)
+    Ok(draining.map(|d| d != 0))
 }
 
 /// Asks a node to drain (or marks this node as leaving); false if there is no such node.

@@ -287,7 +287,8 @@ on_each_backend! {
         let store = with_tenants(&pool).await;
         nodes::register(&store, "n1", "127.0.0.1:1", 100).await.unwrap();
         nodes::register(&store, "n2", "127.0.0.1:2", 100).await.unwrap();
-        assert!(!nodes::heartbeat(&store, "n1", 200).await.unwrap());
+        assert_eq!(nodes::heartbeat(&store, "n1", 200).await.unwrap(), Some(false));
+        assert_eq!(nodes::heartbeat(&store, "gone", 200).await.unwrap(), None);
         let placed = Placement { node: "n1".into(), expires_at: 1_000 };
         store
             .create_pipeline(&pipeline("p1", "t1"), &[], None, Some(&placed), 10)
@@ -304,12 +305,12 @@ on_each_backend! {
             [("n1".to_string(), 1)]
         );
         assert!(nodes::set_draining(&store, "n1").await.unwrap());
-        assert!(nodes::heartbeat(&store, "n1", 300).await.unwrap());
+        assert_eq!(nodes::heartbeat(&store, "n1", 300).await.unwrap(), Some(true));
         assert!(ownership::placement_counts(&store, 150, 500).await.unwrap().is_empty());
         assert!(!nodes::set_draining(&store, "nope").await.unwrap());
         // A restart clears the drain.
         nodes::register(&store, "n1", "127.0.0.1:1", 400).await.unwrap();
-        assert!(!nodes::heartbeat(&store, "n1", 400).await.unwrap());
+        assert_eq!(nodes::heartbeat(&store, "n1", 400).await.unwrap(), Some(false));
     }
 }
 

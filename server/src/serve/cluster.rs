@@ -3,11 +3,14 @@
 //! one-node case of the same code: the node is alone in the `nodes` table and holds every
 //! pipeline.
 //!
-//! One loop per node, every [`Timings::renew_every`]: heartbeat; renew every unexpired lease
-//! it holds; stop what it lost (another node took it over, or it was deleted); start what was
-//! placed on it; take over, by the same placement rule on every node, the pipelines whose
-//! lease expired [`Timings::grace`] ago (their node is gone) or that have none; apply
-//! definitions and desired states changed through other nodes; publish each pipeline's status.
+//! Two loops per node, every [`Timings::renew_every`]. The renewal ([`Cluster::renew`]):
+//! heartbeat, renew every unexpired lease it holds, extend the fences of what it still holds;
+//! it never waits on a pipeline (a stop may wait 30 s for uploads), so a slow flush cannot
+//! make the node lose its other pipelines. The round ([`Cluster::round`]): stop what it lost
+//! (another node took it over, or it was deleted); start what was placed on it; take over, by
+//! the same placement rule on every node, the pipelines whose lease expired
+//! [`Timings::grace`] ago (their node is gone) or that have none; apply definitions and
+//! desired states changed through other nodes; publish each pipeline's status.
 //! A node never trusts a lease past what its own monotonic clock allows
 //! ([`crate::fence::Fence`]): a renewal sent at `t` keeps its pipelines running until
 //! `t + 4/5 ttl` only, so they stop before the lease (`wall(t) + ttl`) expires for the others,
@@ -85,6 +88,8 @@ struct Inner {
     published: Mutex<HashMap<String, Published>>,
     /// Set once this node hands its pipelines over (drain or shutdown): it takes none.
     leaving: AtomicBool,
+    /// Set by the renewal when the node's row asks it to drain.
+    drain_asked: AtomicBool,
     /// Serialises the loop's rounds with handovers.
     round: tokio::sync::Mutex<()>,
 }
@@ -111,12 +116,14 @@ impl Cluster {
                 local: Mutex::new(HashMap::new()),
                 published: Mutex::new(HashMap::new()),
                 leaving: AtomicBool::new(false),
+                drain_asked: AtomicBool::new(false),
                 round: tokio::sync::Mutex::new(()),
             }),
         };
         let i = &cluster.inner;
         nodes::register(&i.db, &i.node, &i.address, crate::now_ms()).await?;
         cluster.take_back_own().await?;
+        cluster.renew().await?;
         cluster.round().await?;
         Ok(cluster)
     }
@@ -133,15 +140,6 @@ impl Cluster {
 
     fn local(&self) -> std::sync::MutexGuard<'_, HashMap<String, Local>> {
         self.inner.local.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A fence for a lease whose renewal (or grant) was sent at `sent`.
-    fn fence(&self, generation: i64, sent: Instant) -> Arc<Fence> {
-        Arc::new(Fence::new(
-            &self.inner.node,
-            generation,
-            sent + self.inner.timings.fence_window,
-        ))
     }
 
     /// Where a new pipeline goes: the live node with the fewest pipelines (ties: the lowest
@@ -164,7 +162,8 @@ impl Cluster {
     /// lease was granted at `sent` or later.
     pub async fn start_created(&self, row: &PipelineRow, sent: Instant) {
         let _round = self.inner.round.lock().await;
-        self.start_local(row, 1, sent).await;
+        self.start_local(row, 1, sent + self.inner.timings.fence_window)
+            .await;
     }
 
     /// Holds off the loop while the API applies a change to a pipeline itself (its round would
@@ -189,8 +188,9 @@ impl Cluster {
         }
     }
 
-    async fn start_local(&self, row: &PipelineRow, generation: i64, sent: Instant) {
-        let fence = self.fence(generation, sent);
+    /// Runs a pipeline this node holds at `generation`, its fence valid until `until`.
+    async fn start_local(&self, row: &PipelineRow, generation: i64, until: Instant) {
+        let fence = Arc::new(Fence::new(&self.inner.node, generation, until));
         self.local().insert(
             row.id.clone(),
             Local {
@@ -222,28 +222,77 @@ impl Cluster {
             if let Some(generation) = taken
                 && let Some(row) = pipelines::get(&i.db, &held.pipeline_id, None).await?
             {
-                self.start_local(&row, generation, sent).await;
+                self.start_local(&row, generation, sent + i.timings.fence_window)
+                    .await;
             }
         }
         Ok(())
     }
 
-    /// Runs the loop until `stop`.
+    /// Runs the renewal and the round until `stop`.
     pub async fn run(self, stop: CancellationToken) {
+        let renewal = {
+            let (cluster, stop) = (self.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(cluster.inner.timings.renew_every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        _ = tick.tick() => {
+                            if let Err(e) = cluster.renew().await {
+                                warn!(error = %e, "Cannot renew this node's leases (the database is out of reach?); its pipelines stop when their hold lapses.");
+                            }
+                        }
+                    }
+                }
+            })
+        };
         let mut tick = tokio::time::interval(self.inner.timings.renew_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sweep = tokio::time::interval(Duration::from_secs(60));
         loop {
             tokio::select! {
-                () = stop.cancelled() => return,
+                () = stop.cancelled() => break,
                 _ = tick.tick() => {
                     if let Err(e) = self.round().await {
-                        warn!(error = %e, "Cluster round failed (the database is out of reach?); pipelines keep running until their hold lapses.");
+                        warn!(error = %e, "Cluster round failed (the database is out of reach?).");
                     }
                 }
                 _ = sweep.tick() => self.sweep_spools().await,
             }
         }
+        let _ = renewal.await;
+    }
+
+    /// The heartbeat and the renewal of every unexpired lease this node holds; the fence of
+    /// each pipeline it runs at the generation still held is extended to the renewal's send
+    /// time + [`Timings::fence_window`]. Waits on no pipeline.
+    pub async fn renew(&self) -> Result<(), DbError> {
+        let i = &self.inner;
+        let sent = Instant::now();
+        let now = crate::now_ms();
+        let expires = now + i.timings.ttl_ms();
+        let draining = match nodes::heartbeat(&i.db, &i.node, now).await? {
+            Some(draining) => draining,
+            None => {
+                // The row went (an operator's cleanup): join again.
+                nodes::register(&i.db, &i.node, &i.address, now).await?;
+                false
+            }
+        };
+        i.drain_asked.store(draining, Ordering::Release);
+        ownership::renew(&i.db, &i.node, now, expires).await?;
+        let held = ownership::held_by(&i.db, &i.node).await?;
+        let local = self.local();
+        for h in held.iter().filter(|h| h.expires_at == expires) {
+            if let Some(l) = local.get(&h.pipeline_id)
+                && l.fence.generation() == h.generation
+            {
+                l.fence.extend(sent + i.timings.fence_window);
+            }
+        }
+        Ok(())
     }
 
     /// One round of the loop (see the module's comment).
@@ -262,25 +311,20 @@ impl Cluster {
             self.local().remove(&id);
             i.supervisor.release(&id).await;
         }
-        let sent = Instant::now();
-        let now = crate::now_ms();
-        let expires = now + i.timings.ttl_ms();
-        let draining = nodes::heartbeat(&i.db, &i.node, now).await?;
-        ownership::renew(&i.db, &i.node, now, expires).await?;
-        let held: HashMap<String, Held> = ownership::held_by(&i.db, &i.node)
-            .await?
-            .into_iter()
-            .map(|h| (h.pipeline_id.clone(), h))
-            .collect();
-        if draining && !i.leaving.load(Ordering::Acquire) {
+        if i.drain_asked.load(Ordering::Acquire) && !i.leaving.load(Ordering::Acquire) {
             info!(node = %i.node, "Asked to drain: handing every pipeline over.");
             drop(_round);
             self.hand_over().await;
             return Ok(());
         }
-        self.apply_held(&held, expires, sent).await?;
+        let held: HashMap<String, Held> = ownership::held_by(&i.db, &i.node)
+            .await?
+            .into_iter()
+            .map(|h| (h.pipeline_id.clone(), h))
+            .collect();
+        self.apply_held(&held).await?;
         if !i.leaving.load(Ordering::Acquire) {
-            self.take_over(now, sent).await?;
+            self.take_over().await?;
         }
         self.publish().await;
         Ok(())
@@ -288,12 +332,7 @@ impl Cluster {
 
     /// Keeps what this node still holds, drops what it lost, starts what was placed on it,
     /// and applies changes made through other nodes.
-    async fn apply_held(
-        &self,
-        held: &HashMap<String, Held>,
-        renewed_to: i64,
-        sent: Instant,
-    ) -> Result<(), DbError> {
+    async fn apply_held(&self, held: &HashMap<String, Held>) -> Result<(), DbError> {
         let i = &self.inner;
         let local: Vec<(String, Local)> = self
             .local()
@@ -303,9 +342,6 @@ impl Cluster {
         for (id, l) in &local {
             match held.get(id) {
                 Some(h) if h.generation == l.fence.generation() => {
-                    if h.expires_at == renewed_to {
-                        l.fence.extend(sent + i.timings.fence_window);
-                    }
                     if h.updated_at != l.updated_at || h.desired_state != l.desired {
                         self.apply_change(id, h).await?;
                     }
@@ -332,13 +368,18 @@ impl Cluster {
             return Ok(());
         }
         for (id, h) in held {
-            // Placed here by another node (or held under a lapsed fence, still ours): run it,
-            // if the renewal just now extended it.
-            if h.expires_at != renewed_to || self.local().contains_key(id) {
+            // Placed here by another node (or held under a lapsed fence, still ours): run it
+            // while its lease has more than the fence's margin left. The fence ends where a
+            // renewal sent when the lease was last extended would have put it.
+            let left = h.expires_at
+                - crate::now_ms()
+                - (i.timings.ttl - i.timings.fence_window).as_millis() as i64;
+            if left <= 0 || self.local().contains_key(id) {
                 continue;
             }
+            let until = Instant::now() + Duration::from_millis(left as u64);
             if let Some(row) = pipelines::get(&i.db, id, None).await? {
-                self.start_local(&row, h.generation, sent).await;
+                self.start_local(&row, h.generation, until).await;
             }
         }
         Ok(())
@@ -367,9 +408,10 @@ impl Cluster {
     /// none. Every node computes the same assignment from the same rows (the fewest pipelines
     /// first, ties by id, pipelines in id order), and takes only its own share; the
     /// generation's compare-and-set settles any race.
-    async fn take_over(&self, now: i64, sent: Instant) -> Result<(), DbError> {
+    async fn take_over(&self) -> Result<(), DbError> {
         let i = &self.inner;
         let t = i.timings;
+        let now = crate::now_ms();
         let before = now - t.grace.as_millis() as i64;
         let up = ownership::claimable(&i.db, before).await?;
         if up.is_empty() {
@@ -390,6 +432,8 @@ impl Cluster {
             if target.0 != i.node {
                 continue;
             }
+            let sent = Instant::now();
+            let now = crate::now_ms();
             let taken = ownership::take(
                 &i.db,
                 &claim.pipeline_id,
@@ -402,7 +446,8 @@ impl Cluster {
             let Some(generation) = taken else { continue };
             if let Some(row) = pipelines::get(&i.db, &claim.pipeline_id, None).await? {
                 info!(pipeline = %row.id, generation, "Pipeline taken over by this node.");
-                self.start_local(&row, generation, sent).await;
+                self.start_local(&row, generation, sent + t.fence_window)
+                    .await;
             }
         }
         Ok(())
@@ -562,10 +607,16 @@ mod tests {
         while !done() {
             assert!(Instant::now() < deadline, "timed out waiting for {what}");
             for c in clusters {
-                c.round().await.unwrap();
+                step(c).await;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// What the node's two loops do once: renew, then a round.
+    async fn step(c: &Cluster) {
+        c.renew().await.unwrap();
+        c.round().await.unwrap();
     }
 
     fn generations(all: &[ownership::Owner]) -> Vec<(String, String, i64)> {
@@ -600,7 +651,7 @@ mod tests {
                 if placed.node == "a" {
                     a.start_created(&row(id), sent).await;
                 } else {
-                    b.round().await.unwrap();
+                    step(&b).await;
                 }
             }
             assert_eq!(sup_a.all().len(), 2);
@@ -632,13 +683,13 @@ mod tests {
             ));
 
             // a is back: it forgets what it lost and starts nothing (b holds everything).
-            a.round().await.unwrap();
+            step(&a).await;
             assert!(sup_a.all().is_empty());
 
             // b leaves: a takes everything over at once (no waiting for the lease to expire).
             b.hand_over().await;
             assert!(sup_b.all().is_empty());
-            a.round().await.unwrap();
+            step(&a).await;
             assert_eq!(sup_a.all().len(), 4);
             let owners = generations(&ownership::owners(&db, None).await.unwrap());
             assert!(owners.iter().all(|(_, node, _)| node == "a"), "{owners:?}");
@@ -653,7 +704,7 @@ mod tests {
             assert_ne!(published.status_at, 0);
             // Deleting through b: a forgets it at its next round.
             assert!(db.delete_pipeline("p1").await.unwrap());
-            a.round().await.unwrap();
+            step(&a).await;
             assert_eq!(sup_a.all().len(), 3);
             sup_a.shutdown().await;
             test.finish().await;
