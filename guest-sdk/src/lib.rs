@@ -50,7 +50,7 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 
 /// The batch encoding version this SDK reads and writes (ENCODING.md).
-pub const ENCODING_VERSION: u8 = 1;
+pub use sluice_wire::VERSION as ENCODING_VERSION;
 
 /// The WIT package this SDK implements, `wit/guest.wit`.
 pub const WIT: &str = include_str!("../wit/guest.wit");

@@ -5,15 +5,10 @@ use std::borrow::Cow;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::wire::{KIND_RECORDS, Reader, WireError, Writer};
+use sluice_wire::record::{BatchWriter, OpenRecord, RecordBatch, RecordCursor, SchemaNames};
+pub use sluice_wire::record::{MAX_FIELDS, Value};
 
-const HEADER: usize = 16;
-/// Most fields in one record.
-pub const MAX_FIELDS: usize = 1024;
-/// Record batch flag: the schema table is followed by the CSV column names (ENCODING.md §3).
-const FLAG_COLUMNS: u16 = 1;
-/// Value tag: a CSV text, then the field's value.
-const TAG_CSV: u8 = 8;
+use crate::wire::WireError;
 
 /// A field's name: its JSON key, and the CSV column name when that differs. A `&str` is both;
 /// `("SrcAddr", "srcaddr")` is the key `SrcAddr` under the CSV column `srcaddr`.
@@ -77,83 +72,26 @@ impl FieldName {
     }
 }
 
-/// One field value.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Value<'a> {
-    /// JSON `null`, an empty CSV field.
-    Null,
-    /// A boolean.
-    Bool(bool),
-    /// A signed integer.
-    Int(i64),
-    /// An unsigned integer.
-    UInt(u64),
-    /// A float (`null` in JSON when not finite).
-    Float(f64),
-    /// A string.
-    Str(&'a str),
-    /// A JSON text (object, array...) embedded as is.
-    Json(&'a str),
+/// A record shape's fields, as an [`Output`] keeps them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fields(Vec<FieldName>);
+
+impl std::ops::Deref for Fields {
+    type Target = [FieldName];
+    fn deref(&self) -> &[FieldName] {
+        &self.0
+    }
 }
 
-impl Value<'_> {
-    /// The string, for [`Value::Str`].
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            Value::Str(s) => Some(s),
-            _ => None,
-        }
+impl SchemaNames for Fields {
+    fn field_count(&self) -> usize {
+        self.0.len()
     }
-
-    /// The integer, for [`Value::Int`] and a [`Value::UInt`] that fits.
-    pub fn as_i64(&self) -> Option<i64> {
-        match *self {
-            Value::Int(v) => Some(v),
-            Value::UInt(v) => i64::try_from(v).ok(),
-            _ => None,
-        }
+    fn name(&self, i: usize) -> &str {
+        &self.0[i].json
     }
-
-    fn write(&self, buf: &mut Vec<u8>) {
-        match *self {
-            Value::Null => buf.put_u8(0),
-            Value::Bool(false) => buf.put_u8(1),
-            Value::Bool(true) => buf.put_u8(2),
-            Value::Int(v) => {
-                buf.put_u8(3);
-                buf.put_i64(v);
-            }
-            Value::UInt(v) => {
-                buf.put_u8(4);
-                buf.put_u64(v);
-            }
-            Value::Float(v) => {
-                buf.put_u8(5);
-                buf.put_f64(v);
-            }
-            Value::Str(s) => {
-                buf.put_u8(6);
-                buf.put_str(s);
-            }
-            Value::Json(s) => {
-                buf.put_u8(7);
-                buf.put_str(s);
-            }
-        }
-    }
-
-    fn read<'a>(r: &mut Reader<'a>, tag: u8) -> Result<Value<'a>, WireError> {
-        Ok(match tag {
-            0 => Value::Null,
-            1 => Value::Bool(false),
-            2 => Value::Bool(true),
-            3 => Value::Int(r.i64()?),
-            4 => Value::UInt(r.u64()?),
-            5 => Value::Float(r.f64()?),
-            6 => Value::Str(r.str()?),
-            7 => Value::Json(r.str()?),
-            _ => return Err(WireError::Invalid("unknown value tag")),
-        })
+    fn column(&self, i: usize) -> Option<&str> {
+        self.0[i].csv.as_deref()
     }
 }
 
@@ -169,7 +107,7 @@ impl Value<'_> {
 /// ```
 #[derive(Debug)]
 pub struct Schema {
-    fields: Vec<FieldName>,
+    fields: Fields,
     /// Its index in the last [`Output`] that used it: (output id, index).
     slot: Cell<(u32, u32)>,
 }
@@ -178,10 +116,12 @@ impl Schema {
     /// A shape from its field names (`&str`, or `(json, csv)` pairs), in order.
     pub fn new<'n, N: Into<Name<'n>>>(names: impl IntoIterator<Item = N>) -> Self {
         Schema {
-            fields: names
-                .into_iter()
-                .map(|n| FieldName::own(n.into()))
-                .collect(),
+            fields: Fields(
+                names
+                    .into_iter()
+                    .map(|n| FieldName::own(n.into()))
+                    .collect(),
+            ),
             slot: Cell::new((0, 0)),
         }
     }
@@ -189,10 +129,12 @@ impl Schema {
     /// The same from `'static` names, without copying them.
     pub fn new_static<N: Into<Name<'static>> + Copy>(names: &'static [N]) -> Self {
         Schema {
-            fields: names
-                .iter()
-                .map(|n| FieldName::borrowed((*n).into()))
-                .collect(),
+            fields: Fields(
+                names
+                    .iter()
+                    .map(|n| FieldName::borrowed((*n).into()))
+                    .collect(),
+            ),
             slot: Cell::new((0, 0)),
         }
     }
@@ -215,9 +157,8 @@ static OUTPUTS: AtomicU32 = AtomicU32::new(1);
 #[derive(Debug)]
 pub struct Output {
     id: u32,
-    buf: Vec<u8>,
-    count: u32,
-    schemas: Vec<Vec<FieldName>>,
+    w: BatchWriter,
+    schemas: Vec<Fields>,
     last: Option<usize>,
 }
 
@@ -230,12 +171,9 @@ impl Default for Output {
 impl Output {
     /// An empty output with room for `bytes` of records.
     pub fn with_capacity(bytes: usize) -> Self {
-        let mut buf = Vec::with_capacity(HEADER + bytes);
-        buf.resize(HEADER, 0);
         Output {
             id: OUTPUTS.fetch_add(1, Ordering::Relaxed),
-            buf,
-            count: 0,
+            w: BatchWriter::with_capacity(bytes),
             schemas: Vec::new(),
             last: None,
         }
@@ -259,8 +197,7 @@ impl Output {
             schema.slot.set((self.id, index as u32));
             index
         };
-        self.buf.put_u32(index as u32);
-        self.count += 1;
+        self.w.record(index as u32);
         self.last = Some(index);
         RowBuilder {
             out: self,
@@ -272,8 +209,7 @@ impl Output {
     /// `out.record().str("SrcAddr", a).int("SrcPort", 80);` (the record is complete when the
     /// builder is dropped).
     pub fn record(&mut self) -> RecordBuilder<'_> {
-        let start = self.buf.len();
-        self.buf.extend_from_slice(&[0; 4]);
+        let start = self.w.open_record();
         RecordBuilder {
             candidate: self.last,
             out: self,
@@ -285,38 +221,17 @@ impl Output {
 
     /// Records written so far.
     pub fn len(&self) -> usize {
-        self.count as usize
+        self.w.len()
     }
 
     /// Whether no record was written.
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.w.is_empty()
     }
 
     /// The encoded record batch.
-    pub fn finish(mut self) -> Vec<u8> {
-        let schemas_offset = self.buf.len() as u32;
-        for schema in &self.schemas {
-            self.buf.put_u16(schema.len() as u16);
-            for name in schema {
-                self.buf.put_str(&name.json);
-            }
-        }
-        let columns = self.schemas.iter().flatten().any(|n| n.csv.is_some());
-        if columns {
-            for name in self.schemas.iter().flatten() {
-                self.buf.put_str(name.csv.as_deref().unwrap_or(&name.json));
-            }
-        }
-        let mut header = Vec::with_capacity(HEADER);
-        header.put_u8(crate::ENCODING_VERSION);
-        header.put_u8(KIND_RECORDS);
-        header.put_u16(if columns { FLAG_COLUMNS } else { 0 });
-        header.put_u32(self.count);
-        header.put_u32(schemas_offset);
-        header.put_u32(self.schemas.len() as u32);
-        self.buf[..HEADER].copy_from_slice(&header);
-        self.buf
+    pub fn finish(self) -> Vec<u8> {
+        self.w.finish(&self.schemas)
     }
 }
 
@@ -331,7 +246,7 @@ impl RowBuilder<'_> {
     /// Adds the next field's value.
     pub fn value(mut self, value: Value<'_>) -> Self {
         self.next();
-        value.write(&mut self.out.buf);
+        self.out.w.value(value);
         self
     }
 
@@ -339,9 +254,7 @@ impl RowBuilder<'_> {
     /// [`RecordBuilder::value_csv`]).
     pub fn value_csv(mut self, value: Value<'_>, csv: &str) -> Self {
         self.next();
-        self.out.buf.put_u8(TAG_CSV);
-        self.out.buf.put_str(csv);
-        value.write(&mut self.out.buf);
+        self.out.w.field(value, Some(csv));
         self
     }
 
@@ -392,7 +305,7 @@ impl RowBuilder<'_> {
 impl Drop for RowBuilder<'_> {
     fn drop(&mut self) {
         for _ in 0..self.left {
-            self.out.buf.put_u8(0);
+            self.out.w.value(Value::Null);
         }
     }
 }
@@ -401,7 +314,7 @@ impl Drop for RowBuilder<'_> {
 #[derive(Debug)]
 pub struct RecordBuilder<'o> {
     out: &'o mut Output,
-    start: usize,
+    start: OpenRecord,
     field: usize,
     /// The schema the names match so far (the previous record's, to start with).
     candidate: Option<usize>,
@@ -433,7 +346,7 @@ impl RecordBuilder<'_> {
     /// Adds a field with any [`Value`].
     pub fn value<'n>(mut self, name: impl Into<Name<'n>>, value: Value<'_>) -> Self {
         self.name(name.into());
-        value.write(&mut self.out.buf);
+        self.out.w.value(value);
         self
     }
 
@@ -442,9 +355,7 @@ impl RecordBuilder<'_> {
     /// zero value.
     pub fn value_csv<'n>(mut self, name: impl Into<Name<'n>>, value: Value<'_>, csv: &str) -> Self {
         self.name(name.into());
-        self.out.buf.put_u8(TAG_CSV);
-        self.out.buf.put_str(csv);
-        value.write(&mut self.out.buf);
+        self.out.w.field(value, Some(csv));
         self
     }
 
@@ -526,17 +437,16 @@ impl Drop for RecordBuilder<'_> {
                     Some(c) => self.out.schemas[c][..self.field].to_vec(),
                     None => Vec::new(),
                 });
-                match self.out.schemas.iter().position(|s| *s == names) {
+                match self.out.schemas.iter().position(|s| s.0 == names) {
                     Some(i) => i,
                     None => {
-                        self.out.schemas.push(names);
+                        self.out.schemas.push(Fields(names));
                         self.out.schemas.len() - 1
                     }
                 }
             }
         };
-        self.out.buf[self.start..self.start + 4].copy_from_slice(&(index as u32).to_le_bytes());
-        self.out.count += 1;
+        self.out.w.close_record(self.start, index as u32);
         self.out.last = Some(index);
     }
 }
@@ -544,76 +454,32 @@ impl Drop for RecordBuilder<'_> {
 /// A record batch read back: a mangler's input, or a test's output.
 #[derive(Debug, Clone)]
 pub struct Records<'a> {
-    count: u32,
-    records: &'a [u8],
-    schemas: Vec<Vec<&'a str>>,
-    /// CSV column names per schema, when the batch has them.
-    columns: Vec<Vec<&'a str>>,
+    batch: RecordBatch<'a>,
 }
 
 impl<'a> Records<'a> {
-    /// Reads a record batch's header and schemas.
+    /// Reads a record batch's header and schemas, checking them as the host does.
     pub fn new(batch: &'a [u8]) -> Result<Self, WireError> {
-        let mut r = Reader::new(batch);
-        let version = r.u8()?;
-        if version != crate::ENCODING_VERSION {
-            return Err(WireError::Version(version));
-        }
-        let kind = r.u8()?;
-        if kind != KIND_RECORDS {
-            return Err(WireError::Kind(kind));
-        }
-        let flags = r.u16()?;
-        let count = r.u32()?;
-        let offset = r.u32()? as usize;
-        let schema_count = r.u32()?;
-        if offset < HEADER || offset > batch.len() {
-            return Err(WireError::Invalid("schemas_offset out of range"));
-        }
-        let mut s = Reader::new(&batch[offset..]);
-        let mut schemas = Vec::new();
-        for _ in 0..schema_count {
-            let n = s.u16()? as usize;
-            let mut names = Vec::with_capacity(n.min(MAX_FIELDS));
-            for _ in 0..n {
-                names.push(s.str()?);
-            }
-            schemas.push(names);
-        }
-        let mut columns = Vec::new();
-        if flags & FLAG_COLUMNS != 0 {
-            for names in &schemas {
-                let mut c = Vec::with_capacity(names.len());
-                for _ in 0..names.len() {
-                    c.push(s.str()?);
-                }
-                columns.push(c);
-            }
-        }
         Ok(Records {
-            count,
-            records: &batch[HEADER..offset],
-            schemas,
-            columns,
+            batch: RecordBatch::parse(batch)?,
         })
     }
 
     /// How many records the batch holds.
     pub fn len(&self) -> usize {
-        self.count as usize
+        self.batch.len()
     }
 
     /// Whether the batch is empty.
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.batch.is_empty()
     }
 
     /// The records in order. A malformed record ends the iteration with an error.
     pub fn iter(&self) -> RecordIter<'_, 'a> {
         RecordIter {
             records: self,
-            left: self.count,
-            r: Reader::new(self.records),
+            cursor: self.batch.records(),
         }
     }
 }
@@ -622,53 +488,41 @@ impl<'a> Records<'a> {
 #[derive(Debug)]
 pub struct RecordIter<'r, 'a> {
     records: &'r Records<'a>,
-    left: u32,
-    r: Reader<'a>,
+    cursor: RecordCursor<'r, 'a>,
 }
 
 impl<'r, 'a> Iterator for RecordIter<'r, 'a> {
     type Item = Result<RecordView<'r>, WireError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.left == 0 {
-            return None;
-        }
-        self.left -= 1;
-        let result = (|| {
-            let schema = self.r.u32()? as usize;
-            let names = self
-                .records
-                .schemas
-                .get(schema)
-                .ok_or(WireError::Invalid("unknown schema"))?;
-            let mut values = Vec::with_capacity(names.len());
-            let mut csv = Vec::new();
-            for i in 0..names.len() {
-                let mut tag = self.r.u8()?;
-                if tag == TAG_CSV {
-                    // Only records with CSV texts pay for the list of them.
-                    csv.resize(i, None);
-                    csv.push(Some(self.r.str()?));
-                    tag = self.r.u8()?;
-                    if tag == TAG_CSV {
-                        return Err(WireError::Invalid("a CSV text inside a CSV text"));
-                    }
-                } else if !csv.is_empty() {
-                    csv.push(None);
-                }
-                values.push(Value::read(&mut self.r, tag)?);
+        let schemas = self.records.batch.schemas();
+        let fields = self
+            .cursor
+            .peek_schema()
+            .and_then(|i| schemas.get(i as usize))
+            .map_or(0, |s| s.names.len());
+        let mut values = Vec::with_capacity(fields);
+        let mut csv = Vec::new();
+        let record = self.cursor.next_with(|i, field| {
+            if let Some(text) = field.csv {
+                // Only records with CSV texts pay for the list of them.
+                csv.resize(i, None);
+                csv.push(Some(text));
+            } else if !csv.is_empty() {
+                csv.push(None);
             }
-            Ok(RecordView {
-                names,
-                columns: self.records.columns.get(schema).map(Vec::as_slice),
+            values.push(field.value);
+            Ok(())
+        })?;
+        Some(record.map(|record| {
+            let schema = &schemas[record.schema as usize];
+            RecordView {
+                names: &schema.names,
+                columns: schema.columns.as_deref(),
                 values,
                 csv,
-            })
-        })();
-        if result.is_err() {
-            self.left = 0;
-        }
-        Some(result)
+            }
+        }))
     }
 }
 

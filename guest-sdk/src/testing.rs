@@ -25,9 +25,10 @@ use std::cell::RefCell;
 
 use serde_json::Value as Json;
 
-use crate::flow::{FinishType, Icmp, IpMetric, Metric, Protocol, TcpMetric, Transport};
+use sluice_wire::flow::FlowFields;
+
+use crate::flow::{FinishType, Icmp, IpMetric, Layer, Metric, Protocol, TcpMetric, Transport};
 use crate::record::{Output, Records, Value};
-use crate::wire::{KIND_FLOWS, Writer};
 use crate::{Config, Error, Level, Mangle, Transform};
 
 thread_local! {
@@ -250,113 +251,52 @@ impl FlowData {
             vrrpv2: raw("VRRPv2"),
         })
     }
-}
 
-fn put_metric(b: &mut Vec<u8>, m: &Metric) {
-    for v in [
-        m.ab_packets,
-        m.ab_bytes,
-        m.ba_packets,
-        m.ba_bytes,
-        m.start,
-        m.last,
-        m.rtt,
-    ] {
-        b.put_i64(v);
+    /// The fields the flow writer takes.
+    fn wire_fields(&self) -> FlowFields<'_> {
+        FlowFields {
+            uuid: &self.uuid,
+            layers_path: &self.layers_path,
+            application: &self.application,
+            tracking_id: &self.tracking_id,
+            l3_tracking_id: &self.l3_tracking_id,
+            parent_uuid: &self.parent_uuid,
+            node_tid: &self.node_tid,
+            capture_id: &self.capture_id,
+            start: self.start,
+            last: self.last,
+            raw_packets_captured: self.raw_packets_captured,
+            finish_type: self.finish_type,
+            link: self.link.as_ref().map(LayerData::wire),
+            network: self.network.as_ref().map(LayerData::wire),
+            transport: self.transport,
+            icmp: self.icmp,
+            last_update_metric: self.last_update_metric,
+            metric: self.metric,
+            tcp_metric: self.tcp_metric,
+            ip_metric: self.ip_metric,
+            dhcpv4: self.dhcpv4.as_deref(),
+            dns: self.dns.as_deref(),
+            vrrpv2: self.vrrpv2.as_deref(),
+        }
     }
 }
 
-fn put_layer(b: &mut Vec<u8>, l: &LayerData) {
-    b.put_u8(l.protocol.ordinal());
-    b.put_i64(l.id);
-    b.put_str(&l.a);
-    b.put_str(&l.b);
+impl LayerData {
+    fn wire(&self) -> Layer<'_> {
+        Layer {
+            protocol: self.protocol,
+            a: &self.a,
+            b: &self.b,
+            id: self.id,
+        }
+    }
 }
 
-/// Encodes flows as a flow batch (ENCODING.md §2), as the host does.
+/// Encodes flows as a flow batch (ENCODING.md §2), with the host's encoder.
 pub fn encode_flows(flows: &[FlowData]) -> Vec<u8> {
     let mut b = Vec::new();
-    b.put_u8(crate::ENCODING_VERSION);
-    b.put_u8(KIND_FLOWS);
-    b.put_u16(0);
-    b.put_u32(flows.len() as u32);
-    for f in flows {
-        let size_at = b.len();
-        b.put_u32(0);
-        let mut present = 0u16;
-        let bits = [
-            f.link.is_some(),
-            f.network.is_some(),
-            f.transport.is_some(),
-            f.icmp.is_some(),
-            f.last_update_metric.is_some(),
-            f.metric.is_some(),
-            f.tcp_metric.is_some(),
-            f.ip_metric.is_some(),
-            f.dhcpv4.is_some(),
-            f.dns.is_some(),
-            f.vrrpv2.is_some(),
-        ];
-        for (i, set) in bits.iter().enumerate() {
-            if *set {
-                present |= 1 << i;
-            }
-        }
-        b.put_u16(present);
-        b.put_u8(f.finish_type.code());
-        b.put_i64(f.start);
-        b.put_i64(f.last);
-        b.put_i64(f.raw_packets_captured);
-        for s in [
-            &f.uuid,
-            &f.layers_path,
-            &f.application,
-            &f.tracking_id,
-            &f.l3_tracking_id,
-            &f.parent_uuid,
-            &f.node_tid,
-            &f.capture_id,
-        ] {
-            b.put_str(s);
-        }
-        if let Some(l) = &f.link {
-            put_layer(&mut b, l);
-        }
-        if let Some(l) = &f.network {
-            put_layer(&mut b, l);
-        }
-        if let Some(t) = &f.transport {
-            b.put_u8(t.protocol.ordinal());
-            b.put_i64(t.a);
-            b.put_i64(t.b);
-            b.put_i64(t.id);
-        }
-        if let Some(i) = &f.icmp {
-            b.put_u8(i.kind);
-            b.put_u32(i.code);
-            b.put_u32(i.id);
-        }
-        if let Some(m) = &f.last_update_metric {
-            put_metric(&mut b, m);
-        }
-        if let Some(m) = &f.metric {
-            put_metric(&mut b, m);
-        }
-        if let Some(m) = &f.tcp_metric {
-            for v in m.values {
-                b.put_i64(v);
-            }
-        }
-        if let Some(m) = &f.ip_metric {
-            b.put_i64(m.fragments);
-            b.put_i64(m.fragment_errors);
-        }
-        for s in [&f.dhcpv4, &f.dns, &f.vrrpv2].into_iter().flatten() {
-            b.put_str(s);
-        }
-        let size = (b.len() - size_at - 4) as u32;
-        b[size_at..size_at + 4].copy_from_slice(&size.to_le_bytes());
-    }
+    sluice_wire::flow::encode_flows(flows.iter().map(FlowData::wire_fields), &mut b);
     b
 }
 
@@ -536,14 +476,20 @@ pub fn decode_records(batch: &[u8]) -> Result<Vec<RecordData>, Error> {
                 fields: r
                     .fields()
                     .map(|(n, v)| {
+                        if let Value::Json(text) = v {
+                            // The host checks every JSON text a guest returns.
+                            serde_json::from_str::<Json>(text).map_err(|_| {
+                                crate::wire::WireError::Invalid("json value is not JSON")
+                            })?;
+                        }
                         let v = ValueData::own(v);
                         let v = match r.csv_text(n) {
                             Some(csv) => ValueData::WithCsv(Box::new(v), csv.to_owned()),
                             None => v,
                         };
-                        (n.to_owned(), v)
+                        Ok((n.to_owned(), v))
                     })
-                    .collect(),
+                    .collect::<Result<_, Error>>()?,
                 columns: (columns != r.names())
                     .then(|| columns.iter().map(|c| (*c).to_owned()).collect()),
             })

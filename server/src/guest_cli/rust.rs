@@ -1,6 +1,7 @@
 //! Rust guests: the sluice-guest SDK, built by cargo for `wasm32-wasip2`, which makes a
 //! component directly. The SDK is not on crates.io: `sluice guest new` writes the copy this
-//! binary carries into the new crate (`vendor/sluice-guest`).
+//! binary carries into the new crate (`vendor/sluice-guest`, and `vendor/sluice-wire`, the
+//! batch encoding it uses).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -21,38 +22,51 @@ struct Vendored {
 }
 
 /// The SDK and the crates it depends on by path.
-const VENDORED: &[Vendored] = &[Vendored {
-    repo_dir: "guest-sdk",
-    dir: "sluice-guest",
-    manifest: include_str!("../../../guest-sdk/Cargo.toml"),
-    files: &[
-        (
-            "src/config.rs",
-            include_str!("../../../guest-sdk/src/config.rs"),
-        ),
-        (
-            "src/flow.rs",
-            include_str!("../../../guest-sdk/src/flow.rs"),
-        ),
-        ("src/lib.rs", include_str!("../../../guest-sdk/src/lib.rs")),
-        (
-            "src/record.rs",
-            include_str!("../../../guest-sdk/src/record.rs"),
-        ),
-        (
-            "src/testing.rs",
-            include_str!("../../../guest-sdk/src/testing.rs"),
-        ),
-        (
-            "src/wire.rs",
-            include_str!("../../../guest-sdk/src/wire.rs"),
-        ),
-        (
-            "wit/guest.wit",
-            include_str!("../../../guest-sdk/wit/guest.wit"),
-        ),
-    ],
-}];
+const VENDORED: &[Vendored] = &[
+    Vendored {
+        repo_dir: "guest-sdk",
+        dir: "sluice-guest",
+        manifest: include_str!("../../../guest-sdk/Cargo.toml"),
+        files: &[
+            (
+                "src/config.rs",
+                include_str!("../../../guest-sdk/src/config.rs"),
+            ),
+            (
+                "src/flow.rs",
+                include_str!("../../../guest-sdk/src/flow.rs"),
+            ),
+            ("src/lib.rs", include_str!("../../../guest-sdk/src/lib.rs")),
+            (
+                "src/record.rs",
+                include_str!("../../../guest-sdk/src/record.rs"),
+            ),
+            (
+                "src/testing.rs",
+                include_str!("../../../guest-sdk/src/testing.rs"),
+            ),
+            (
+                "src/wire.rs",
+                include_str!("../../../guest-sdk/src/wire.rs"),
+            ),
+            (
+                "wit/guest.wit",
+                include_str!("../../../guest-sdk/wit/guest.wit"),
+            ),
+        ],
+    },
+    Vendored {
+        repo_dir: "wire",
+        dir: "sluice-wire",
+        manifest: include_str!("../../../wire/Cargo.toml"),
+        files: &[
+            ("src/bytes.rs", include_str!("../../../wire/src/bytes.rs")),
+            ("src/flow.rs", include_str!("../../../wire/src/flow.rs")),
+            ("src/lib.rs", include_str!("../../../wire/src/lib.rs")),
+            ("src/record.rs", include_str!("../../../wire/src/record.rs")),
+        ],
+    },
+];
 
 /// The workspace's edition, which the vendored manifests inherit (a test checks it).
 const EDITION: &str = "2024";
