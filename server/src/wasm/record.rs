@@ -11,35 +11,10 @@ use std::sync::Arc;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::value::RawValue;
 
+pub use sluice_wire::record::{Field as WasmField, Value as WasmValue};
+use sluice_wire::record::{SchemaNames, SchemaRef};
+
 use crate::pipeline::record::CsvRow;
-
-/// One field value (ENCODING.md §3 value tags 0–7), borrowed from its batch.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum WasmValue<'a> {
-    /// JSON `null`, an empty CSV field.
-    Null,
-    /// A boolean.
-    Bool(bool),
-    /// A signed integer.
-    Int(i64),
-    /// An unsigned integer.
-    UInt(u64),
-    /// A float; JSON `null` and an empty CSV field when not finite.
-    Float(f64),
-    /// A string.
-    Str(&'a str),
-    /// A JSON text (checked when decoded), embedded as is.
-    Json(&'a str),
-}
-
-/// One field: its value and, when the guest gave one (tag 8), the text CSV writes instead.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct WasmField<'a> {
-    /// The value (what JSON writes).
-    pub value: WasmValue<'a>,
-    /// The CSV text, when it differs from the value's.
-    pub csv: Option<&'a str>,
-}
 
 /// Field names of one record shape.
 #[derive(Debug, PartialEq, Eq)]
@@ -62,6 +37,48 @@ impl Schema {
     /// Whether the CSV columns differ from the names.
     pub fn has_columns(&self) -> bool {
         !Arc::ptr_eq(&self.names, &self.columns) && self.names != self.columns
+    }
+
+    /// A schema read from a batch.
+    pub(super) fn from_wire(schema: &SchemaRef<'_>) -> Self {
+        let boxed =
+            |names: &[&str]| -> Arc<[Box<str>]> { names.iter().map(|&n| n.into()).collect() };
+        let names = boxed(&schema.names);
+        match &schema.columns {
+            Some(columns) => Schema {
+                names,
+                columns: boxed(columns),
+            },
+            None => Schema::new(names),
+        }
+    }
+
+    /// Whether it is the schema read from a batch (same names and CSV columns).
+    pub(super) fn is(&self, schema: &SchemaRef<'_>) -> bool {
+        let same = |ours: &[Box<str>], theirs: &[&str]| {
+            ours.len() == theirs.len() && ours.iter().zip(theirs).all(|(a, b)| **a == **b)
+        };
+        same(&self.names, &schema.names)
+            && same(
+                &self.columns,
+                schema.columns.as_deref().unwrap_or(&schema.names),
+            )
+    }
+}
+
+/// The schema table of a mangler's input batch.
+impl SchemaNames for Schema {
+    fn field_count(&self) -> usize {
+        self.names.len()
+    }
+    fn name(&self, i: usize) -> &str {
+        &self.names[i]
+    }
+    fn column(&self, i: usize) -> Option<&str> {
+        if Arc::ptr_eq(&self.names, &self.columns) {
+            return None;
+        }
+        Some(&*self.columns[i]).filter(|c| *c != &*self.names[i])
     }
 }
 
@@ -122,9 +139,8 @@ impl WasmRecord {
 
     /// The fields in order.
     pub fn fields(&self) -> impl Iterator<Item = WasmField<'_>> + '_ {
-        let mut r = super::encoding::Reader::new(self.value_bytes());
         // The batch was checked when decoded: a read can't fail; if it did, the record ends.
-        std::iter::from_fn(move || super::encoding::read_field(&mut r).ok())
+        sluice_wire::record::fields(self.value_bytes())
     }
 
     /// A field's value.
@@ -169,9 +185,12 @@ impl fmt::Debug for WasmRecord {
     }
 }
 
-impl Serialize for WasmValue<'_> {
+/// A value as JSON.
+struct JsonValue<'a>(WasmValue<'a>);
+
+impl Serialize for JsonValue<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match *self {
+        match self.0 {
             WasmValue::Null => s.serialize_unit(),
             WasmValue::Bool(b) => s.serialize_bool(b),
             WasmValue::Int(v) => s.serialize_i64(v),
@@ -193,7 +212,7 @@ impl Serialize for WasmRecord {
         let names = self.names();
         let mut map = s.serialize_map(Some(names.len()))?;
         for (name, field) in names.iter().zip(self.fields()) {
-            map.serialize_entry(&**name, &field.value)?;
+            map.serialize_entry(&**name, &JsonValue(field.value))?;
         }
         map.end()
     }

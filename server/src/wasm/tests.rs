@@ -64,8 +64,12 @@ fn tcp_flow(i: usize) -> Flow {
     .unwrap()
 }
 
-// ---- encoding: the host's and the SDK's implementations agree ----
+// ---- encoding: one codec (sluice-wire), the host's and the SDK's models agree on it ----
 
+/// The host's parsed `Flow` and the SDK's `FlowData` (from the same analyzer JSON) lend the
+/// same fields to the one flow writer: the same bytes, apart from the extra layers' JSON text
+/// (the host passes the analyzer's text through, the SDK re-serializes it), which must be the
+/// same JSON. And the SDK reads back what the host wrote.
 #[test]
 fn flows_encoded_by_the_host_decode_in_the_sdk() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/vectors/skydive");
@@ -88,11 +92,9 @@ fn flows_encoded_by_the_host_decode_in_the_sdk() {
         &flows.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>(),
         &mut host_bytes,
     );
-    let sdk_flows: Vec<_> = flows.iter().map(|(_, d)| d.clone()).collect();
-    let sdk_bytes = sluice_guest::testing::encode_flows(&sdk_flows);
-    // Byte for byte, apart from the extra layers' JSON text (the SDK re-serializes it).
     let decoded = sluice_guest::Flows::new(&host_bytes).unwrap();
     assert_eq!(decoded.len(), 4);
+    let json = |text: Option<&str>| text.map(|t| serde_json::from_str::<Value>(t).unwrap());
     for (got, (flow, data)) in decoded.iter().zip(&flows) {
         let got = got.unwrap();
         assert_eq!(got.uuid(), flow.uuid);
@@ -112,10 +114,32 @@ fn flows_encoded_by_the_host_decode_in_the_sdk() {
         );
         assert_eq!(got.transport(), data.transport);
         assert_eq!(got.finish_type(), data.finish_type);
-        assert_eq!(got.dns().is_some(), data.dns.is_some());
+        assert_eq!(json(got.dns()), json(data.dns.as_deref()));
+        assert_eq!(json(got.dhcpv4()), json(data.dhcpv4.as_deref()));
+        assert_eq!(json(got.vrrpv2()), json(data.vrrpv2.as_deref()));
     }
-    let without_extra = |b: &[u8]| b.len();
-    assert!(without_extra(&host_bytes) > 0 && without_extra(&sdk_bytes) > 0);
+    // Byte for byte, once the extra layers' texts are the SDK's on both sides.
+    let mut host_flows = Vec::new();
+    let mut sdk_flows = Vec::new();
+    for (flow, data) in &flows {
+        let mut flow = flow.clone();
+        let raw = |text: &Option<String>| {
+            text.as_ref()
+                .map(|t| serde_json::value::RawValue::from_string(t.clone()).unwrap())
+        };
+        flow.dns = raw(&data.dns);
+        flow.dhcpv4 = raw(&data.dhcpv4);
+        flow.vrrpv2 = raw(&data.vrrpv2);
+        host_flows.push(flow);
+        sdk_flows.push(data.clone());
+    }
+    assert!(sdk_flows.iter().any(|d| d.dns.is_some()));
+    encoding::encode_flows(&host_flows, &mut host_bytes);
+    assert_eq!(
+        host_bytes,
+        sluice_guest::testing::encode_flows(&sdk_flows),
+        "the host's Flow and the SDK's FlowData encode differently"
+    );
 }
 
 #[test]
@@ -155,7 +179,9 @@ fn records_round_trip_between_host_and_sdk() {
     );
     // And back: the host's encoding of them reads the same in the SDK.
     let records: Vec<Record> = host_records.into_iter().map(Record::Wasm).collect();
-    let again = sluice_guest::testing::decode_records(&encoding::encode_records(&records)).unwrap();
+    let host_bytes = encoding::encode_records(&records);
+    assert_eq!(host_bytes, bytes, "the host's schemas write as the SDK's");
+    let again = sluice_guest::testing::decode_records(&host_bytes).unwrap();
     assert_eq!(again, sdk);
 }
 
@@ -793,7 +819,9 @@ fn csv_columns_and_texts_round_trip_between_host_and_sdk() {
     assert_eq!(row.fields, ["-", "-", "x"]);
     // A mangler's input: the host writes them back as they came.
     let records: Vec<Record> = host.into_iter().map(Record::Wasm).collect();
-    let again = sluice_guest::testing::decode_records(&encoding::encode_records(&records)).unwrap();
+    let host_bytes = encoding::encode_records(&records);
+    assert_eq!(host_bytes, bytes, "the host's schemas write as the SDK's");
+    let again = sluice_guest::testing::decode_records(&host_bytes).unwrap();
     assert_eq!(again, sdk);
     // A CSV text must be followed by a plain value.
     let mut nested = sluice_guest::testing::encode_records(&[RecordData {
