@@ -25,6 +25,8 @@ pub mod sim;
 pub mod sinks;
 pub mod skydive;
 pub mod supervisor;
+#[cfg(test)]
+mod test_vectors;
 pub mod tls;
 pub mod wasm;
 

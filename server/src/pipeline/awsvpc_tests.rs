@@ -27,11 +27,7 @@ fn gunzip(body: &[u8]) -> String {
 }
 
 fn vectors(name: &str) -> Value {
-    let path = format!(
-        "{}/../tests/vectors/exporter/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    crate::test_vectors::json(&format!("exporter/{name}"))
 }
 
 #[tokio::test]

@@ -87,11 +87,7 @@ mod tests {
     use serde_json::Value;
 
     fn vectors() -> Value {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../tests/vectors/exporter/classify.json"
-        );
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+        crate::test_vectors::json("exporter/classify.json")
     }
 
     fn strings(v: &Value) -> Vec<String> {

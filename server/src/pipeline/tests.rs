@@ -63,11 +63,7 @@ fn tag(name: &str) -> &'static str {
 
 #[tokio::test]
 async fn golden_buffered_store_scenarios_fixed_variants() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/vectors/exporter/store_buffered.json"
-    );
-    let vectors: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let vectors = crate::test_vectors::json("exporter/store_buffered.json");
     let mut checked_writes = 0;
     for scenario in vectors["scenarios"].as_array().unwrap() {
         let Some(config) = scenario.get("config") else {
@@ -148,11 +144,7 @@ async fn golden_buffered_store_scenarios_fixed_variants() {
 
 #[tokio::test]
 async fn key_examples_follow_upstream_layout() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/vectors/exporter/store_buffered.json"
-    );
-    let vectors: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let vectors = crate::test_vectors::json("exporter/store_buffered.json");
     for ex in vectors["key_examples"].as_array().unwrap() {
         let layout = KeyLayout {
             prefix: ex["prefix"].as_str().unwrap().into(),

@@ -258,11 +258,7 @@ mod tests {
 
     #[test]
     fn stats_match_the_vector_shape() {
-        let vector = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../tests/vectors/skydive/ws-msg-stats.json"
-        ))
-        .unwrap();
+        let vector = crate::test_vectors::text("skydive/ws-msg-stats.json");
         let obj = Stats {
             capture_id: "3d1c7e52-9a8f-4b6e-7f21-0c5d9e8a4b17",
             flow_count: 3,

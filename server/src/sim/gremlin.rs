@@ -690,11 +690,8 @@ pub fn graph_from_vector(name: &str, topology: &Value) -> Result<Graph, GremlinE
 mod tests {
     use super::*;
 
-    const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/vectors");
-
     fn read(path: &str) -> Value {
-        let text = std::fs::read_to_string(format!("{VECTORS}/{path}")).expect("vector");
-        serde_json::from_str(&text).expect("json")
+        crate::test_vectors::json(path)
     }
 
     fn ids(v: &Value) -> Vec<String> {

@@ -482,15 +482,13 @@ impl Flow {
 mod tests {
     use super::*;
 
-    const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/vectors/skydive");
-
     fn vector(name: &str) -> String {
-        std::fs::read_to_string(format!("{VECTORS}/{name}")).expect("vector file")
+        crate::test_vectors::text(&format!("skydive/{name}"))
     }
 
     #[test]
     fn every_flow_vector_round_trips_in_skydive_key_order() {
-        for entry in std::fs::read_dir(VECTORS).unwrap() {
+        for entry in std::fs::read_dir(crate::test_vectors::path("skydive")).unwrap() {
             let name = entry.unwrap().file_name().into_string().unwrap();
             if !name.starts_with("flow-") {
                 continue;

@@ -45,11 +45,7 @@ fn stage(
 }
 
 fn vectors() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/vectors/exporter/awsflowlogs_transform.json"
-    );
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    crate::test_vectors::json("exporter/awsflowlogs_transform.json")
 }
 
 fn tcp_flow(i: usize) -> Flow {
@@ -72,7 +68,6 @@ fn tcp_flow(i: usize) -> Flow {
 /// same JSON. And the SDK reads back what the host wrote.
 #[test]
 fn flows_encoded_by_the_host_decode_in_the_sdk() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/vectors/skydive");
     let mut flows = Vec::new();
     for name in [
         "flow-tcp4-3b-expired-with-tcpmetric-ipmetric.json",
@@ -80,7 +75,7 @@ fn flows_encoded_by_the_host_decode_in_the_sdk() {
         "flow-udp-dns-extra-layer-v0.28.json",
         "flow-tcp6.json",
     ] {
-        let text = std::fs::read_to_string(format!("{dir}/{name}")).unwrap();
+        let text = crate::test_vectors::text(&format!("skydive/{name}"));
         let flow: Flow = serde_json::from_str(&text).unwrap();
         flows.push((
             flow,

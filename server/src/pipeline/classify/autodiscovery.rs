@@ -104,11 +104,7 @@ mod tests {
     use serde_json::{Value, json};
 
     fn vectors() -> Value {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../tests/vectors/exporter/cluster_ips.json"
-        );
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+        crate::test_vectors::json("exporter/cluster_ips.json")
     }
 
     fn strings(v: &Value) -> Vec<String> {

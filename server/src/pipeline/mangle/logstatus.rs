@@ -158,11 +158,7 @@ mod tests {
     const NOW: i64 = 1_546_338_030_000;
 
     fn vectors() -> Value {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../tests/vectors/exporter/mangle_logstatus.json"
-        );
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+        crate::test_vectors::json("exporter/mangle_logstatus.json")
     }
 
     fn record(v: &Value) -> Record {

@@ -302,11 +302,6 @@ pub(crate) mod tests {
     use crate::pipeline::record::Record;
     use crate::pipeline::storeheader::StoreObject;
 
-    const VECTORS: &str = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/vectors/exporter/awsflowlogs_transform.json"
-    );
-
     const GO_KEYS_V3: &[&str] = &[
         "Version",
         "AccountID",
@@ -342,7 +337,7 @@ pub(crate) mod tests {
     }
 
     fn vectors() -> Value {
-        serde_json::from_str(&std::fs::read_to_string(VECTORS).unwrap()).unwrap()
+        crate::test_vectors::json("exporter/awsflowlogs_transform.json")
     }
 
     fn transformer(version: u32) -> AwsFlowLogs {

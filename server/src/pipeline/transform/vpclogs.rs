@@ -408,13 +408,8 @@ pub(crate) mod tests {
 
     use super::*;
 
-    const VECTORS: &str = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/vectors/exporter/vpclogs.json"
-    );
-
     pub(crate) fn vectors() -> Value {
-        serde_json::from_str(&std::fs::read_to_string(VECTORS).unwrap()).unwrap()
+        crate::test_vectors::json("exporter/vpclogs.json")
     }
 
     /// Upstream's expected JSON mapped to IBM's values: `outbound`→`O`, `inbound`→`I`,

@@ -92,10 +92,8 @@ pub(crate) fn decode(text: &str, accepted: &[String]) -> Decoded {
 mod tests {
     use super::*;
 
-    const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/vectors/skydive");
-
     fn vector(name: &str) -> String {
-        std::fs::read_to_string(format!("{VECTORS}/{name}")).expect("vector file")
+        crate::test_vectors::text(&format!("skydive/{name}"))
     }
 
     fn ns(list: &[&str]) -> Vec<String> {

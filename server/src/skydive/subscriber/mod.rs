@@ -619,8 +619,7 @@ mod tests {
     /// A test certificate or key of `tests/vectors/tls` (a CA, a server certificate for
     /// localhost and a client certificate it signed).
     fn pem(name: &str) -> String {
-        let path = format!("{}/../tests/vectors/tls/{name}", env!("CARGO_MANIFEST_DIR"));
-        std::fs::read_to_string(path).unwrap()
+        crate::test_vectors::text(&format!("tls/{name}"))
     }
 
     /// An analyzer on `wss://` that trusts only clients with a certificate of the test CA and

@@ -9,13 +9,8 @@ use serde_json::Value;
 use super::*;
 use crate::skydive::flow::Flow;
 
-const VECTORS: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../tests/vectors/exporter/prom_sky_con.json"
-);
-
 fn vectors() -> Value {
-    serde_json::from_str(&std::fs::read_to_string(VECTORS).unwrap()).unwrap()
+    crate::test_vectors::json("exporter/prom_sky_con.json")
 }
 
 /// (metric, labels) → value of every gauge in `text`.

@@ -17,11 +17,7 @@ use crate::skydive::topology::mock::MockAnalyzer;
 const NOW: i64 = 1_546_338_030_000;
 
 fn vectors(name: &str) -> Value {
-    let path = format!(
-        "{}/../tests/vectors/exporter/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    crate::test_vectors::json(&format!("exporter/{name}"))
 }
 
 fn case<'a>(v: &'a Value, name: &str) -> &'a Value {
