@@ -180,6 +180,99 @@ fn records_round_trip_between_host_and_sdk() {
     assert_eq!(again, sdk);
 }
 
+/// Records of every value tag, two schemas used twice, CSV column names and a CSV text: the
+/// records of `tests/vectors/wire/records.bin`.
+fn wire_vector_records() -> Vec<sluice_guest::testing::RecordData> {
+    use sluice_guest::testing::{RecordData, ValueData};
+    let field = |name: &str, value| (name.to_owned(), value);
+    vec![
+        RecordData {
+            fields: vec![
+                field("a", ValueData::Int(-1)),
+                field("b", ValueData::Str("x\"y".into())),
+                field("c", ValueData::Json(r#"{"k":[1,2]}"#.into())),
+            ],
+            columns: None,
+        },
+        RecordData {
+            fields: vec![
+                field("z", ValueData::Null),
+                field("y", ValueData::UInt(u64::MAX)),
+                field("f", ValueData::Float(0.5)),
+                field("i", ValueData::Float(f64::INFINITY)),
+                field("t", ValueData::Bool(true)),
+                field("u", ValueData::Bool(false)),
+            ],
+            columns: None,
+        },
+        RecordData {
+            fields: vec![
+                field("a", ValueData::Int(i64::MIN)),
+                field("b", ValueData::Str("é".into())),
+                field("c", ValueData::Json("[]".into())),
+            ],
+            columns: None,
+        },
+        RecordData {
+            fields: vec![
+                field(
+                    "SrcAddr",
+                    ValueData::WithCsv(Box::new(ValueData::Str(String::new())), "-".into()),
+                ),
+                field("Port", ValueData::Int(80)),
+            ],
+            columns: Some(vec!["srcaddr".into(), "Port".into()]),
+        },
+    ]
+}
+
+/// Batches as the host and the SDK wrote them before they shared `sluice-wire`
+/// (`tests/vectors/wire/`): a guest keeps the SDK it was built with, so the encoding can't
+/// change under it (ENCODING.md §1).
+#[test]
+fn batches_are_written_byte_for_byte_as_the_wire_vectors() {
+    let mut names: Vec<String> = std::fs::read_dir(crate::test_vectors::path("skydive"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("flow-") && n.ends_with(".json"))
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 10, "{names:?}");
+    let flows: Vec<Flow> = names
+        .iter()
+        .map(|n| serde_json::from_str(&crate::test_vectors::text(&format!("skydive/{n}"))))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut host = Vec::new();
+    encoding::encode_flows(&flows, &mut host);
+    let want = std::fs::read(crate::test_vectors::path("wire/skydive-flows.bin")).unwrap();
+    assert!(
+        host == want,
+        "the host's flow batch differs from skydive-flows.bin"
+    );
+
+    let records = wire_vector_records();
+    let want = std::fs::read(crate::test_vectors::path("wire/records.bin")).unwrap();
+    let sdk = sluice_guest::testing::encode_records(&records);
+    assert!(
+        sdk == want,
+        "the SDK's record batch differs from records.bin"
+    );
+    assert_eq!(
+        sluice_guest::testing::decode_records(&want).unwrap(),
+        records
+    );
+    let host_records: Vec<Record> = decode(&want)
+        .unwrap()
+        .into_iter()
+        .map(Record::Wasm)
+        .collect();
+    assert!(
+        encoding::encode_records(&host_records) == want,
+        "the host's record batch differs from records.bin"
+    );
+}
+
 #[test]
 fn malformed_record_batches_are_refused_not_panicked_on() {
     let good = sluice_guest::testing::encode_records(&[sluice_guest::testing::RecordData {
