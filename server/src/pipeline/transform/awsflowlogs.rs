@@ -18,7 +18,7 @@ pub const DEFAULT_ACCOUNT_ID: &str = "12345678";
 /// AWS's marker for a field that does not apply or cannot be computed.
 const ABSENT: &str = "-";
 
-const HEADER_V3: &[&str] = &[
+const HEADER_V3: [&str; 21] = [
     "version",
     "account-id",
     "interface-id",
@@ -42,34 +42,18 @@ const HEADER_V3: &[&str] = &[
     "pkt-dstaddr",
 ];
 
-const HEADER_V3_UPSTREAM: &[&str] = &[
-    "version",
-    "account-id",
-    "interface-id",
-    "srcadr",
-    "dstaddr",
-    "srcport",
-    "dstport",
-    "protocol",
-    "packets",
-    "bytes",
-    "start",
-    "end",
-    "action",
-    "log-status",
-    "vpc-id",
-    "subnet-id",
-    "instance-id",
-    "tcp-flags",
-    "type",
-    "pkt-srcadr",
-    "pkt-dstaddr",
-];
+/// Upstream's header: AWS's with upstream's two misspellings (`upstream_names`).
+const HEADER_V3_UPSTREAM: [&str; 21] = {
+    let mut header = HEADER_V3;
+    header[3] = "srcadr";
+    header[19] = "pkt-srcadr";
+    header
+};
 
 /// Version 2's fields are the first 14 of version 3's.
 const V2_FIELDS: usize = 14;
-const HEADER_V2: &[&str] = HEADER_V3.split_at(V2_FIELDS).0;
-const HEADER_V2_UPSTREAM: &[&str] = HEADER_V3_UPSTREAM.split_at(V2_FIELDS).0;
+const HEADER_V2: &[&str] = HEADER_V3.as_slice().split_at(V2_FIELDS).0;
+const HEADER_V2_UPSTREAM: &[&str] = HEADER_V3_UPSTREAM.as_slice().split_at(V2_FIELDS).0;
 
 /// The configured `awsflowlogs` transform.
 #[derive(Debug, Clone)]
@@ -219,9 +203,9 @@ impl AwsFlowLog {
     pub fn csv_header(&self) -> &'static [&'static str] {
         match (self.version == 3, self.upstream_names) {
             (false, false) => HEADER_V2,
-            (true, false) => HEADER_V3,
+            (true, false) => &HEADER_V3,
             (false, true) => HEADER_V2_UPSTREAM,
-            (true, true) => HEADER_V3_UPSTREAM,
+            (true, true) => &HEADER_V3_UPSTREAM,
         }
     }
 
