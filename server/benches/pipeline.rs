@@ -174,30 +174,39 @@ static BYTES: AtomicUsize = AtomicUsize::new(0);
 /// Topology queries the analyzer answered.
 static QUERIES: AtomicUsize = AtomicUsize::new(0);
 
-/// An analyzer that answers every `/api/topology` query with no node, on its own thread.
-fn empty_analyzer() -> std::net::SocketAddr {
+/// Runs a server on its own thread and current-thread runtime; `serve` sends its address.
+fn on_own_thread<F, Fut>(serve: F) -> std::net::SocketAddr
+where
+    F: FnOnce(std::sync::mpsc::Sender<std::net::SocketAddr>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .expect("analyzer runtime");
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            tx.send(listener.local_addr().expect("addr")).expect("send");
-            let app = axum::Router::new().route(
-                "/api/topology",
-                axum::routing::post(|| async {
-                    QUERIES.fetch_add(1, Ordering::Relaxed);
-                    ([("content-type", "application/json")], "[]")
-                }),
-            );
-            axum::serve(listener, app).await.expect("serve");
-        });
+            .expect("analyzer runtime")
+            .block_on(serve(tx));
     });
     rx.recv().expect("analyzer address")
+}
+
+/// An analyzer that answers every `/api/topology` query with no node, on its own thread.
+fn empty_analyzer() -> std::net::SocketAddr {
+    on_own_thread(|tx| async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        tx.send(listener.local_addr().expect("addr")).expect("send");
+        let app = axum::Router::new().route(
+            "/api/topology",
+            axum::routing::post(|| async {
+                QUERIES.fetch_add(1, Ordering::Relaxed);
+                ([("content-type", "application/json")], "[]")
+            }),
+        );
+        axum::serve(listener, app).await.expect("serve");
+    })
 }
 
 /// Rounds of the latency lines, each a cold and a warm pass; min and median are reported.
@@ -239,22 +248,14 @@ fn cluster_analyzer(messages: &[String], delay_ms: u64) -> std::net::SocketAddr 
         delay_ms.to_string(),
     ])
     .expect("sim args");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("analyzer runtime");
-        rt.block_on(async move {
-            let bound = sluice::sim::bind(args).await.expect("bind the simulator");
-            tx.send(bound.local_addr()).expect("send");
-            bound
-                .run(tokio_util::sync::CancellationToken::new())
-                .await
-                .expect("simulator");
-        });
+    let addr = on_own_thread(|tx| async move {
+        let bound = sluice::sim::bind(args).await.expect("bind the simulator");
+        tx.send(bound.local_addr()).expect("send");
+        bound
+            .run(tokio_util::sync::CancellationToken::new())
+            .await
+            .expect("simulator");
     });
-    let addr = rx.recv().expect("analyzer address");
     let _ = std::fs::remove_file(&file);
     addr
 }
