@@ -311,11 +311,6 @@ fn latency_rounds(
         .collect()
 }
 
-fn min_and_median(mut values: Vec<f64>) -> (f64, f64) {
-    values.sort_by(f64::total_cmp);
-    (values[0], values[values.len() / 2])
-}
-
 const STORE: &str = "  compress:\n    type: gzip\n  store:\n    buffered:\n      dirname: bucket\n      max_flows_per_object: 6000\n      max_seconds_per_object: 60\n      max_seconds_per_stream: 86400\n      max_flow_array_size: 100000\n";
 
 fn main() {
@@ -387,9 +382,10 @@ fn main() {
         );
         let config = ExporterConfig::load(&yaml).expect("bench config");
         let rounds = latency_rounds(&messages, &config, &rt);
-        let (cold_min, cold_median) = min_and_median(rounds.iter().map(|r| r.0).collect());
-        let (_, warm_median) = min_and_median(rounds.iter().map(|r| r.1).collect());
-        let (ratio_min, ratio_median) = min_and_median(rounds.iter().map(|r| r.0 / r.1).collect());
+        let (cold_min, cold_median) = common::min_and_median(rounds.iter().map(|r| r.0).collect());
+        let (_, warm_median) = common::min_and_median(rounds.iter().map(|r| r.1).collect());
+        let (ratio_min, ratio_median) =
+            common::min_and_median(rounds.iter().map(|r| r.0 / r.1).collect());
         println!(
             "{label:<44} {cold_median:>8.0} flows/s (min {cold_min:.0})  warm {warm_median:>8.0} flows/s  ratio to warm {ratio_median:.2}x median, {ratio_min:.2}x min (target >= 0.50)"
         );

@@ -194,11 +194,6 @@ fn in_process_round(
     )
 }
 
-fn min_and_median(mut values: Vec<f64>) -> (f64, f64) {
-    values.sort_by(f64::total_cmp);
-    (values[0], values[values.len() / 2])
-}
-
 const STORE: &str = "  compress:\n    type: gzip\n  store:\n    buffered:\n      dirname: bucket\n      max_flows_per_object: 6000\n      max_seconds_per_object: 60\n      max_seconds_per_stream: 86400\n      max_flow_array_size: 100000\n  write:\n    type: file\n    file:\n      dir: OUT_DIR\n";
 
 fn main() {
@@ -281,9 +276,9 @@ fn main() {
             .zip(&in_process)
             .map(|(s, i)| s / i)
             .collect();
-        let (ratio_min, ratio_median) = min_and_median(ratios);
-        let (_, service_median) = min_and_median(service);
-        let (_, in_process_median) = min_and_median(in_process);
+        let (ratio_min, ratio_median) = common::min_and_median(ratios);
+        let (_, service_median) = common::min_and_median(service);
+        let (_, in_process_median) = common::min_and_median(in_process);
         println!(
             "{name:<24} sluice run {service_median:>8.0} flows/CPU-s  in-process {in_process_median:>8.0} flows/CPU-s  ratio {ratio_median:.2}x median, {ratio_min:.2}x min (target >= 0.80)"
         );

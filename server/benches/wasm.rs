@@ -172,13 +172,12 @@ fn builtin_vs_guest(rt: &tokio::runtime::Runtime, messages: &Arc<[String]>, enco
             flows = n;
         }
     }
-    let mut ratios: Vec<f64> = samples[0]
+    let ratios: Vec<f64> = samples[0]
         .iter()
         .zip(&samples[1])
         .map(|(builtin, guest)| builtin.as_secs_f64() / guest.as_secs_f64())
         .collect();
-    ratios.sort_by(f64::total_cmp);
-    let (ratio_min, ratio) = (ratios[0], ratios[ratios.len() / 2]);
+    let (ratio_min, ratio) = common::min_and_median(ratios);
     let mut rates = |i: usize| {
         let best = samples[i].iter().copied().min().unwrap_or_default();
         (

@@ -84,3 +84,10 @@ pub fn parse(message: &str) -> Vec<Flow> {
         .filter_map(|raw| serde_json::from_str(raw.get()).ok())
         .collect()
 }
+
+/// The smallest and the median of some measurements (at least one): what the benches print
+/// of interleaved rounds, so that a noisy neighbour's burst shifts neither much.
+pub fn min_and_median(mut values: Vec<f64>) -> (f64, f64) {
+    values.sort_by(f64::total_cmp);
+    (values[0], values[values.len() / 2])
+}
