@@ -101,9 +101,10 @@ impl Graph {
         json!({"Nodes": self.nodes, "Edges": self.edges})
     }
 
-    /// The nodes, in graph order, that may match `Has(key, <one of values>)`: every node with
-    /// one of those strings at `key`.
-    fn nodes_with_strings(&self, key: &str, values: &[&str]) -> Vec<usize> {
+    /// The nodes, in graph order, that may match `Has(key, predicate)`, found through the
+    /// key's string index: for a string, strings (`Within`) or a regex. `None` for other
+    /// predicates (the caller scans every node).
+    fn candidates(&self, key: &str, predicate: &Predicate) -> Option<Vec<usize>> {
         let mut index = self.strings.lock().unwrap_or_else(|e| e.into_inner());
         let by_value = index.entry(key.to_owned()).or_insert_with(|| {
             let mut by_value = NodesByString::new();
@@ -120,15 +121,29 @@ impl Graph {
             }
             by_value
         });
-        let mut nodes: Vec<usize> = values
-            .iter()
-            .filter_map(|v| by_value.get(*v))
-            .flatten()
-            .copied()
-            .collect();
+        let mut nodes: Vec<usize> = match predicate {
+            Predicate::Eq(Value::String(want)) => by_value.get(want).cloned().unwrap_or_default(),
+            Predicate::Within(list) => {
+                let wanted: Option<Vec<&str>> = list.iter().map(Value::as_str).collect();
+                wanted?
+                    .into_iter()
+                    .filter_map(|v| by_value.get(v))
+                    .flatten()
+                    .copied()
+                    .collect()
+            }
+            // One match per distinct value rather than per node (the Docker resolver's query).
+            Predicate::Regex(re) => by_value
+                .iter()
+                .filter(|(text, _)| re.is_match(text))
+                .flat_map(|(_, nodes)| nodes)
+                .copied()
+                .collect(),
+            _ => return None,
+        };
         nodes.sort_unstable();
         nodes.dedup();
-        nodes
+        Some(nodes)
     }
 
     fn neighbours(&self, node: usize, direction: Direction) -> Vec<usize> {
@@ -489,15 +504,11 @@ pub fn query(graph: &Graph, query: &str) -> Result<Value, GremlinError> {
             ("E", Set::Graph) => Set::Edges((0..graph.edges.len()).collect()),
             ("Has", Set::Nodes(nodes)) => {
                 let f = filters(&step.args)?;
-                let indexed: Option<Vec<&str>> = match f.first() {
-                    Some((_, Predicate::Eq(want))) => want.as_str().map(|s| vec![s]),
-                    Some((_, Predicate::Within(list))) => list.iter().map(Value::as_str).collect(),
+                let indexed = match f.first() {
+                    Some((key, predicate)) if from_all_nodes => graph.candidates(key, predicate),
                     _ => None,
                 };
-                let nodes = match (from_all_nodes, indexed) {
-                    (true, Some(values)) => graph.nodes_with_strings(&f[0].0, &values),
-                    _ => nodes,
-                };
+                let nodes = indexed.unwrap_or(nodes);
                 Set::Nodes(
                     nodes
                         .into_iter()

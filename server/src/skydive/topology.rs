@@ -253,19 +253,27 @@ impl TopologyClient {
     /// The nodes of a node query; paths (nested arrays) are flattened in order and anything
     /// that is not an object or array is ignored. `null` gives no node.
     pub async fn nodes(&self, gremlin: &str) -> Result<Vec<Node>, TopologyError> {
-        let answer = self.query(gremlin).await?;
-        let mut nodes = Vec::new();
-        match answer {
-            Value::Null => {}
-            Value::Array(items) => flatten_nodes(items, &mut nodes)?,
-            other => {
-                return Err(TopologyError::Decode(format!(
-                    "expected an array of nodes, got {}",
-                    kind_of(&other)
-                )));
-            }
+        Ok(self.paths(gremlin).await?.into_iter().flatten().collect())
+    }
+
+    /// The answer's items, each flattened into its nodes as [`TopologyClient::nodes`] does:
+    /// one path per item of a `ShortestPathTo` query (a node alone is a path of one).
+    pub async fn paths(&self, gremlin: &str) -> Result<Vec<Vec<Node>>, TopologyError> {
+        match self.query(gremlin).await? {
+            Value::Null => Ok(Vec::new()),
+            Value::Array(items) => items
+                .into_iter()
+                .map(|item| {
+                    let mut nodes = Vec::new();
+                    flatten_nodes(vec![item], &mut nodes)?;
+                    Ok(nodes)
+                })
+                .collect(),
+            other => Err(TopologyError::Decode(format!(
+                "expected an array of nodes, got {}",
+                kind_of(&other)
+            ))),
         }
-        Ok(nodes)
     }
 
     /// The first node (after flattening) of a node query; an empty result is an error.

@@ -91,9 +91,23 @@ impl SecAdvisor {
     }
 
     /// Resolves ahead, together and concurrently, the topology lookups these flows need
-    /// ([`Resolver::prepare`]).
+    /// ([`Resolver::prepare`]). With `exclude_started_flows`, a flow's first sighting is
+    /// dropped before any lookup, so it is left out.
     pub async fn prepare(&mut self, flows: &[&Flow], now_ms: i64) {
-        self.resolver.prepare(flows, now_ms).await;
+        if !self.exclude_started_flows {
+            return self.resolver.prepare(flows, now_ms).await;
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut needed = Vec::with_capacity(flows.len());
+        for flow in flows {
+            let started = seen.insert(flow.uuid.as_str())
+                && flow.finish_type == FinishType::NotFinished
+                && self.counts.get(&flow.uuid, now_ms).is_none();
+            if !started {
+                needed.push(*flow);
+            }
+        }
+        self.resolver.prepare(&needed, now_ms).await;
     }
 
     /// One flow in, at most one record out; `now_ms` drives every cache.
