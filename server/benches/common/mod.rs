@@ -1,9 +1,8 @@
 //! What the benches share: the Skydive messages they feed pipelines and how the subscriber
 //! parses them.
 
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use sluice::skydive::flow::Flow;
+use sluice::skydive::subscriber::decode::{Decoded, decode};
 
 /// The capture node of every flow of [`messages`].
 pub const NODE_TID: &str = "f0a6d3c1-5b2e-5a9e-6c4f-2d8b7e1a9c30";
@@ -69,20 +68,12 @@ pub fn messages(count: usize, flows_per_message: usize) -> Vec<String> {
     out
 }
 
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(rename = "Obj", borrow)]
-    obj: Vec<&'a RawValue>,
-}
-
-/// What the subscriber does with a message: the envelope, then each flow.
+/// What the subscriber does with a message (its decoder, one pass for a well-formed one).
 pub fn parse(message: &str) -> Vec<Flow> {
-    let envelope: Envelope = serde_json::from_str(message).expect("envelope");
-    envelope
-        .obj
-        .iter()
-        .filter_map(|raw| serde_json::from_str(raw.get()).ok())
-        .collect()
+    match decode(message, &["flow".to_string()]) {
+        Decoded::Store { flows, .. } => flows,
+        other => panic!("not a store message: {other:?}"),
+    }
 }
 
 /// The smallest and the median of some measurements (at least one): what the benches print

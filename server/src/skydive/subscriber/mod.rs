@@ -5,7 +5,7 @@
 //! reconnects with capped exponential backoff until it is cancelled. A malformed flow is dropped
 //! on its own; the rest of its message goes on.
 
-mod decode;
+pub mod decode;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
