@@ -5,10 +5,12 @@
 //! The writer is built here, not by the pipeline, so that it can be closed (its spool drained
 //! for a while, its folder lock released) after the pipeline's last flush.
 
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -102,7 +104,13 @@ pub async fn run(
     outcome.map(|()| RunEnd { left_in_spool })
 }
 
-/// Subscribes and feeds `pipeline` until cancelled (Ok, after the flush) or until a task dies.
+/// Subscribes and feeds `pipeline` until cancelled (Ok, after the flush) or until a part dies.
+///
+/// The subscriber and the pipeline are one task, so the flows the subscriber decodes are freed
+/// on the thread that allocated them: as two tasks on two threads, the cross-thread frees and
+/// the wake-ups cost `sluice run` about 8% of its CPU per flow (`cargo bench -p sluice --bench
+/// service`, perf). A pipeline is then one core's work, and a server's pipelines spread over
+/// its cores.
 async fn feed(
     pipeline: Pipeline,
     settings: SubscriberSettings,
@@ -111,41 +119,45 @@ async fn feed(
 ) -> Result<(), String> {
     let (tx, rx) = mpsc::channel(CHANNEL_MESSAGES);
     let sub_cancel = cancel.child_token();
-    let mut sub = tokio::spawn(subscriber::run(settings, tx, stats, sub_cancel.clone()));
-    // The pipeline stops when the subscriber's sender is dropped: it then drains what was
-    // already accepted and flushes every buffer.
-    let mut pipe = tokio::spawn(pipeline.run(rx, CancellationToken::new()));
-    tokio::select! {
-        ended = &mut pipe => {
-            sub_cancel.cancel();
-            let _ = sub.await;
-            match ended {
-                Err(e) if e.is_panic() => Err(format!("pipeline task panicked: {}", panic_message(e))),
-                // Stopping: the subscriber dropped its sender and the pipeline flushed and
-                // ended, possibly before the subscriber's task was seen to end.
-                _ if cancel.is_cancelled() => Ok(()),
-                _ => Err("pipeline task ended unexpectedly".to_string()),
+    let cancel = cancel.clone();
+    let both = tokio::spawn(async move {
+        let sub = AssertUnwindSafe(subscriber::run(settings, tx, stats, sub_cancel.clone()))
+            .catch_unwind();
+        // The pipeline stops when the subscriber's sender is dropped: it then drains what was
+        // already accepted and flushes every buffer.
+        let pipe = AssertUnwindSafe(pipeline.run(rx, CancellationToken::new())).catch_unwind();
+        tokio::pin!(sub, pipe);
+        tokio::select! {
+            ended = &mut pipe => {
+                sub_cancel.cancel();
+                let _ = sub.await;
+                match ended {
+                    Err(panic) => Err(format!("pipeline task panicked: {}", panic_message(panic))),
+                    // Stopping: the subscriber dropped its sender and the pipeline flushed and
+                    // ended, possibly before the subscriber was seen to end.
+                    Ok(_) if cancel.is_cancelled() => Ok(()),
+                    Ok(_) => Err("pipeline task ended unexpectedly".to_string()),
+                }
+            }
+            ended = &mut sub => {
+                let flushed = pipe.await;
+                match (ended, flushed) {
+                    (Err(panic), _) => Err(format!("subscriber task panicked: {}", panic_message(panic))),
+                    (_, Err(panic)) => Err(format!("pipeline task panicked: {}", panic_message(panic))),
+                    _ if cancel.is_cancelled() => Ok(()),
+                    _ => Err("subscriber ended unexpectedly".to_string()),
+                }
             }
         }
-        ended = &mut sub => {
-            let flushed = pipe.await;
-            match (ended, flushed) {
-                (Err(e), _) if e.is_panic() => Err(format!("subscriber task panicked: {}", panic_message(e))),
-                (_, Err(e)) if e.is_panic() => Err(format!("pipeline task panicked: {}", panic_message(e))),
-                _ if cancel.is_cancelled() => Ok(()),
-                _ => Err("subscriber ended unexpectedly".to_string()),
-            }
-        }
-    }
+    });
+    both.await
+        .unwrap_or_else(|e| Err(format!("pipeline task failed: {e}")))
 }
 
-fn panic_message(e: tokio::task::JoinError) -> String {
-    match e.try_into_panic() {
-        Ok(payload) => payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into()),
-        Err(e) => e.to_string(),
-    }
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }

@@ -320,8 +320,8 @@ async fn runc_containers<'a>(
     Some(found)
 }
 
-/// The first of `backends` that finds `ip` from `node_tid`, in order; `known` holds answers
-/// of the runc backend already looked up in a batch.
+/// The first of `backends` that finds `ip` from `node_tid`, in order; `known_runc` is the
+/// runc backend's answer when a batch already looked it up (`None` inside: nothing found).
 async fn first_found(
     client: &TopologyClient,
     backends: impl IntoIterator<Item = Backend>,
