@@ -91,36 +91,22 @@ pub enum Lang {
     Js,
 }
 
-/// The world a guest is built for (guest-sdk/wit/guest.wit).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum World {
-    /// The transform stage: `transform(flows, config)`.
-    Transformer,
-    /// The mangle stage: `mangle(tag, records, config)`.
-    Mangler,
-}
+/// The world a guest is built for (guest-sdk/wit/guest.wit): the host's own type, offered
+/// to `--world` by its WIT name.
+pub use crate::wasm::World;
 
-impl World {
-    /// The WIT world's name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            World::Transformer => "transformer",
-            World::Mangler => "mangler",
-        }
+impl ValueEnum for World {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[World::Transformer, World::Mangler]
     }
 
-    /// The function a guest of this world defines.
-    fn function(self) -> &'static str {
-        match self {
-            World::Transformer => "transform",
-            World::Mangler => "mangle",
-        }
-    }
-}
-
-impl fmt::Display for World {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(
+            clap::builder::PossibleValue::new(self.as_str()).help(match self {
+                World::Transformer => "The transform stage: `transform(flows, config)`",
+                World::Mangler => "The mangle stage: `mangle(tag, records, config)`",
+            }),
+        )
     }
 }
 

@@ -50,6 +50,14 @@ impl World {
             World::Mangler => "mangler",
         }
     }
+
+    /// The function a guest of this world defines besides `init`: `transform` or `mangle`.
+    pub fn function(self) -> &'static str {
+        match self {
+            World::Transformer => "transform",
+            World::Mangler => "mangle",
+        }
+    }
 }
 
 impl std::fmt::Display for World {
