@@ -489,6 +489,18 @@ impl Serve {
         )
     }
 
+    /// `GET /v1/pipelines/<id>/status` as `token`, which must answer 200.
+    pub fn status(&self, token: &str, id: &str) -> serde_json::Value {
+        let r = self.request(
+            "GET",
+            &format!("/v1/pipelines/{id}/status"),
+            Some(token),
+            None,
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    }
+
     /// Creates a tenant as the admin; returns (id, token).
     pub fn tenant(&self, name: &str) -> (String, String) {
         let r = self.json(

@@ -435,17 +435,6 @@ fn spooled(node: &Serve, id: &str) -> usize {
         .unwrap_or(0)
 }
 
-fn status(node: &Serve, token: &str, id: &str) -> Value {
-    let r = node.request(
-        "GET",
-        &format!("/v1/pipelines/{id}/status"),
-        Some(token),
-        None,
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()
-}
-
 #[test]
 fn a_dead_nodes_spool_is_uploaded_when_it_comes_back() {
     let Some(server) = postgres_server() else {
@@ -473,7 +462,7 @@ fn a_dead_nodes_spool_is_uploaded_when_it_comes_back() {
     // Killed only once every record sent is in the spool (records in memory at a SIGKILL are
     // lost by nature, docs/service.md §9).
     wait_for("every record sent spooled on n1", WAIT, || {
-        let v = status(&n1, &token, &id);
+        let v = n1.status(&token, &id);
         let received = v["counters"]["received"].as_u64().unwrap_or(0);
         (sim.sent().len() == total as usize
             && received == total as u64

@@ -32,17 +32,6 @@ fn create(serve: &Serve, token: &str, yaml: &str) -> String {
     r.json()["id"].as_str().unwrap().to_string()
 }
 
-fn status(serve: &Serve, token: &str, id: &str) -> Value {
-    let r = serve.request(
-        "GET",
-        &format!("/v1/pipelines/{id}/status"),
-        Some(token),
-        None,
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()
-}
-
 fn counter(status: &Value, name: &str) -> u64 {
     status["counters"][name].as_u64().unwrap_or(0)
 }
@@ -96,7 +85,7 @@ fn wait_all_written(serve: &Serve, token: &str, id: &str, sim: &Sim, total: usiz
         "every record received and written to the spool",
         WAIT,
         || {
-            last = status(serve, token, id);
+            last = serve.status(token, id);
             let received = counter(&last, "received");
             (received == total as u64
                 && counter(&last, "records_written") + dropped(&last) == received)
@@ -166,7 +155,7 @@ fn two_tenants_s3_pipelines_deliver_every_record_once_each_with_its_own_spool() 
         let s = wait_all_written(&serve, token, id, sim, total as usize);
         assert_eq!(dropped(&s), 0, "{s}");
         bucket.wait_records(total as usize, WAIT, || serve.process.stderr());
-        let s = status(&serve, token, id);
+        let s = serve.status(token, id);
         assert_eq!(s["state"], "running", "{s}");
         assert_eq!(s["connected"], true, "{s}");
         assert!(s["last_error"].is_null(), "{s}");
@@ -262,7 +251,7 @@ fn outage_then_sigkill_then_restart_uploads_everything_spooled() {
     );
     // The pipeline resumed: running and subscribed again.
     let s = wait_for("the pipeline to reconnect", WAIT, || {
-        let s = status(&serve, &token, &id);
+        let s = serve.status(&token, &id);
         (s["state"] == "running" && s["connected"] == true).then_some(s)
     })
     .unwrap();
@@ -356,7 +345,7 @@ fn stop_with_the_store_down_keeps_the_spool_and_start_uploads_it() {
         (spooled(&spool) == (0, 0)).then_some(())
     })
     .unwrap();
-    let s = status(&serve, &token, &id);
+    let s = serve.status(&token, &id);
     assert_eq!(s["state"], "running", "{s}");
     assert_eq!(s["desired_state"], "running", "{s}");
     bucket.refresh();
@@ -379,9 +368,9 @@ fn quick_restarts_never_overwrite_an_object() {
     let yaml = s3_yaml(&sim.ws_url(), &moto.endpoint(), "flows", 3);
     let id = create(&serve, &token, &yaml);
     for cycle in 0..8 {
-        let before = counter(&status(&serve, &token, &id), "records_written");
+        let before = counter(&serve.status(&token, &id), "records_written");
         wait_for("records written in this run", WAIT, || {
-            (counter(&status(&serve, &token, &id), "records_written") > before).then_some(())
+            (counter(&serve.status(&token, &id), "records_written") > before).then_some(())
         })
         .unwrap();
         if cycle % 2 == 0 {
