@@ -105,6 +105,12 @@ impl<'a> Flow<'a> {
     pub fn link(&self) -> Option<Layer<'a>> {
         self.layer(Section::Link)
     }
+    /// The Ethernet layer's id (the interface), without reading its addresses: checking two
+    /// strings costs a guest more fuel than the rest of the layer.
+    pub fn link_id(&self) -> Option<i64> {
+        let mut r = self.section(Section::Link)?;
+        r.u8().and_then(|_| r.i64()).ok()
+    }
     /// IP layer.
     pub fn network(&self) -> Option<Layer<'a>> {
         self.layer(Section::Network)
@@ -220,5 +226,29 @@ impl<'a> Iterator for FlowIter<'a> {
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         self.bodies.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{FlowData, encode_flows};
+
+    #[test]
+    fn link_id_is_the_link_layers_id_without_it() {
+        let mut with_link = FlowData::tcp4("10.0.0.1", 40000, "10.0.0.2", 443);
+        with_link.link.as_mut().unwrap().id = 7;
+        let mut without = with_link.clone();
+        without.link = None;
+        let batch = encode_flows(&[with_link, without]);
+        let flows = Flows::new(&batch).unwrap();
+        let ids: Vec<(Option<i64>, Option<i64>)> = flows
+            .iter()
+            .map(|f| {
+                let f = f.unwrap();
+                (f.link_id(), f.link().map(|l| l.id))
+            })
+            .collect();
+        assert_eq!(ids, [(Some(7), Some(7)), (None, None)]);
     }
 }

@@ -658,12 +658,14 @@ impl FlowSections {
             r.skip_str()?;
         }
         let mut at = [0; SECTIONS];
-        // By index, not `Section::ALL.into_iter()`: 2% less fuel a flow in a guest.
-        for (bit, slot) in at.iter_mut().enumerate() {
-            if present & (1 << bit) != 0 {
-                *slot = (body.len() - r.rest().len()) as u32;
-                Section::ALL[bit].skip(&mut r)?;
-            }
+        // The present sections only, lowest bit first: a guest indexes every flow it reads, and
+        // visiting the absent ones too cost it 150 fuel a flow (of 770 to index one).
+        let mut bits = present & ((1 << SECTIONS) - 1);
+        while bits != 0 {
+            let bit = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            at[bit] = (body.len() - r.rest().len()) as u32;
+            Section::ALL[bit].skip(&mut r)?;
         }
         Ok(FlowSections { present, at })
     }

@@ -101,7 +101,11 @@ fn trim_json(text: &str) -> &str {
 }
 
 /// The value after its tag byte. A JSON text is read without the whitespace around it.
-#[inline]
+///
+/// This and [`read_field`] are always inlined: the host reads every field of a guest's
+/// records through them (once to check the batch, once to write each row), and as calls,
+/// returning each field through memory, the check took twice as long.
+#[inline(always)]
 fn read_value<'a>(r: &mut Reader<'a>, t: u8) -> Result<Value<'a>, WireError> {
     Ok(match t {
         tag::NULL => Value::Null,
@@ -117,7 +121,7 @@ fn read_value<'a>(r: &mut Reader<'a>, t: u8) -> Result<Value<'a>, WireError> {
 }
 
 /// One field: a value, or (tag 8) a CSV text and then a value.
-#[inline]
+#[inline(always)]
 fn read_field<'a>(r: &mut Reader<'a>) -> Result<Field<'a>, WireError> {
     match r.u8()? {
         tag::CSV => {
@@ -136,6 +140,14 @@ fn read_field<'a>(r: &mut Reader<'a>) -> Result<Field<'a>, WireError> {
             csv: None,
         }),
     }
+}
+
+/// A tag and an 8-byte payload, in one append.
+#[inline(always)]
+fn put_word(b: &mut Vec<u8>, t: u8, word: [u8; 8]) {
+    let mut bytes = [t, 0, 0, 0, 0, 0, 0, 0, 0];
+    bytes[1..].copy_from_slice(&word);
+    b.extend_from_slice(&bytes);
 }
 
 /// A record shape as the schema table writes it: each side keeps its shapes its own way.
@@ -209,39 +221,31 @@ impl BatchWriter {
         self.count += 1;
     }
 
-    /// Appends a field's value: its tag and payload.
-    #[inline]
+    /// Appends a field's value: its tag and payload. A guest writes every field through this:
+    /// room is made once a value (one capacity check, not two or three), which is fewer
+    /// instructions, so less fuel, a field.
+    #[inline(always)]
     pub fn value(&mut self, value: Value<'_>) {
         let b = &mut self.buf;
-        match value {
-            Value::Null => b.put_u8(tag::NULL),
-            Value::Bool(false) => b.put_u8(tag::FALSE),
-            Value::Bool(true) => b.put_u8(tag::TRUE),
-            Value::Int(v) => {
-                b.put_u8(tag::INT);
-                b.put_i64(v);
-            }
-            Value::UInt(v) => {
-                b.put_u8(tag::UINT);
-                b.put_u64(v);
-            }
-            Value::Float(v) => {
-                b.put_u8(tag::FLOAT);
-                b.put_f64(v);
-            }
-            Value::Str(s) => {
-                b.put_u8(tag::STR);
-                b.put_str(s);
-            }
-            Value::Json(s) => {
-                b.put_u8(tag::JSON);
-                b.put_str(s);
-            }
-        }
+        let (t, text) = match value {
+            Value::Null => return b.push(tag::NULL),
+            Value::Bool(false) => return b.push(tag::FALSE),
+            Value::Bool(true) => return b.push(tag::TRUE),
+            Value::Int(v) => return put_word(b, tag::INT, v.to_le_bytes()),
+            Value::UInt(v) => return put_word(b, tag::UINT, v.to_le_bytes()),
+            Value::Float(v) => return put_word(b, tag::FLOAT, v.to_le_bytes()),
+            Value::Str(s) => (tag::STR, s),
+            Value::Json(s) => (tag::JSON, s),
+        };
+        let mut head = [t, 0, 0, 0, 0];
+        head[1..].copy_from_slice(&(text.len() as u32).to_le_bytes());
+        b.reserve(head.len() + text.len());
+        b.extend_from_slice(&head);
+        b.extend_from_slice(text.as_bytes());
     }
 
     /// Appends a field: its CSV text, if any, and its value.
-    #[inline]
+    #[inline(always)]
     pub fn field(&mut self, value: Value<'_>, csv: Option<&str>) {
         if let Some(text) = csv {
             self.buf.put_u8(tag::CSV);

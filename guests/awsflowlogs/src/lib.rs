@@ -180,7 +180,7 @@ impl AwsFlowLogs {
             (None, None) => (None, flow.start(), flow.last()),
         };
         let mut buf = [0; 20];
-        let interface = flow.link().map(|l| decimal(l.id, &mut buf));
+        let interface = flow.link_id().map(|id| decimal(id, &mut buf));
         let mut r = out
             .row(&self.schema)
             .int(if self.v3 { 3 } else { 2 })
