@@ -103,8 +103,8 @@ impl From<json::Error> for Error {
 
 /// A transform stage: each batch of flows (one tag's flows of one message) in, records out.
 pub trait Transform: Sized + 'static {
-    /// Builds the stage from `pipeline.transform.wasm.config`. Called before every batch (each
-    /// batch runs in a fresh instance), so keep it cheap.
+    /// Builds the stage from `pipeline.transform.wasm.config`. Called in every fresh instance
+    /// (one per analyzer message, and after a failed batch), so keep it cheap.
     fn init(config: &Config) -> Result<Self, Error>;
 
     /// Writes 0..n records per flow to `out`. An error fails the whole batch.

@@ -31,7 +31,7 @@ use crate::metrics::{DropReason, PipelineStats};
 use crate::sinks::{Confinement, Sink};
 use crate::skydive::flow::Flow;
 use crate::skydive::subscriber::FlowBatch;
-use crate::wasm::GuestRunner;
+use crate::wasm::{GuestRunner, WasmStage};
 use batch::Batcher;
 use classify::{Classifier, Tag};
 use filter::Filter;
@@ -248,8 +248,28 @@ impl Pipeline {
         groups
     }
 
-    /// Transform → mangle → store for one message's tag groups.
+    /// Transform → mangle → store for one message's tag groups. A wasm stage runs the groups
+    /// in one instance (docs/wasm-host.md §1.6).
     async fn transform_and_store(&mut self, groups: Vec<(Tag, Vec<Flow>)>, now_ms: i64) {
+        self.wasm_stages().for_each(WasmStage::begin_message);
+        let batches = self.transform_and_mangle(groups, now_ms).await;
+        self.wasm_stages().for_each(WasmStage::end_message);
+        self.batcher.store(now_ms, batches, &mut self.output).await;
+    }
+
+    /// The pipeline's wasm transform and mangle stages.
+    fn wasm_stages(&mut self) -> impl Iterator<Item = &mut WasmStage> {
+        [self.transformer.wasm(), self.mangler.wasm()]
+            .into_iter()
+            .flatten()
+    }
+
+    /// Transform → mangle for one message's tag groups.
+    async fn transform_and_mangle(
+        &mut self,
+        groups: Vec<(Tag, Vec<Flow>)>,
+        now_ms: i64,
+    ) -> Vec<(&'static str, Vec<Record>)> {
         let stats = &self.output.stats;
         let mut batches: Vec<(&'static str, Vec<Record>)> = Vec::with_capacity(groups.len());
         for (tag, flows) in groups {
@@ -266,7 +286,7 @@ impl Pipeline {
                 .await;
             batches.push((tag.as_str(), records));
         }
-        self.batcher.store(now_ms, batches, &mut self.output).await;
+        batches
     }
 
     /// Processes `first` with the messages already waiting behind it, up to

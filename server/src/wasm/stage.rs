@@ -1,12 +1,13 @@
-//! One pipeline's wasm stage: each batch in a fresh `Store` and instance, under the stage's
-//! fuel, deadline, memory and output limits; failures counted by reason; quarantine with
-//! backoff after repeated failures.
+//! One pipeline's wasm stage: a message's batches in one fresh `Store` and instance (a failed
+//! call drops it), each call under the stage's fuel, deadline and output limits, the instance
+//! under its memory cap; failures counted by reason; quarantine with backoff after repeated
+//! failures.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{Instance, ResourceTable};
 use wasmtime::{ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -265,6 +266,10 @@ pub struct WasmStage {
     health: Health,
     input: Vec<u8>,
     schemas: SchemaCache,
+    /// Between [`WasmStage::begin_message`] and [`WasmStage::end_message`]: the instance the
+    /// message's batches so far ran in, kept while they succeed.
+    live: Option<Live>,
+    in_message: bool,
 }
 
 /// What one call returns.
@@ -307,7 +312,14 @@ impl WasmStage {
         log: Arc<GuestLog>,
     ) -> Result<Self, WasmError> {
         let mut built = Self::unchecked(module, config, options, stage, log);
-        let check = execute(&built.guest, &Input::Check, false, &mut built.schemas);
+        let check = execute(
+            &built.guest,
+            &Input::Check,
+            false,
+            &mut built.schemas,
+            &mut None,
+            false,
+        );
         built.checked(check)
     }
 
@@ -331,6 +343,8 @@ impl WasmStage {
             health: Health::default(),
             input: Vec::new(),
             schemas: SchemaCache::default(),
+            live: None,
+            in_message: false,
         }
     }
 
@@ -363,6 +377,20 @@ impl WasmStage {
     /// Whether the stage is quarantined now.
     pub fn is_quarantined(&self) -> bool {
         self.health.until.is_some_and(|t| Instant::now() < t)
+    }
+
+    /// The batches until [`WasmStage::end_message`] (the tag batches of one Skydive message)
+    /// run in one fresh instance, called once each, instead of an instance each; a failed call
+    /// discards it (docs/wasm-host.md §1.6).
+    pub fn begin_message(&mut self) {
+        self.in_message = true;
+        self.live = None;
+    }
+
+    /// Ends what [`WasmStage::begin_message`] began: the instance is dropped.
+    pub fn end_message(&mut self) {
+        self.in_message = false;
+        self.live = None;
     }
 
     /// Transforms one tag's flows. On failure the flows are counted as dropped with the reason
@@ -444,20 +472,22 @@ impl WasmStage {
     /// Runs one call (and decodes its records) where the runner says.
     async fn execute(&mut self, input: Input) -> CallResult {
         let json = self.json;
+        let mut live = self.live.take();
+        let keep = self.in_message && !matches!(input, Input::Check);
         match &self.runner {
             GuestRunner::Pool { pool, tenant } => {
                 let guest = self.guest.clone();
                 let mut schemas = std::mem::take(&mut self.schemas);
                 let ran = pool
                     .run(tenant, move || {
-                        let r = execute(&guest, &input, json, &mut schemas);
-                        (r, input, schemas)
+                        let r = execute(&guest, &input, json, &mut schemas, &mut live, keep);
+                        (r, input, schemas, live)
                     })
                     .await;
                 match ran {
-                    Ok((r, input, schemas)) => {
+                    Ok((r, input, schemas, live)) => {
                         self.schemas = schemas;
-                        self.keep_buffer(input);
+                        self.keep(input, live);
                         r
                     }
                     Err(e) => host_failure(e.to_string()),
@@ -468,23 +498,30 @@ impl WasmStage {
                 // no round trip to the blocking pool (two thread wake-ups, the larger part of a
                 // small batch's cost), and neighbours still run while a guest spins.
                 let r = tokio::task::block_in_place(|| {
-                    execute(&self.guest, &input, json, &mut self.schemas)
+                    execute(
+                        &self.guest,
+                        &input,
+                        json,
+                        &mut self.schemas,
+                        &mut live,
+                        keep,
+                    )
                 });
-                self.keep_buffer(input);
+                self.keep(input, live);
                 r
             }
             GuestRunner::InPlace => {
                 let guest = self.guest.clone();
                 let mut schemas = std::mem::take(&mut self.schemas);
                 let joined = tokio::task::spawn_blocking(move || {
-                    let r = execute(&guest, &input, json, &mut schemas);
-                    (r, input, schemas)
+                    let r = execute(&guest, &input, json, &mut schemas, &mut live, keep);
+                    (r, input, schemas, live)
                 })
                 .await;
                 match joined {
-                    Ok((r, input, schemas)) => {
+                    Ok((r, input, schemas, live)) => {
                         self.schemas = schemas;
-                        self.keep_buffer(input);
+                        self.keep(input, live);
                         r
                     }
                     Err(e) => host_failure(format!("host task failed: {e}")),
@@ -493,11 +530,13 @@ impl WasmStage {
         }
     }
 
-    /// Keeps a flow batch's buffer for the next batch.
-    fn keep_buffer(&mut self, input: Input) {
+    /// Keeps a flow batch's buffer for the next batch, and the instance the call left (none
+    /// outside a message or after a failure).
+    fn keep(&mut self, input: Input, live: Option<Live>) {
         if let Input::Flows(buf) = input {
             self.input = buf;
         }
+        self.live = live;
     }
 
     fn failed(&mut self, failure: &BatchFailure, stats: &PipelineStats) {
@@ -568,15 +607,18 @@ fn host_failure(message: String) -> CallResult {
 }
 
 /// One call and the decoding of its records (`json`: the guest's JSON form), on whatever
-/// thread runs guests.
-fn execute(guest: &Guest, input: &Input, json: bool, schemas: &mut SchemaCache) -> CallResult {
-    let batch_log = BatchLog::new(
-        guest.log.clone(),
-        guest.stage,
-        guest.options.log_lines_per_batch,
-    );
-    let (outcome, fuel_used) = call(guest, input, &batch_log);
-    let logs_dropped = batch_log.finish();
+/// thread runs guests: in `live`'s instance if there is one, else in a fresh one; `live` holds
+/// the instance afterwards only if the call succeeded and `keep` says to (else it is dropped
+/// here, on the guest's thread).
+fn execute(
+    guest: &Guest,
+    input: &Input,
+    json: bool,
+    schemas: &mut SchemaCache,
+    live: &mut Option<Live>,
+    keep: bool,
+) -> CallResult {
+    let (outcome, fuel_used, logs_dropped) = call(guest, input, live);
     let mut says_json = false;
     let outcome = outcome.and_then(|bytes| {
         match input {
@@ -589,6 +631,9 @@ fn execute(guest: &Guest, input: &Input, json: bool, schemas: &mut SchemaCache) 
         }
         .map_err(|e| BatchFailure::Guest(truncate(e.to_string(), GUEST_ERROR_BYTES)))
     });
+    if outcome.is_err() || !keep {
+        *live = None;
+    }
     CallResult {
         outcome,
         json: says_json,
@@ -628,39 +673,151 @@ fn classify(e: &wasmtime::Error, options: &StageOptions) -> BatchFailure {
     }
 }
 
-/// One batch in a fresh store: instantiate, `init(config)`, then the call; returns the guest's
-/// bytes (for a check, one byte: [`JSON_ENCODING`] when the guest takes JSON) and the fuel
-/// used. Runs where blocking is allowed (a guest thread, `block_in_place` or the blocking
-/// pool); never panics on guest behaviour.
+/// One call: in `live`'s instance (its fuel and deadline set anew), else in a fresh store
+/// (instantiate, `init(config)`, all under one batch's fuel and deadline). Returns the guest's
+/// bytes (for a check, one byte: [`JSON_ENCODING`] when the guest takes JSON), the fuel used
+/// and the log lines over the budget; `live` holds the instance after a success. Runs where
+/// blocking is allowed (a guest thread, `block_in_place` or the blocking pool); never panics on
+/// guest behaviour.
 fn call(
     guest: &Guest,
     input: &Input,
-    batch_log: &Arc<BatchLog>,
-) -> (Result<Vec<u8>, BatchFailure>, u64) {
-    let host = WasmHost::global();
+    live: &mut Option<Live>,
+) -> (Result<Vec<u8>, BatchFailure>, u64, u64) {
     let limits = guest.options.limits;
-    let mut store = Store::new(
-        host.engine(),
-        StoreState {
-            limiter: Limiter {
-                cap: limits.memory_bytes,
-                used: 0,
-            },
-            batch_log: batch_log.clone(),
-            wasi: super::wasi::context(batch_log),
-            table: ResourceTable::new(),
-        },
-    );
-    store.limiter(|s| &mut s.limiter);
-    let _ = store.set_fuel(limits.fuel);
-    let tick = host.settings().epoch_tick.as_nanos().max(1);
-    let ticks = (limits.deadline.as_nanos().div_ceil(tick) as u64).max(1) + 1;
-    store.set_epoch_deadline(ticks);
-    store.epoch_deadline_trap();
+    let mut current = match live.take() {
+        Some(mut kept) => {
+            kept.arm(limits);
+            kept
+        }
+        None => Live::new(guest),
+    };
+    let outcome = current.run(guest, input);
+    let fuel_used = limits.fuel - current.store.get_fuel().unwrap_or(0);
+    let logs_dropped = current.batch_log.finish();
+    if outcome.is_ok() {
+        *live = Some(current);
+    }
+    (outcome, fuel_used, logs_dropped)
+}
 
-    let outcome = run_in(&mut store, guest, input);
-    let fuel_used = limits.fuel - store.get_fuel().unwrap_or(0);
-    (outcome, fuel_used)
+/// A store and, once instantiated and `init` called, its guest instance.
+pub(super) struct Live {
+    store: Store<StoreState>,
+    instance: Option<Instance>,
+    batch_log: Arc<BatchLog>,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live")
+            .field("instantiated", &self.instance.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Live {
+    /// A fresh store under the stage's limits, nothing instantiated yet.
+    fn new(guest: &Guest) -> Self {
+        let host = WasmHost::global();
+        let batch_log = BatchLog::new(
+            guest.log.clone(),
+            guest.stage,
+            guest.options.log_lines_per_batch,
+        );
+        let limits = guest.options.limits;
+        let mut store = Store::new(
+            host.engine(),
+            StoreState {
+                limiter: Limiter {
+                    cap: limits.memory_bytes,
+                    used: 0,
+                },
+                batch_log: batch_log.clone(),
+                wasi: super::wasi::context(&batch_log),
+                table: ResourceTable::new(),
+            },
+        );
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_trap();
+        let mut live = Live {
+            store,
+            instance: None,
+            batch_log,
+        };
+        live.arm(limits);
+        live
+    }
+
+    /// One batch's fuel and deadline, from now.
+    fn arm(&mut self, limits: WasmLimits) {
+        let _ = self.store.set_fuel(limits.fuel);
+        let tick = WasmHost::global().settings().epoch_tick.as_nanos().max(1);
+        let ticks = (limits.deadline.as_nanos().div_ceil(tick) as u64).max(1) + 1;
+        self.store.set_epoch_deadline(ticks);
+    }
+
+    /// The instance, made and `init` called first if there is none yet.
+    fn instance(&mut self, guest: &Guest) -> Result<Instance, BatchFailure> {
+        if let Some(instance) = self.instance {
+            return Ok(instance);
+        }
+        let store = &mut self.store;
+        let fail = |e: wasmtime::Error| classify(&e, &guest.options);
+        let instance = guest.module.pre.instantiate(&mut *store).map_err(fail)?;
+        let init = instance
+            .get_typed_func::<(&str,), (Result<(), String>,)>(&mut *store, "init")
+            .map_err(fail)?;
+        let (r,) = init
+            .call(&mut *store, (guest.config.as_str(),))
+            .map_err(fail)?;
+        r.map_err(|msg| BatchFailure::Guest(truncate(format!("init: {msg}"), GUEST_ERROR_BYTES)))?;
+        self.instance = Some(instance);
+        Ok(instance)
+    }
+
+    /// One call of the stage's export on `input`.
+    fn run(&mut self, guest: &Guest, input: &Input) -> Result<Vec<u8>, BatchFailure> {
+        let instance = self.instance(guest)?;
+        let options = &guest.options;
+        let fail = |e: wasmtime::Error| classify(&e, options);
+        let store = &mut self.store;
+        let (result,) = match input {
+            Input::Check => {
+                // A guest that doesn't say (built before `batch-encoding` existed) takes bytes.
+                let json = match instance
+                    .get_typed_func::<(), (bindings::BatchEncoding,)>(&mut *store, "batch-encoding")
+                {
+                    Ok(f) => {
+                        f.call(&mut *store, ()).map_err(fail)?.0 == bindings::BatchEncoding::Json
+                    }
+                    Err(_) => false,
+                };
+                return Ok(vec![u8::from(json)]);
+            }
+            Input::Flows(batch) => {
+                let f = instance
+                    .get_typed_func::<(&[u8],), Batch>(&mut *store, "transform")
+                    .map_err(fail)?;
+                f.call(&mut *store, (batch.as_slice(),)).map_err(fail)?
+            }
+            Input::Records(tag, batch) => {
+                let f = instance
+                    .get_typed_func::<(&str, &[u8]), Batch>(&mut *store, "mangle")
+                    .map_err(fail)?;
+                f.call(&mut *store, (tag.as_str(), batch.as_slice()))
+                    .map_err(fail)?
+            }
+        };
+        let bytes = result.map_err(|msg| BatchFailure::Guest(truncate(msg, GUEST_ERROR_BYTES)))?;
+        if bytes.len() > options.limits.output_bytes {
+            return Err(BatchFailure::OutputLimit {
+                bytes: bytes.len(),
+                limit: options.limits.output_bytes,
+            });
+        }
+        Ok(bytes)
+    }
 }
 
 /// A check's answer for a guest that takes JSON batches.
@@ -670,53 +827,3 @@ const JSON_ENCODING: u8 = 1;
 /// export's post-return, which frees the guest's buffer, before `call` returns, so a view would
 /// read freed memory. The copy is bounded by the guest's memory cap.)
 type Batch = (Result<Vec<u8>, String>,);
-
-fn run_in(
-    store: &mut Store<StoreState>,
-    guest: &Guest,
-    input: &Input,
-) -> Result<Vec<u8>, BatchFailure> {
-    let options = &guest.options;
-    let fail = |e: wasmtime::Error| classify(&e, options);
-    let instance = guest.module.pre.instantiate(&mut *store).map_err(fail)?;
-    let init = instance
-        .get_typed_func::<(&str,), (Result<(), String>,)>(&mut *store, "init")
-        .map_err(fail)?;
-    let (r,) = init
-        .call(&mut *store, (guest.config.as_str(),))
-        .map_err(fail)?;
-    r.map_err(|msg| BatchFailure::Guest(truncate(format!("init: {msg}"), GUEST_ERROR_BYTES)))?;
-    let (result,) = match input {
-        Input::Check => {
-            // A guest that doesn't say (built before `batch-encoding` existed) takes bytes.
-            let json = match instance
-                .get_typed_func::<(), (bindings::BatchEncoding,)>(&mut *store, "batch-encoding")
-            {
-                Ok(f) => f.call(&mut *store, ()).map_err(fail)?.0 == bindings::BatchEncoding::Json,
-                Err(_) => false,
-            };
-            return Ok(vec![u8::from(json)]);
-        }
-        Input::Flows(batch) => {
-            let f = instance
-                .get_typed_func::<(&[u8],), Batch>(&mut *store, "transform")
-                .map_err(fail)?;
-            f.call(&mut *store, (batch.as_slice(),)).map_err(fail)?
-        }
-        Input::Records(tag, batch) => {
-            let f = instance
-                .get_typed_func::<(&str, &[u8]), Batch>(&mut *store, "mangle")
-                .map_err(fail)?;
-            f.call(&mut *store, (tag.as_str(), batch.as_slice()))
-                .map_err(fail)?
-        }
-    };
-    let bytes = result.map_err(|msg| BatchFailure::Guest(truncate(msg, GUEST_ERROR_BYTES)))?;
-    if bytes.len() > options.limits.output_bytes {
-        return Err(BatchFailure::OutputLimit {
-            bytes: bytes.len(),
-            limit: options.limits.output_bytes,
-        });
-    }
-    Ok(bytes)
-}

@@ -530,6 +530,65 @@ async fn flood_is_over_the_output_limit() {
     .await;
 }
 
+/// Records out and fuel used by one transform call.
+async fn transform_fuel(s: &mut WasmStage, flows: &[Flow], stats: &PipelineStats) -> (usize, u64) {
+    let before = stats
+        .wasm_fuel_used
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let records = s.transform(flows, stats).await.len();
+    let after = stats
+        .wasm_fuel_used
+        .load(std::sync::atomic::Ordering::Relaxed);
+    (records, after - before)
+}
+
+/// The tag batches of one message run in one instance: after the first, a call spends no fuel
+/// on instantiation and `init`. A failed call's instance is dropped (the next call starts a
+/// fresh one, at a fresh instance's cost), and so is the instance when the message ends.
+#[tokio::test]
+async fn a_messages_batches_share_an_instance_until_one_fails() {
+    let small: Vec<Flow> = (0..2).map(tcp_flow).collect();
+    let large: Vec<Flow> = (0..50).map(tcp_flow).collect();
+    // Room for two records' output, not for fifty.
+    let mut s = stage("awsflowlogs", World::Transformer, Value::Null, |o| {
+        o.limits.output_bytes = 2_000
+    });
+    let stats = PipelineStats::default();
+    let (records, fresh) = transform_fuel(&mut s, &small, &stats).await;
+    assert_eq!(records, 2);
+    let (_, fresh_again) = transform_fuel(&mut s, &small, &stats).await;
+    assert_eq!(
+        fresh_again, fresh,
+        "outside a message, every call is a fresh instance"
+    );
+
+    s.begin_message();
+    let (_, first) = transform_fuel(&mut s, &small, &stats).await;
+    assert_eq!(
+        first, fresh,
+        "a message's first batch starts a fresh instance"
+    );
+    let (records, reused) = transform_fuel(&mut s, &small, &stats).await;
+    assert_eq!(records, 2);
+    assert!(
+        reused + 1_000 < fresh,
+        "a reused instance skips instantiation and init: {reused} vs {fresh} fuel"
+    );
+    assert_eq!(transform_fuel(&mut s, &large, &stats).await.0, 0);
+    assert_eq!(stats.dropped(DropReason::OutputLimit), 50);
+    let (records, after_failure) = transform_fuel(&mut s, &small, &stats).await;
+    assert_eq!(records, 2);
+    assert_eq!(
+        after_failure, fresh,
+        "the failed call's instance was dropped"
+    );
+    s.end_message();
+
+    s.begin_message();
+    assert_eq!(transform_fuel(&mut s, &small, &stats).await.1, fresh);
+    s.end_message();
+}
+
 #[tokio::test]
 async fn repeated_failures_quarantine_with_backoff() {
     let mut s = stage("trap", World::Transformer, Value::Null, |o| {

@@ -29,6 +29,8 @@ const RESOLUTION: Duration = Duration::from_millis(1);
 pub struct BatchLog {
     log: Arc<GuestLog>,
     stage: &'static str,
+    /// Lines each call may write.
+    lines: u32,
     state: Mutex<BatchState>,
 }
 
@@ -48,6 +50,7 @@ impl BatchLog {
         Arc::new(BatchLog {
             log,
             stage,
+            lines,
             state: Mutex::new(BatchState {
                 lines_left: lines,
                 dropped: 0,
@@ -108,7 +111,8 @@ impl BatchLog {
         }
     }
 
-    /// After the call: the unfinished lines are written, and what was over the budget counted.
+    /// After the call: the unfinished lines are written, what was over the budget counted, and
+    /// the budget given back for the instance's next call.
     pub fn finish(&self) -> u64 {
         let mut state = self.lock();
         for stream in 0..2 {
@@ -123,6 +127,8 @@ impl BatchLog {
                 Self::take(&mut state, &self.log, self.stage, level, &text);
             }
         }
+        state.lines_left = self.lines;
+        state.skipping = [false, false];
         let dropped = std::mem::take(&mut state.dropped);
         if dropped > 0 {
             self.log.count_dropped(dropped);

@@ -58,6 +58,14 @@ impl Mangler {
         }
     }
 
+    /// The wasm stage, if it is one.
+    pub fn wasm(&mut self) -> Option<&mut WasmStage> {
+        match self {
+            Mangler::Wasm(stage) => Some(stage),
+            _ => None,
+        }
+    }
+
     /// Called once per tag per message; `now_ms` is the message's clock. A wasm mangler's
     /// failed batch is counted as dropped with its reason.
     pub async fn mangle_batch(

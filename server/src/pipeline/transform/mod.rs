@@ -88,6 +88,14 @@ impl Transformer {
         }
     }
 
+    /// The wasm stage, if it is one.
+    pub fn wasm(&mut self) -> Option<&mut WasmStage> {
+        match self {
+            Transformer::Wasm(stage) => Some(stage),
+            _ => None,
+        }
+    }
+
     /// Transforms the flows of `tag` at `now_ms` (the message's clock), counting what is
     /// dropped: by the transform's choice (`transform`) or, for a wasm stage, by its failure
     /// reason.
