@@ -97,6 +97,20 @@ impl MotoServer {
     }
 
     fn spawn(auth: bool) -> anyhow::Result<Self> {
+        // `free_port` races with the other tests' listeners: the readiness check may have
+        // reached someone else's, and a moto that could not bind has exited. Then start again
+        // on another port.
+        let mut failed = None;
+        for _ in 0..3 {
+            match Self::spawn_once(auth) {
+                Ok(moto) => return Ok(moto),
+                Err(e) => failed = Some(e),
+            }
+        }
+        Err(failed.unwrap_or_else(|| anyhow::anyhow!("moto was not started")))
+    }
+
+    fn spawn_once(auth: bool) -> anyhow::Result<Self> {
         let bin = moto_server_bin()?;
         let port = free_port();
         let mut cmd = Command::new(&bin);
@@ -129,6 +143,12 @@ impl MotoServer {
             ("test".to_string(), "test".to_string())
         };
         let client = client(&format!("http://{addr}"), &access_key, &secret_key);
+        rt.block_on(client.list_buckets().send()).map_err(|e| {
+            anyhow::anyhow!(
+                "moto on {addr} does not answer: {e:?}; {}",
+                process.stderr()
+            )
+        })?;
         Ok(MotoServer {
             process,
             addr,

@@ -16,6 +16,8 @@ use super::{HostSettings, WasmError, World, bindings, cache};
 /// Linear memory kept resident per pooled instance slot between batches (only its dirty pages
 /// are reset).
 const KEEP_RESIDENT: usize = 2 << 20;
+/// Component instances the pooling allocator holds at once.
+pub(super) const POOL_COMPONENT_INSTANCES: u32 = 256;
 
 /// The interface name of the host import.
 const HOST_INTERFACE: &str = "sluice:guest/host@0.1.0";
@@ -308,7 +310,7 @@ fn base_config(settings: &HostSettings) -> Config {
 fn build_engine(settings: &HostSettings) -> Result<Engine, wasmtime::Error> {
     let mut cfg = base_config(settings);
     let mut pool = PoolingAllocationConfig::new();
-    pool.total_component_instances(256)
+    pool.total_component_instances(POOL_COMPONENT_INSTANCES)
         .total_core_instances(2_048)
         .total_memories(512)
         .total_tables(1_024)

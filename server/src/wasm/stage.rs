@@ -4,7 +4,7 @@
 //! failures.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Instance, ResourceTable};
@@ -633,6 +633,13 @@ fn execute(
     });
     if outcome.is_err() || !keep {
         *live = None;
+    } else if let Some(l) = live.as_mut()
+        && l.kept.is_none()
+    {
+        l.kept = KEPT.take();
+        if l.kept.is_none() {
+            *live = None;
+        }
     }
     CallResult {
         outcome,
@@ -706,6 +713,48 @@ pub(super) struct Live {
     store: Store<StoreState>,
     instance: Option<Instance>,
     batch_log: Arc<BatchLog>,
+    /// Held while the instance is kept between calls.
+    kept: Option<Kept>,
+}
+
+/// Instances kept between the batches of a message, across all stages: at most half of what
+/// the pooling allocator holds, so that pipelines waiting between batches (for the guest pool,
+/// say) can never leave a call without an instance. Past it, a batch's instance is dropped as
+/// before.
+static KEPT: KeptBudget = KeptBudget::new(super::engine::POOL_COMPONENT_INSTANCES as usize / 2);
+
+/// A count of kept instances with a ceiling.
+pub(super) struct KeptBudget {
+    kept: AtomicUsize,
+    max: usize,
+}
+
+impl KeptBudget {
+    pub(super) const fn new(max: usize) -> Self {
+        KeptBudget {
+            kept: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// A place for one more kept instance, if there is one.
+    pub(super) fn take(&'static self) -> Option<Kept> {
+        self.kept
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Kept(self))
+    }
+}
+
+/// One kept instance's place in its [`KeptBudget`], given back when dropped.
+pub(super) struct Kept(&'static KeptBudget);
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        self.0.kept.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for Live {
@@ -744,6 +793,7 @@ impl Live {
             store,
             instance: None,
             batch_log,
+            kept: None,
         };
         live.arm(limits);
         live

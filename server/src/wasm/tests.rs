@@ -589,6 +589,20 @@ async fn a_messages_batches_share_an_instance_until_one_fails() {
     s.end_message();
 }
 
+#[test]
+fn kept_instances_stop_at_their_budget() {
+    static BUDGET: stage::KeptBudget = stage::KeptBudget::new(2);
+    let first = BUDGET.take();
+    let second = BUDGET.take();
+    assert!(first.is_some() && second.is_some());
+    assert!(BUDGET.take().is_none(), "a third is over the budget");
+    drop(first);
+    assert!(
+        BUDGET.take().is_some(),
+        "a dropped one gives its place back"
+    );
+}
+
 #[tokio::test]
 async fn repeated_failures_quarantine_with_backoff() {
     let mut s = stage("trap", World::Transformer, Value::Null, |o| {
