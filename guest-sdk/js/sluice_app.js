@@ -11,9 +11,9 @@
 //   export function transform(flows, config) { return [{...}, ...]; }  // transformer
 //   export function mangle(tag, records, config) { return [...]; }      // mangler
 //
-// and may export `init(config)`, called with the parsed config before each batch: throwing
-// refuses the config, and a value other than undefined is what transform/mangle get as
-// `config`.
+// and may export `init(config)`, called with the parsed config in each fresh instance (one per
+// analyzer message) before its batches: throwing refuses the config, and a value other than
+// undefined is what transform/mangle get as `config`.
 //
 // componentize-js runs the top level of this module and of the guest's at build time and keeps
 // the initialised engine, so top-level code runs once, at build time, not per instance.

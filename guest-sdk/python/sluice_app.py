@@ -11,8 +11,9 @@ componentize-py. The guest's module defines
     def mangle(tag, records, config):    # mangler
         return [{...}, ...]
 
-and may define `init(config)`, called with the parsed config before each batch: raising refuses
-the config, and a value other than None is what `transform`/`mangle` get as `config`.
+and may define `init(config)`, called with the parsed config in each fresh instance (one per
+analyzer message) before its batches: raising refuses the config, and a value other than None is
+what `transform`/`mangle` get as `config`.
 
 componentize-py runs the top level of this module and of the guest's at build time and keeps
 the initialised interpreter, so every import has to happen here, at the top: the component has

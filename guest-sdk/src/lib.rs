@@ -113,7 +113,7 @@ pub trait Transform: Sized + 'static {
 
 /// A mangle stage: the records of one tag's batch in, records out.
 pub trait Mangle: Sized + 'static {
-    /// Builds the stage from `pipeline.mangle.wasm.config`, before every batch.
+    /// Builds the stage from `pipeline.mangle.wasm.config`, in every fresh instance.
     fn init(config: &Config) -> Result<Self, Error>;
 
     /// Writes the batch's records, changed, dropped or added to, to `out`.

@@ -5,8 +5,8 @@
 
 use sluice_guest::{Config, Error, Flows, Output, Transform};
 
-/// The configured stage. A fresh one is built before every batch. (Not `Guest`: the bindings
-/// the export macro generates define a trait of that name.)
+/// The configured stage, built in every fresh instance (one per analyzer message). (Not
+/// `Guest`: the bindings the export macro generates define a trait of that name.)
 pub struct KeepPort {
     port: i64,
 }
