@@ -618,7 +618,7 @@ fn execute(
     live: &mut Option<Live>,
     keep: bool,
 ) -> CallResult {
-    let (outcome, fuel_used, logs_dropped) = call(guest, input, live);
+    let (outcome, fuel_used, logs_dropped, used) = call(guest, input, live.take());
     let mut says_json = false;
     let outcome = outcome.and_then(|bytes| {
         match input {
@@ -631,15 +631,8 @@ fn execute(
         }
         .map_err(|e| BatchFailure::Guest(truncate(e.to_string(), GUEST_ERROR_BYTES)))
     });
-    if outcome.is_err() || !keep {
-        *live = None;
-    } else if let Some(l) = live.as_mut()
-        && l.kept.is_none()
-    {
-        l.kept = KEPT.take();
-        if l.kept.is_none() {
-            *live = None;
-        }
+    if outcome.is_ok() && keep {
+        *live = used.kept();
     }
     CallResult {
         outcome,
@@ -682,17 +675,16 @@ fn classify(e: &wasmtime::Error, options: &StageOptions) -> BatchFailure {
 
 /// One call: in `live`'s instance (its fuel and deadline set anew), else in a fresh store
 /// (instantiate, `init(config)`, all under one batch's fuel and deadline). Returns the guest's
-/// bytes (for a check, one byte: [`JSON_ENCODING`] when the guest takes JSON), the fuel used
-/// and the log lines over the budget; `live` holds the instance after a success. Runs where
-/// blocking is allowed (a guest thread, `block_in_place` or the blocking pool); never panics on
-/// guest behaviour.
+/// bytes (for a check, one byte: [`JSON_ENCODING`] when the guest takes JSON), the fuel used,
+/// the log lines over the budget and the store it ran in. Runs where blocking is allowed (a
+/// guest thread, `block_in_place` or the blocking pool); never panics on guest behaviour.
 fn call(
     guest: &Guest,
     input: &Input,
-    live: &mut Option<Live>,
-) -> (Result<Vec<u8>, BatchFailure>, u64, u64) {
+    live: Option<Live>,
+) -> (Result<Vec<u8>, BatchFailure>, u64, u64, Live) {
     let limits = guest.options.limits;
-    let mut current = match live.take() {
+    let mut current = match live {
         Some(mut kept) => {
             kept.arm(limits);
             kept
@@ -702,10 +694,7 @@ fn call(
     let outcome = current.run(guest, input);
     let fuel_used = limits.fuel - current.store.get_fuel().unwrap_or(0);
     let logs_dropped = current.batch_log.finish();
-    if outcome.is_ok() {
-        *live = Some(current);
-    }
-    (outcome, fuel_used, logs_dropped)
+    (outcome, fuel_used, logs_dropped, current)
 }
 
 /// A store and, once instantiated and `init` called, its guest instance.
@@ -715,6 +704,14 @@ pub(super) struct Live {
     batch_log: Arc<BatchLog>,
     /// Held while the instance is kept between calls.
     kept: Option<Kept>,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live")
+            .field("instantiated", &self.instance.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Instances kept between the batches of a message, across all stages: at most half of what
@@ -757,14 +754,6 @@ impl Drop for Kept {
     }
 }
 
-impl std::fmt::Debug for Live {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Live")
-            .field("instantiated", &self.instance.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
 impl Live {
     /// A fresh store under the stage's limits, nothing instantiated yet.
     fn new(guest: &Guest) -> Self {
@@ -797,6 +786,15 @@ impl Live {
         };
         live.arm(limits);
         live
+    }
+
+    /// Itself, to be kept for the message's next batch, if [`KEPT`] has room (it already
+    /// holds its place after a first batch).
+    fn kept(mut self) -> Option<Self> {
+        if self.kept.is_none() {
+            self.kept = Some(KEPT.take()?);
+        }
+        Some(self)
     }
 
     /// One batch's fuel and deadline, from now.
